@@ -1,0 +1,443 @@
+//! The async Rust client: one connection, many concurrent requests and attachments.
+//!
+//! A writer task owns the socket's write half and a reader task its read half. Replies
+//! are matched to waiters by request id; output events are routed to the `Attachment`
+//! of their session. When the connection ends, every waiter fails with `IpcError`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::codec::{Frame, FrameCodec, MAX_PAYLOAD_LEN};
+use crate::error::ClientError;
+use crate::message::*;
+use crate::PROTOCOL_VERSION;
+
+type Reader = FramedRead<tokio::net::unix::OwnedReadHalf, FrameCodec<DaemonMessage, Request>>;
+type Writer = FramedWrite<tokio::net::unix::OwnedWriteHalf, FrameCodec<DaemonMessage, Request>>;
+
+/// Events of one attached session, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    /// Output bytes starting at absolute `offset`.
+    Output {
+        /// Offset of `data[0]`.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Bytes `[offset, offset + bytes)` will never arrive.
+    Dropped {
+        /// First lost byte.
+        offset: u64,
+        /// Count.
+        bytes: u64,
+    },
+    /// The session ended; nothing follows.
+    Exit(ExitStatus),
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Frame<DaemonMessage>>,
+    /// Installed as the route of the session named in the reply, before any later frame
+    /// is read, so no event can slip past (used by `attach` and attached `spawn`).
+    route: Option<mpsc::Sender<SessionEvent>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// `None` once the connection has ended.
+    pending: Mutex<Option<HashMap<u64, Waiter>>>,
+    routes: Mutex<HashMap<SessionId, mpsc::Sender<SessionEvent>>>,
+    close_reason: Mutex<Option<String>>,
+}
+
+struct Inner {
+    out: mpsc::Sender<Frame<Request>>,
+    next_id: AtomicU64,
+    shared: Arc<Shared>,
+    hello: HelloReply,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A connection to ptyd. Cheap to clone; the connection closes when the last clone drops.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("daemon", &self.inner.hello).finish()
+    }
+}
+
+const ROUTE_DEPTH: usize = 64;
+
+impl Client {
+    /// Connects to the daemon at `path` and performs the version handshake.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).await.map_err(|e| {
+            ClientError::Ipc(format!("cannot connect to ptyd at {}: {e}", path.display()))
+        })?;
+        Self::handshake(stream, concat!("ipc-proto/", env!("CARGO_PKG_VERSION"))).await
+    }
+
+    /// Performs the handshake on an already connected stream, naming the client `name`.
+    pub async fn handshake(stream: UnixStream, name: &str) -> Result<Client, ClientError> {
+        let (rd, wr) = stream.into_split();
+        let mut reader: Reader = FramedRead::new(rd, FrameCodec::default());
+        let mut writer: Writer = FramedWrite::new(wr, FrameCodec::default());
+        let hello = HelloRequest { protocol_version: PROTOCOL_VERSION, client: name.to_string() };
+        writer.send(Frame::new(1, Request::Hello(hello))).await.map_err(ipc)?;
+        let hello = match reader.next().await {
+            Some(Ok(Ok(Frame { body: DaemonMessage::Hello(h), .. }))) => h,
+            Some(Ok(Ok(Frame { body: DaemonMessage::Error(e), .. }))) => {
+                return Err(ClientError::Daemon { code: e.code, message: e.message })
+            }
+            Some(Ok(Ok(other))) => {
+                return Err(ClientError::Ipc(format!(
+                    "unexpected handshake reply: {:?}",
+                    other.body
+                )))
+            }
+            Some(Ok(Err(invalid))) => {
+                return Err(ClientError::Ipc(format!(
+                    "invalid handshake reply: {}",
+                    invalid.reason
+                )))
+            }
+            Some(Err(e)) => return Err(ipc(e)),
+            None => {
+                return Err(ClientError::Ipc(
+                    "ptyd closed the connection during the handshake".into(),
+                ))
+            }
+        };
+        let shared =
+            Arc::new(Shared { pending: Mutex::new(Some(HashMap::new())), ..Default::default() });
+        let (out, out_rx) = mpsc::channel(256);
+        tokio::spawn(write_loop(writer, out_rx));
+        let reader = tokio::spawn(read_loop(reader, shared.clone())).abort_handle();
+        Ok(Client {
+            inner: Arc::new(Inner { out, next_id: AtomicU64::new(2), shared, hello, reader }),
+        })
+    }
+
+    /// The daemon's half of the handshake (its version and pid).
+    pub fn daemon(&self) -> &HelloReply {
+        &self.inner.hello
+    }
+
+    async fn call_routed(
+        &self,
+        body: Request,
+        data: Bytes,
+        route: Option<mpsc::Sender<SessionEvent>>,
+    ) -> Result<Frame<DaemonMessage>, ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.inner.shared.pending.lock().unwrap();
+            match pending.as_mut() {
+                Some(map) => map.insert(id, Waiter { reply: tx, route }),
+                None => return Err(self.closed_error()),
+            };
+        }
+        if self.inner.out.send(Frame::with_data(id, body, data)).await.is_err() {
+            return Err(self.closed_error());
+        }
+        let frame = rx.await.map_err(|_| self.closed_error())?;
+        match frame.body {
+            DaemonMessage::Error(e) => {
+                Err(ClientError::Daemon { code: e.code, message: e.message })
+            }
+            _ => Ok(frame),
+        }
+    }
+
+    async fn call(&self, body: Request) -> Result<DaemonMessage, ClientError> {
+        Ok(self.call_routed(body, Bytes::new(), None).await?.body)
+    }
+
+    fn closed_error(&self) -> ClientError {
+        let reason = self.inner.shared.close_reason.lock().unwrap().clone();
+        ClientError::Ipc(reason.unwrap_or_else(|| "connection to ptyd closed".into()))
+    }
+
+    /// Starts a session.
+    pub async fn spawn(&self, req: SpawnRequest) -> Result<SpawnReply, ClientError> {
+        match self.call(Request::Spawn(SpawnRequest { attach: None, ..req })).await? {
+            DaemonMessage::Spawned(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts a session with this connection attached from its first byte.
+    pub async fn spawn_attached(
+        &self,
+        req: SpawnRequest,
+        mode: AttachMode,
+    ) -> Result<(SpawnReply, Attachment), ClientError> {
+        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        let req = SpawnRequest { attach: Some(mode), ..req };
+        let frame = self.call_routed(Request::Spawn(req), Bytes::new(), Some(tx)).await?;
+        match frame.body {
+            DaemonMessage::Spawned(r) => {
+                let reply = AttachReply { session: r.session, offset: 0, dropped: 0, end: 0 };
+                Ok((r, Attachment { client: self.clone(), reply, rx, done: false }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Attaches to a session's output from `since` (or the whole replay window).
+    pub async fn attach(
+        &self,
+        session: SessionId,
+        since: Option<u64>,
+        lossless: bool,
+    ) -> Result<Attachment, ClientError> {
+        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        let req = Request::Attach(AttachRequest { session, since, lossless });
+        let frame = self.call_routed(req, Bytes::new(), Some(tx)).await?;
+        match frame.body {
+            DaemonMessage::Attached(reply) => {
+                Ok(Attachment { client: self.clone(), reply, rx, done: false })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes bytes to a session's terminal, in frames no larger than the limit.
+    pub async fn input(
+        &self,
+        session: SessionId,
+        data: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        let mut data: Bytes = data.into();
+        loop {
+            let chunk = data.split_to(data.len().min(MAX_PAYLOAD_LEN));
+            self.call_routed(Request::Input(SessionRef { session }), chunk, None).await?;
+            if data.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Resizes a session's terminal.
+    pub async fn resize(
+        &self,
+        session: SessionId,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), ClientError> {
+        self.call(Request::Resize(ResizeRequest { session, cols, rows })).await.map(drop)
+    }
+
+    /// Ends a session (no signal), or delivers one signal to its process group.
+    pub async fn kill(&self, session: SessionId, signal: Option<&str>) -> Result<(), ClientError> {
+        let signal = signal.map(str::to_string);
+        self.call(Request::Kill(KillRequest { session, signal })).await.map(drop)
+    }
+
+    /// Stops streaming a session to this connection.
+    pub async fn detach(&self, session: SessionId) -> Result<(), ClientError> {
+        self.call(Request::Detach(SessionRef { session })).await.map(drop)
+    }
+
+    /// Lists sessions.
+    pub async fn list(&self) -> Result<ListReply, ClientError> {
+        match self.call(Request::List).await? {
+            DaemonMessage::Sessions(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One session's details.
+    pub async fn info(&self, session: SessionId) -> Result<SessionInfo, ClientError> {
+        match self.call(Request::Info(SessionRef { session })).await? {
+            DaemonMessage::Session(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits for a session to exit.
+    pub async fn wait(
+        &self,
+        session: SessionId,
+        timeout: Option<Duration>,
+    ) -> Result<ExitStatus, ClientError> {
+        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
+        match self.call(Request::Wait(WaitRequest { session, timeout_ms })).await? {
+            DaemonMessage::Exited(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends any request and returns the raw reply (for requests without a helper).
+    pub async fn request(
+        &self,
+        body: Request,
+        data: Bytes,
+    ) -> Result<Frame<DaemonMessage>, ClientError> {
+        self.call_routed(body, data, None).await
+    }
+}
+
+/// A session's event stream on this connection. Dropping it detaches.
+pub struct Attachment {
+    client: Client,
+    /// Where the stream starts.
+    pub reply: AttachReply,
+    rx: mpsc::Receiver<SessionEvent>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment").field("reply", &self.reply).finish()
+    }
+}
+
+impl Attachment {
+    /// The session.
+    pub fn session(&self) -> SessionId {
+        self.reply.session
+    }
+
+    /// The next event; `None` after `Exit`, or when the connection ended.
+    pub async fn next(&mut self) -> Option<SessionEvent> {
+        if self.done {
+            return None;
+        }
+        let ev = self.rx.recv().await;
+        if matches!(ev, None | Some(SessionEvent::Exit(_))) {
+            self.done = true;
+        }
+        ev
+    }
+
+    /// The client this attachment belongs to.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let session = self.reply.session;
+        self.client.inner.shared.routes.lock().unwrap().remove(&session);
+        // Fire and forget: the reply finds no waiter and is ignored.
+        let id = self.client.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ =
+            self.client.inner.out.try_send(Frame::new(id, Request::Detach(SessionRef { session })));
+    }
+}
+
+fn ipc(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Ipc(e.to_string())
+}
+
+fn unexpected(msg: DaemonMessage) -> ClientError {
+    ClientError::Ipc(format!("unexpected reply from ptyd: {msg:?}"))
+}
+
+async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Frame<Request>>) {
+    while let Some(frame) = rx.recv().await {
+        if writer.feed(frame).await.is_err() {
+            return;
+        }
+        // Batch whatever is already queued into one flush.
+        while let Ok(frame) = rx.try_recv() {
+            if writer.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(mut reader: Reader, shared: Arc<Shared>) {
+    let reason = loop {
+        match reader.next().await {
+            None => break "ptyd closed the connection".to_string(),
+            Some(Err(e)) => break format!("connection to ptyd failed: {e}"),
+            Some(Ok(Err(invalid))) => {
+                break format!("ptyd sent an invalid message: {}", invalid.reason)
+            }
+            Some(Ok(Ok(frame))) => {
+                if frame.id != 0 {
+                    complete(&shared, frame);
+                } else if let Some(reason) = route(&shared, frame).await {
+                    break reason;
+                }
+            }
+        }
+    };
+    tracing::debug!(%reason, "ipc client connection ended");
+    *shared.close_reason.lock().unwrap() = Some(reason);
+    // Dropping the waiters and routes fails every pending call and ends every attachment.
+    shared.pending.lock().unwrap().take();
+    shared.routes.lock().unwrap().clear();
+}
+
+fn complete(shared: &Shared, frame: Frame<DaemonMessage>) {
+    let waiter = shared.pending.lock().unwrap().as_mut().and_then(|m| m.remove(&frame.id));
+    let Some(waiter) = waiter else { return };
+    if let Some(route) = waiter.route {
+        let session = match &frame.body {
+            DaemonMessage::Spawned(r) => Some(r.session),
+            DaemonMessage::Attached(r) => Some(r.session),
+            _ => None,
+        };
+        if let Some(session) = session {
+            shared.routes.lock().unwrap().insert(session, route);
+        }
+    }
+    let _ = waiter.reply.send(frame);
+}
+
+/// Delivers one event; returns a reason when the connection must be considered broken.
+async fn route(shared: &Shared, frame: Frame<DaemonMessage>) -> Option<String> {
+    let (session, event) = match frame.body {
+        DaemonMessage::Output(o) => {
+            (o.session, SessionEvent::Output { offset: o.offset, data: frame.data })
+        }
+        DaemonMessage::Dropped(d) => {
+            (d.session, SessionEvent::Dropped { offset: d.offset, bytes: d.bytes })
+        }
+        DaemonMessage::Exit(e) => (e.session, SessionEvent::Exit(e.status)),
+        DaemonMessage::Error(e) => return Some(format!("{} ({})", e.message, e.code)),
+        _ => return None,
+    };
+    let is_exit = matches!(event, SessionEvent::Exit(_));
+    let tx = shared.routes.lock().unwrap().get(&session).cloned();
+    if let Some(tx) = tx {
+        // Waiting here is the backpressure: a slow reader slows this connection down.
+        if tx.send(event).await.is_err() || is_exit {
+            shared.routes.lock().unwrap().remove(&session);
+        }
+    }
+    None
+}

@@ -1,0 +1,425 @@
+//! Every message of the ptyd IPC protocol: what a client sends (`Request`) and what
+//! the daemon sends back (`DaemonMessage`: replies to requests, and events).
+//!
+//! Field names are the wire names. Optional fields carry `#[serde(default)]` so that a
+//! newer peer may add fields without breaking an older one; an unknown `type` decodes
+//! to an explicit `Unknown` variant instead of failing the whole frame.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ErrorCode;
+
+/// Identifies one PTY session for its whole life, including after it exited.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[serde(transparent)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        SessionId(Uuid::new_v4())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(SessionId)
+    }
+}
+
+fn default_cols() -> u16 {
+    80
+}
+
+fn default_rows() -> u16 {
+    24
+}
+
+/// Messages a client sends. Every request travels with a nonzero `id` that its reply echoes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Must be the first frame on a connection.
+    Hello(HelloRequest),
+    /// Start a command in a new PTY.
+    Spawn(SpawnRequest),
+    /// Replay output from an offset, then stream live output and the exit.
+    Attach(AttachRequest),
+    /// Stop streaming a session's output to this connection.
+    Detach(SessionRef),
+    /// Write the frame's binary payload to the session's terminal.
+    Input(SessionRef),
+    /// Change the terminal size (the child gets SIGWINCH).
+    Resize(ResizeRequest),
+    /// End a session, or deliver one signal to its process group.
+    Kill(KillRequest),
+    /// Every session the daemon knows, running or recently exited.
+    List,
+    /// One session's details.
+    Info(SessionRef),
+    /// Resolve when the session has exited, with its status.
+    Wait(WaitRequest),
+    /// A request type this daemon does not know; answered with `UnknownRequest`.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Request {
+    /// The wire name of this request's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello(_) => "hello",
+            Request::Spawn(_) => "spawn",
+            Request::Attach(_) => "attach",
+            Request::Detach(_) => "detach",
+            Request::Input(_) => "input",
+            Request::Resize(_) => "resize",
+            Request::Kill(_) => "kill",
+            Request::List => "list",
+            Request::Info(_) => "info",
+            Request::Wait(_) => "wait",
+            Request::Unknown => "unknown",
+        }
+    }
+}
+
+/// The opening handshake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HelloRequest {
+    /// The protocol version the client speaks.
+    pub protocol_version: u32,
+    /// Free text naming the client, for logs (e.g. `ptyctl/0.1.0`).
+    #[serde(default)]
+    pub client: String,
+}
+
+/// A request that names one session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SessionRef {
+    /// The session.
+    pub session: SessionId,
+}
+
+/// Start `command` with `args` in a new PTY. The command is executed directly (no shell).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SpawnRequest {
+    /// Program name (looked up in `PATH`) or path.
+    pub command: String,
+    /// Arguments, not including the program name.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables set on top of the daemon's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the daemon's own when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Terminal width in columns.
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    /// Terminal height in rows.
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+    /// Free-form labels, returned by `list` and `info`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Kill the session after this long without input, output or an attached client.
+    /// Absent: the daemon's default. 0: never.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Size of the session's output replay window. Absent: the daemon's default.
+    #[serde(default)]
+    pub replay_bytes: Option<usize>,
+    /// Attach this connection before the child runs, so no output can be missed.
+    #[serde(default)]
+    pub attach: Option<AttachMode>,
+}
+
+impl SpawnRequest {
+    /// A request for `command args…` with every other field at its default.
+    pub fn new(
+        command: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        SpawnRequest {
+            command: command.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            cols: default_cols(),
+            rows: default_rows(),
+            labels: BTreeMap::new(),
+            idle_timeout_ms: None,
+            replay_bytes: None,
+            attach: None,
+        }
+    }
+}
+
+/// How output reaches an attached client.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AttachMode {
+    /// When true, the session's output waits for this client (like a terminal under
+    /// XOFF) instead of dropping bytes the client is too slow to take. When false, a
+    /// slow client receives `dropped` events and the session never waits for it.
+    #[serde(default)]
+    pub lossless: bool,
+}
+
+/// Attach to a session's output.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AttachRequest {
+    /// The session.
+    pub session: SessionId,
+    /// Resume after this absolute output offset. Absent: replay the whole window.
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// Flow behaviour; lossy when absent.
+    #[serde(default)]
+    pub lossless: bool,
+}
+
+/// Resize a session's terminal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ResizeRequest {
+    /// The session.
+    pub session: SessionId,
+    /// New width.
+    pub cols: u16,
+    /// New height.
+    pub rows: u16,
+}
+
+/// End a session, or send it one signal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KillRequest {
+    /// The session.
+    pub session: SessionId,
+    /// Absent: end the session (SIGHUP to its process group, SIGKILL after the grace).
+    /// Present (`"INT"`, `"SIGTERM"`, `"9"`): deliver only that signal to the group.
+    #[serde(default)]
+    pub signal: Option<String>,
+}
+
+/// Wait for a session to exit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WaitRequest {
+    /// The session.
+    pub session: SessionId,
+    /// Give up with a `Timeout` error after this long. Absent: wait for ever.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Messages the daemon sends: replies (carrying the request's `id`) and events (no `id`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DaemonMessage {
+    /// Reply to `hello`.
+    Hello(HelloReply),
+    /// Success with nothing to report (detach, input, resize, kill).
+    Ok,
+    /// Reply to `spawn`.
+    Spawned(SpawnReply),
+    /// Reply to `attach`; output events follow.
+    Attached(AttachReply),
+    /// Reply to `list`.
+    Sessions(ListReply),
+    /// Reply to `info`.
+    Session(SessionInfo),
+    /// Reply to `wait`.
+    Exited(ExitStatus),
+    /// A failed request, or a refused connection when `id` is absent.
+    Error(ErrorReply),
+    /// Event: terminal output; the frame's payload holds the bytes.
+    Output(OutputEvent),
+    /// Event: output this client was too slow for, and which left the replay window.
+    Dropped(DroppedEvent),
+    /// Event: an attached session exited; no more events follow for it.
+    Exit(ExitEvent),
+    /// A message type this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The daemon's half of the handshake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HelloReply {
+    /// The protocol version the daemon speaks.
+    pub protocol_version: u32,
+    /// The daemon's release, e.g. `0.1.0`.
+    pub daemon_version: String,
+    /// The daemon's process id.
+    pub pid: u32,
+}
+
+/// A new session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SpawnReply {
+    /// Its id.
+    pub session: SessionId,
+    /// The child's pid, which is also its process group id.
+    pub pid: u32,
+}
+
+/// Where an attachment's output starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AttachReply {
+    /// The session.
+    pub session: SessionId,
+    /// Offset of the first byte that will be sent.
+    pub offset: u64,
+    /// Bytes between the requested `since` and `offset` that are no longer kept.
+    pub dropped: u64,
+    /// The session's output offset at the moment of attaching (end of the replay).
+    pub end: u64,
+}
+
+/// All sessions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ListReply {
+    /// Running sessions and exited ones still retained.
+    pub sessions: Vec<SessionInfo>,
+    /// Running sessions (slots in use).
+    pub active: usize,
+    /// Pool capacity.
+    pub capacity: usize,
+}
+
+/// The lifecycle state of a session.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// The child runs.
+    Running,
+    /// The child exited; the record is kept for the retention period.
+    Exited,
+}
+
+/// A session's details.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    /// Its id.
+    pub session: SessionId,
+    /// The child's pid (and process group).
+    pub pid: u32,
+    /// Program and arguments.
+    pub command: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Working directory, if one was given.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Labels given at spawn.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Terminal width.
+    pub cols: u16,
+    /// Terminal height.
+    pub rows: u16,
+    /// Running or exited.
+    pub state: SessionState,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Last input, output or attach, milliseconds since the Unix epoch.
+    pub last_activity_ms: u64,
+    /// Connections currently attached.
+    pub attached: u32,
+    /// Total output bytes so far (the offset the next byte will get).
+    pub output_offset: u64,
+    /// The session's idle timeout; 0 means never.
+    pub idle_timeout_ms: u64,
+    /// How it ended, once it has.
+    #[serde(default)]
+    pub exit: Option<ExitStatus>,
+}
+
+/// How a process ended: exactly one of `code` and `signal` is set.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code, if it exited.
+    #[serde(default)]
+    pub code: Option<i32>,
+    /// Signal number, if a signal killed it.
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// The shell convention: the code, or 128 + the signal number.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 255,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(sig)) => write!(f, "killed by signal {sig}"),
+            (None, None) => write!(f, "ended with unknown status"),
+        }
+    }
+}
+
+/// A failed request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ErrorReply {
+    /// Machine-readable name, e.g. `AtCapacity`.
+    pub code: ErrorCode,
+    /// Human-readable text, e.g. `pty pool is at capacity (64)`.
+    pub message: String,
+}
+
+/// Terminal output starting at absolute byte `offset`; the bytes are the frame's payload.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OutputEvent {
+    /// The session.
+    pub session: SessionId,
+    /// Absolute offset of the payload's first byte.
+    pub offset: u64,
+}
+
+/// Output in `[offset, offset + bytes)` will never reach this client.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DroppedEvent {
+    /// The session.
+    pub session: SessionId,
+    /// First lost byte.
+    pub offset: u64,
+    /// How many bytes were lost.
+    pub bytes: u64,
+}
+
+/// An attached session ended. All its output was sent before this event.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ExitEvent {
+    /// The session.
+    pub session: SessionId,
+    /// How it ended.
+    #[serde(flatten)]
+    pub status: ExitStatus,
+}
