@@ -20,6 +20,8 @@ pub enum ErrorCode {
     MalformedFrame,
     /// The frame is larger than the limit; the connection is closed after this error.
     FrameTooLarge,
+    /// The session has exited, so its terminal takes no input or resize.
+    SessionExited,
     /// A well-formed request with invalid fields (bad signal name, zero size…).
     BadRequest,
     /// A request `type` the daemon does not know.

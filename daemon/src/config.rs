@@ -1,0 +1,64 @@
+//! The daemon's settings, with every default in one place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Defaults, with units in their names' types.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Sessions that may run at once.
+    pub const CAPACITY: usize = 64;
+    /// Output kept per session for replay.
+    pub const REPLAY_BYTES: usize = 4096;
+    /// Idle time (no input, no output, no client) after which a session is killed.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// Time between SIGHUP and SIGKILL when a session ends.
+    pub const KILL_GRACE: Duration = Duration::from_secs(1);
+    /// How long an exited session's status stays available to `wait`, `info` and `attach`.
+    pub const RETENTION: Duration = Duration::from_secs(5 * 60);
+    /// Exited sessions kept at most, oldest dropped first.
+    pub const MAX_RETAINED: usize = 1024;
+    /// Largest replay window a spawn may ask for.
+    pub const MAX_REPLAY_BYTES: usize = 16 * 1024 * 1024;
+}
+
+/// How ptyd runs. Built by `main.rs` from flags, environment and the TOML file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The IPC socket path.
+    pub socket: PathBuf,
+    /// Pool capacity.
+    pub capacity: usize,
+    /// Default replay window per session.
+    pub replay_bytes: usize,
+    /// Default idle timeout; zero disables it.
+    pub idle_timeout: Duration,
+    /// SIGHUP → SIGKILL grace.
+    pub kill_grace: Duration,
+    /// Exited-session retention.
+    pub retention: Duration,
+    /// Cap on retained exited sessions.
+    pub max_retained: usize,
+    /// A group whose members may connect besides the daemon's uid and root.
+    pub allow_gid: Option<u32>,
+    /// The largest frame accepted.
+    pub max_frame_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: ipc_proto::socket_path_from_env(),
+            capacity: defaults::CAPACITY,
+            replay_bytes: defaults::REPLAY_BYTES,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            kill_grace: defaults::KILL_GRACE,
+            retention: defaults::RETENTION,
+            max_retained: defaults::MAX_RETAINED,
+            allow_gid: None,
+            max_frame_len: ipc_proto::MAX_FRAME_LEN,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! One client connection: the handshake, the read loop, the outgoing queue, and the
+//! attachments and waits this connection has open.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use ipc_proto::{
+    DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply, ProtoError, Request, SessionId,
+    PROTOCOL_VERSION,
+};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::handlers::{self, ReplyError};
+use crate::pool::PtyPool;
+
+type Codec = FrameCodec<Request, DaemonMessage>;
+/// The queue of frames waiting to be written to this client.
+pub type Outgoing = mpsc::Sender<Frame<DaemonMessage>>;
+
+/// Frames queued for a client before its handlers wait: bounded so a client that does not
+/// read costs bounded memory.
+const OUT_DEPTH: usize = 64;
+/// A client must say hello within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to flush the last frames (e.g. an error) to a closing client.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client connection after the credential check.
+pub struct Connection {
+    /// The pool.
+    pub pool: Arc<PtyPool>,
+    /// Frames to this client.
+    pub out: Outgoing,
+    /// Output forwarding tasks by session.
+    pub attachments: HashMap<SessionId, AbortHandle>,
+    /// Pending `wait` requests.
+    pub waits: JoinSet<()>,
+}
+
+impl Connection {
+    /// Queues a reply to request `id`.
+    pub async fn reply(&self, id: u64, msg: DaemonMessage) {
+        let _ = self.out.send(Frame::new(id, msg)).await;
+    }
+
+    /// Registers a forwarding task for `session`, replacing (and stopping) any earlier one.
+    pub fn add_attachment(&mut self, session: SessionId, task: AbortHandle) {
+        self.attachments.retain(|_, t| !t.is_finished());
+        if let Some(old) = self.attachments.insert(session, task) {
+            old.abort();
+        }
+    }
+}
+
+/// Serves one connection until the client leaves, breaks the protocol, or `stop` fires.
+pub async fn serve(stream: UnixStream, pool: Arc<PtyPool>, stop: CancellationToken) {
+    let (rd, wr) = stream.into_split();
+    let max = pool.config.max_frame_len;
+    let mut reader = FramedRead::new(rd, Codec::new(max));
+    let (out, out_rx) = mpsc::channel(OUT_DEPTH);
+    let writer = tokio::spawn(write_loop(FramedWrite::new(wr, Codec::new(max)), out_rx));
+
+    let mut conn = Connection { pool, out, attachments: HashMap::new(), waits: JoinSet::new() };
+    if handshake(&mut reader, &conn, &stop).await {
+        read_loop(&mut reader, &mut conn, &stop).await;
+    }
+
+    for task in conn.attachments.values() {
+        task.abort();
+    }
+    conn.waits.abort_all();
+    drop(conn);
+    // Let queued frames (an error reason, exit events) reach the client.
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
+    debug!("connection closed");
+}
+
+async fn handshake(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &Connection, stop: &CancellationToken) -> bool {
+    let first = tokio::select! {
+        first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
+        _ = stop.cancelled() => return false,
+    };
+    let refuse = |code, message: String| async move {
+        warn!(%message, "handshake refused");
+        conn.reply(0, DaemonMessage::Error(ErrorReply { code, message })).await;
+        false
+    };
+    match first {
+        Err(_) => refuse(ErrorCode::BadRequest, "no hello within 10 s".into()).await,
+        Ok(None) => false,
+        Ok(Some(Err(e))) => refuse(e.code(), e.to_string()).await,
+        Ok(Some(Ok(Err(invalid)))) => refuse(ErrorCode::BadRequest, format!("invalid hello: {}", invalid.reason)).await,
+        Ok(Some(Ok(Ok(frame)))) => match frame.body {
+            Request::Hello(hello) if hello.protocol_version == PROTOCOL_VERSION => {
+                info!(client = %hello.client, "client connected");
+                let reply = HelloReply {
+                    protocol_version: PROTOCOL_VERSION,
+                    daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+                    pid: std::process::id(),
+                };
+                conn.reply(frame.id, DaemonMessage::Hello(reply)).await;
+                true
+            }
+            Request::Hello(hello) => {
+                let message = format!(
+                    "unsupported protocol version {}: this daemon speaks version {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                );
+                refuse(ErrorCode::VersionMismatch, message).await
+            }
+            _ => refuse(ErrorCode::BadRequest, "the first request must be hello".into()).await,
+        },
+    }
+}
+
+async fn read_loop(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &mut Connection, stop: &CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = stop.cancelled() => return,
+        };
+        match next {
+            None => return,
+            Some(Err(ProtoError::Io(e))) => {
+                debug!(error = %e, "connection read failed");
+                return;
+            }
+            Some(Err(e)) => {
+                // The stream can no longer be trusted to be in step: say why and close.
+                warn!(error = %e, "closing connection after a bad frame");
+                conn.reply(0, DaemonMessage::Error(ErrorReply { code: e.code(), message: e.to_string() })).await;
+                return;
+            }
+            Some(Ok(Err(invalid))) => {
+                let message = format!("invalid request: {}", invalid.reason);
+                send_error(conn, invalid.id, ReplyError::new(ErrorCode::BadRequest, message)).await;
+            }
+            Some(Ok(Ok(frame))) => {
+                let id = frame.id;
+                if let Err(e) = handlers::dispatch(conn, frame).await {
+                    send_error(conn, id, e).await;
+                }
+            }
+        }
+    }
+}
+
+async fn send_error(conn: &Connection, id: u64, e: ReplyError) {
+    debug!(id, code = %e.code, message = %e.message, "request failed");
+    conn.reply(id, DaemonMessage::Error(ErrorReply { code: e.code, message: e.message })).await;
+}
+
+async fn write_loop(mut writer: FramedWrite<OwnedWriteHalf, Codec>, mut rx: mpsc::Receiver<Frame<DaemonMessage>>) {
+    while let Some(frame) = rx.recv().await {
+        if writer.feed(frame).await.is_err() {
+            return;
+        }
+        // Batch whatever else is queued into the same flush.
+        while let Ok(frame) = rx.try_recv() {
+            if writer.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}

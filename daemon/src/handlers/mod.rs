@@ -1,0 +1,80 @@
+//! Request dispatch: one `match` from request type to its handler.
+
+mod attach;
+mod io;
+mod kill;
+mod query;
+mod spawn;
+
+use ipc_proto::{ErrorCode, Frame, Request, SessionId};
+
+use crate::connection::Connection;
+use crate::pool::PoolError;
+use crate::session::SessionError;
+
+/// A failed request, as it goes on the wire.
+#[derive(Debug)]
+pub struct ReplyError {
+    /// Wire code.
+    pub code: ErrorCode,
+    /// Text.
+    pub message: String,
+}
+
+impl ReplyError {
+    /// An error with this code and text.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ReplyError { code, message: message.into() }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<PoolError> for ReplyError {
+    fn from(e: PoolError) -> Self {
+        ReplyError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<SessionError> for ReplyError {
+    fn from(e: SessionError) -> Self {
+        let code = match e {
+            SessionError::Exited(_) => ErrorCode::SessionExited,
+            SessionError::SinceBeyondEnd { .. } => ErrorCode::BadRequest,
+            SessionError::Os(_) => ErrorCode::Internal,
+        };
+        ReplyError::new(code, e.to_string())
+    }
+}
+
+/// Runs one request. Handlers send their own success replies (some must order a reply
+/// before the events that follow it); an `Err` is sent by the caller.
+pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<(), ReplyError> {
+    let id = frame.id;
+    if id == 0 {
+        return Err(ReplyError::bad("requests must carry a nonzero id"));
+    }
+    match frame.body {
+        Request::Hello(_) => Err(ReplyError::bad("hello was already received")),
+        Request::Spawn(req) => spawn::handle(conn, id, req).await,
+        Request::Attach(req) => attach::handle_attach(conn, id, req).await,
+        Request::Detach(r) => attach::handle_detach(conn, id, r.session).await,
+        Request::Input(r) => io::handle_input(conn, id, r.session, frame.data).await,
+        Request::Resize(req) => io::handle_resize(conn, id, req).await,
+        Request::Kill(req) => kill::handle(conn, id, req).await,
+        Request::List => query::handle_list(conn, id).await,
+        Request::Info(r) => query::handle_info(conn, id, r.session).await,
+        Request::Wait(req) => query::handle_wait(conn, id, req),
+        Request::Unknown => Err(ReplyError::new(
+            ErrorCode::UnknownRequest,
+            format!("unknown request type (this daemon speaks protocol {})", ipc_proto::PROTOCOL_VERSION),
+        )),
+    }
+}
+
+/// Looks up `session` or fails with `HandleNotFound`.
+fn session(conn: &Connection, id: SessionId) -> Result<std::sync::Arc<crate::session::Session>, ReplyError> {
+    Ok(conn.pool.get(id)?)
+}

@@ -1,0 +1,102 @@
+//! A session's life from spawn to forgetting: wait for the child to exit or for a
+//! reason to end it (kill request, idle timeout, daemon shutdown), end its process group
+//! in steps, drain its output, free its slot, keep its status for the retention period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipc_proto::ExitStatus;
+use nix::sys::signal::Signal;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::pool::PtyPool;
+use crate::pty::PtyHandle;
+use crate::session::Session;
+
+/// How long to wait for a SIGKILLed child to be reaped before giving up on it
+/// (a process stuck in uninterruptible sleep cannot be helped by waiting longer).
+const REAP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Drives `session` until it is forgotten. Owns `handle`, so however this task ends,
+/// panics included, the slot is freed and the group is killed.
+pub async fn run(
+    session: Arc<Session>,
+    mut handle: PtyHandle,
+    mut exit: oneshot::Receiver<ExitStatus>,
+    output_done: oneshot::Receiver<()>,
+    pool: Arc<PtyPool>,
+) {
+    // If anything below panics, waiters still learn that the session is gone.
+    let on_panic = scopeguard::guard_on_unwind(session.clone(), |s| {
+        s.finish(ExitStatus { code: None, signal: Some(Signal::SIGKILL as i32) })
+    });
+    let grace = pool.config.kill_grace;
+    let status = tokio::select! {
+        status = &mut exit => status.ok(),
+        reason = end_requested(&session, &pool) => {
+            info!(reason, "ending session");
+            terminate(&handle, &mut exit, grace).await
+        }
+    };
+    let status = status.unwrap_or_else(|| {
+        error!("child was not reaped in time; recording it as killed");
+        ExitStatus { code: None, signal: Some(Signal::SIGKILL as i32) }
+    });
+    handle.clean_up_group(grace).await;
+    // Output still in the kernel's buffer is read before the exit is announced; a
+    // descendant that escaped the group may hold the terminal open, so don't wait for ever.
+    if tokio::time::timeout(grace, output_done).await.is_err() {
+        warn!("terminal still open after the process group ended; not waiting for its output");
+    }
+    session.finish(status);
+    drop(handle);
+    info!(%status, active_count = pool.active(), "session ended; released pty slot");
+    pool.retire(session.id);
+    scopeguard::ScopeGuard::into_inner(on_panic);
+
+    tokio::select! {
+        _ = tokio::time::sleep(pool.config.retention) => pool.forget(session.id),
+        _ = pool.stop.cancelled() => {}
+    }
+}
+
+/// Resolves with the reason once the session should be ended.
+async fn end_requested(session: &Session, pool: &PtyPool) -> &'static str {
+    tokio::select! {
+        _ = session.end.cancelled() => "kill requested",
+        _ = pool.stop.cancelled() => "daemon shutting down",
+        _ = idle_expired(session) => "idle timeout",
+    }
+}
+
+/// Resolves when the session has had no input, no output and no client for its idle
+/// timeout; never when the timeout is zero.
+async fn idle_expired(session: &Session) {
+    let timeout = session.meta.idle_timeout;
+    if timeout.is_zero() {
+        return std::future::pending().await;
+    }
+    loop {
+        let idle = session.idle_for();
+        if session.attached() == 0 && idle >= timeout {
+            warn!(idle_timeout = ?timeout, "session idle with no client attached; killing it");
+            return;
+        }
+        // While a client is attached the clock is held; detaching restarts it.
+        let wait = if session.attached() > 0 { timeout } else { timeout - idle };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// SIGHUP the group, then SIGKILL it if the leader has not exited within `grace`.
+async fn terminate(handle: &PtyHandle, exit: &mut oneshot::Receiver<ExitStatus>, grace: Duration) -> Option<ExitStatus> {
+    handle.signal_group(Signal::SIGHUP);
+    handle.signal_group(Signal::SIGCONT);
+    if let Ok(status) = tokio::time::timeout(grace, &mut *exit).await {
+        return status.ok();
+    }
+    handle.signal_group(Signal::SIGKILL);
+    info!(grace = ?grace, "session ignored SIGHUP; sent SIGKILL to its process group");
+    tokio::time::timeout(REAP_LIMIT, exit).await.ok().and_then(Result::ok)
+}

@@ -1,0 +1,223 @@
+//! The capacity-bounded PTY pool: slots as owned semaphore permits, and the registry
+//! of sessions by id.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use ipc_proto::{ErrorCode, SessionId, SpawnRequest};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+use crate::config::{defaults, Config};
+use crate::pty::{self, PtyHandle, SpawnSpec};
+use crate::reaper::Reaper;
+use crate::session::{Session, SessionMeta, Subscription};
+use crate::lifecycle;
+
+/// Pool failures, worded as the spec words them.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No free slot; requests are refused at once, never queued.
+    #[error("pty pool is at capacity ({max})")]
+    AtCapacity {
+        /// The capacity.
+        max: usize,
+    },
+    /// No such session (never existed, or its retention ended).
+    #[error("pty handle not found: {0}")]
+    HandleNotFound(SessionId),
+    /// The PTY or child could not be created.
+    #[error("pty spawn failed: {0}")]
+    SpawnFailed(String),
+    /// The request itself is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The daemon is stopping.
+    #[error("ptyd is shutting down")]
+    ShuttingDown,
+}
+
+impl PoolError {
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PoolError::AtCapacity { .. } => ErrorCode::AtCapacity,
+            PoolError::HandleNotFound(_) => ErrorCode::HandleNotFound,
+            PoolError::SpawnFailed(_) => ErrorCode::SpawnFailed,
+            PoolError::BadRequest(_) => ErrorCode::BadRequest,
+            PoolError::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+}
+
+/// All sessions, running and retained.
+pub struct PtyPool {
+    /// Settings.
+    pub config: Arc<Config>,
+    permits: Arc<Semaphore>,
+    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    exited: Mutex<VecDeque<SessionId>>,
+    reaper: Arc<Reaper>,
+    /// Cancelled when the daemon stops: every session ends.
+    pub stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for PtyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PtyPool").field("capacity", &self.config.capacity).field("active", &self.active()).finish()
+    }
+}
+
+impl PtyPool {
+    /// An empty pool.
+    pub fn new(config: Arc<Config>, reaper: Arc<Reaper>) -> Arc<PtyPool> {
+        Arc::new(PtyPool {
+            permits: Arc::new(Semaphore::new(config.capacity)),
+            config,
+            sessions: Mutex::default(),
+            exited: Mutex::default(),
+            reaper,
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Slots in use.
+    pub fn active(&self) -> usize {
+        self.config.capacity - self.permits.available_permits()
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.config.capacity
+    }
+
+    /// Starts a session. With `attach`, the returned subscription exists before the
+    /// child's first byte is read.
+    pub async fn spawn(self: &Arc<Self>, req: SpawnRequest) -> Result<(Arc<Session>, Option<Subscription>), PoolError> {
+        if self.stop.is_cancelled() {
+            return Err(PoolError::ShuttingDown);
+        }
+        validate(&req)?;
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let max = self.config.capacity;
+            warn!(max, "pool is at capacity");
+            return Err(PoolError::AtCapacity { max });
+        };
+        let spec = SpawnSpec {
+            command: req.command.clone(),
+            args: req.args.clone(),
+            env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            cwd: req.cwd.clone(),
+            cols: req.cols,
+            rows: req.rows,
+        };
+        let reaper = self.reaper.clone();
+        let spawned = tokio::task::spawn_blocking(move || pty::spawn(&spec, &reaper))
+            .await
+            .map_err(|e| PoolError::SpawnFailed(format!("spawn task failed: {e}")))?
+            .map_err(|e| {
+                warn!(command = %req.command, error = %e, "pty spawn failed");
+                PoolError::SpawnFailed(e)
+            })?;
+        // From here on the handle owns the slot and the group: any early return kills it.
+        let handle = PtyHandle::new(spawned.pid, permit);
+        let id = SessionId::new();
+        let meta = SessionMeta {
+            command: req.command.clone(),
+            args: req.args.clone(),
+            cwd: req.cwd.clone(),
+            labels: req.labels.clone(),
+            idle_timeout: req
+                .idle_timeout_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(self.config.idle_timeout),
+        };
+        let replay = req.replay_bytes.unwrap_or(self.config.replay_bytes);
+        let (input_tx, input_rx) = flume::bounded(64);
+        let session =
+            Arc::new(Session::new(id, spawned.pid, meta, replay, (req.cols, req.rows), spawned.master, input_tx));
+        let sub = match req.attach {
+            Some(mode) => session.subscribe(Some(0), mode.lossless).map_err(|e| PoolError::BadRequest(e.to_string()))?.2,
+            None => None,
+        };
+        let name = id.to_string();
+        let short = &name[..8];
+        pty::start_writer(short, spawned.writer, input_rx)
+            .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty writer thread: {e}")))?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let sink = session.clone();
+        pty::start_reader(short, spawned.reader, move |data| sink.push_output(data), move || {
+            let _ = done_tx.send(());
+        })
+            .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
+
+        self.sessions.lock().unwrap().insert(id, session.clone());
+        info!(session = %id, pid = spawned.pid, command = %req.command, active_count = self.active(), "spawned pty");
+        // A root span: the session outlives the connection that spawned it.
+        let span = tracing::info_span!(parent: None, "session", id = %id, pid = spawned.pid);
+        let pool = self.clone();
+        self.tasks.spawn(lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span));
+        Ok((session, sub))
+    }
+
+    /// Looks a session up.
+    pub fn get(&self, id: SessionId) -> Result<Arc<Session>, PoolError> {
+        self.sessions.lock().unwrap().get(&id).cloned().ok_or(PoolError::HandleNotFound(id))
+    }
+
+    /// Every session, oldest first.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        let mut all: Vec<_> = self.sessions.lock().unwrap().values().cloned().collect();
+        all.sort_by_key(|s| s.info().created_at_ms);
+        all
+    }
+
+    /// Notes that `id` has exited, dropping the oldest exited records past the cap.
+    pub(crate) fn retire(&self, id: SessionId) {
+        let mut exited = self.exited.lock().unwrap();
+        exited.push_back(id);
+        while exited.len() > self.config.max_retained {
+            if let Some(old) = exited.pop_front() {
+                self.sessions.lock().unwrap().remove(&old);
+            }
+        }
+    }
+
+    /// Forgets an exited session once its retention is over.
+    pub(crate) fn forget(&self, id: SessionId) {
+        self.exited.lock().unwrap().retain(|e| *e != id);
+        self.sessions.lock().unwrap().remove(&id);
+    }
+
+    /// Ends every session and waits until all are reaped.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn validate(req: &SpawnRequest) -> Result<(), PoolError> {
+    if req.command.is_empty() {
+        return Err(PoolError::BadRequest("command must not be empty".into()));
+    }
+    if req.cols == 0 || req.rows == 0 {
+        return Err(PoolError::BadRequest(format!("invalid size {}x{}: both must be at least 1", req.cols, req.rows)));
+    }
+    if let Some(n) = req.replay_bytes {
+        if n == 0 || n > defaults::MAX_REPLAY_BYTES {
+            return Err(PoolError::BadRequest(format!(
+                "replay_bytes {n} must be between 1 and {}",
+                defaults::MAX_REPLAY_BYTES
+            )));
+        }
+    }
+    if req.env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+        return Err(PoolError::BadRequest("env names must be non-empty and contain no '=' or NUL".into()));
+    }
+    Ok(())
+}
