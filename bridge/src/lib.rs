@@ -1,0 +1,1 @@
+//! ptyd-bridge: browser terminals over WebSocket, backed by ptyd sessions.

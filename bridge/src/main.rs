@@ -1,0 +1,3 @@
+//! ptyd-bridge binary.
+
+fn main() {}
