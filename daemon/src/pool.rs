@@ -137,7 +137,8 @@ impl PtyPool {
                 .unwrap_or(self.config.idle_timeout),
         };
         let replay = req.replay_bytes.unwrap_or(self.config.replay_bytes);
-        let (input_tx, input_rx) = flume::bounded(64);
+        // Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
+        let (input_tx, input_rx) = flume::bounded(16);
         let session =
             Arc::new(Session::new(id, spawned.pid, meta, replay, (req.cols, req.rows), spawned.master, input_tx));
         let sub = match req.attach {

@@ -80,18 +80,14 @@ pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, String> {
     })?;
     // Only the child may hold the slave, so that its exit ends our reads with EIO.
     drop(pair.slave);
-    let spawned = (|| {
-        let reader = pair.master.try_clone_reader().map_err(|e| format!("clone pty reader: {e:#}"))?;
-        let writer = pair.master.take_writer().map_err(|e| format!("take pty writer: {e:#}"))?;
-        Ok::<_, String>((reader, writer))
-    })();
-    match spawned {
-        Ok((reader, writer)) => Ok(Spawned { pid, master: pair.master, reader, writer, exit }),
-        Err(e) => {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            Err(e)
-        }
-    }
+    // Until the session is fully built, a failure must not leave the child running.
+    let group = scopeguard::guard(pid, |pid| {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    });
+    let reader = pair.master.try_clone_reader().map_err(|e| format!("clone pty reader: {e:#}"))?;
+    let writer = pair.master.take_writer().map_err(|e| format!("take pty writer: {e:#}"))?;
+    let pid = scopeguard::ScopeGuard::into_inner(group);
+    Ok(Spawned { pid, master: pair.master, reader, writer, exit })
 }
 
 /// Looks `command` up in the child's PATH (the spawn's own, else the daemon's).

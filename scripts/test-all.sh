@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every check and test the project has: formatting, lints, Rust unit and
+# cross-process tests (real ptyd/ptyctl/ptyd-bridge processes and real PTYs).
+# Safe to run on a fresh Debian machine with Rust: installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+  fi
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "building binaries"
+cargo build --workspace --bins --quiet
+
+log "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast
+fi
