@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use ipc_proto::{
-    DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply, ProtoError, Request, SessionId,
-    PROTOCOL_VERSION,
+    DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply, ProtoError, Request,
+    SessionId, PROTOCOL_VERSION,
 };
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::handlers::{self, ReplyError};
 use crate::pool::PtyPool;
+use crate::session::Session;
 
 type Codec = FrameCodec<Request, DaemonMessage>;
 /// The queue of frames waiting to be written to this client.
@@ -41,8 +42,14 @@ pub struct Connection {
     pub out: Outgoing,
     /// Output forwarding tasks by session.
     pub attachments: HashMap<SessionId, AbortHandle>,
-    /// Pending `wait` requests.
+    /// Requests answered later (`wait`, `wait_for`, `wait_quiet`, `exec`).
     pub waits: JoinSet<()>,
+    /// Leases this connection holds, returned when it closes.
+    pub leases: HashMap<SessionId, Arc<Session>>,
+    /// Sessions spawned with `close_with_connection`, ended when it closes.
+    pub owned: Vec<Arc<Session>>,
+    /// The daemon-event forwarder, after `subscribe`.
+    pub events: Option<AbortHandle>,
 }
 
 impl Connection {
@@ -68,22 +75,43 @@ pub async fn serve(stream: UnixStream, pool: Arc<PtyPool>, stop: CancellationTok
     let (out, out_rx) = mpsc::channel(OUT_DEPTH);
     let writer = tokio::spawn(write_loop(FramedWrite::new(wr, Codec::new(max)), out_rx));
 
-    let mut conn = Connection { pool, out, attachments: HashMap::new(), waits: JoinSet::new() };
+    let mut conn = Connection {
+        pool,
+        out,
+        attachments: HashMap::new(),
+        waits: JoinSet::new(),
+        leases: HashMap::new(),
+        owned: Vec::new(),
+        events: None,
+    };
     if handshake(&mut reader, &conn, &stop).await {
         read_loop(&mut reader, &mut conn, &stop).await;
     }
 
-    for task in conn.attachments.values() {
+    for task in conn.attachments.values().chain(conn.events.as_ref()) {
         task.abort();
     }
     conn.waits.abort_all();
+    for session in conn.leases.values() {
+        session.release();
+    }
+    for session in &conn.owned {
+        if session.exit_status().is_none() {
+            info!(session = %session.id, "ending session: the connection that owned it closed");
+            session.end.cancel();
+        }
+    }
     drop(conn);
     // Let queued frames (an error reason, exit events) reach the client.
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
     debug!("connection closed");
 }
 
-async fn handshake(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &Connection, stop: &CancellationToken) -> bool {
+async fn handshake(
+    reader: &mut FramedRead<OwnedReadHalf, Codec>,
+    conn: &Connection,
+    stop: &CancellationToken,
+) -> bool {
     let first = tokio::select! {
         first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
         _ = stop.cancelled() => return false,
@@ -97,7 +125,9 @@ async fn handshake(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &Connect
         Err(_) => refuse(ErrorCode::BadRequest, "no hello within 10 s".into()).await,
         Ok(None) => false,
         Ok(Some(Err(e))) => refuse(e.code(), e.to_string()).await,
-        Ok(Some(Ok(Err(invalid)))) => refuse(ErrorCode::BadRequest, format!("invalid hello: {}", invalid.reason)).await,
+        Ok(Some(Ok(Err(invalid)))) => {
+            refuse(ErrorCode::BadRequest, format!("invalid hello: {}", invalid.reason)).await
+        }
         Ok(Some(Ok(Ok(frame)))) => match frame.body {
             Request::Hello(hello) if hello.protocol_version == PROTOCOL_VERSION => {
                 info!(client = %hello.client, "client connected");
@@ -121,7 +151,11 @@ async fn handshake(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &Connect
     }
 }
 
-async fn read_loop(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &mut Connection, stop: &CancellationToken) {
+async fn read_loop(
+    reader: &mut FramedRead<OwnedReadHalf, Codec>,
+    conn: &mut Connection,
+    stop: &CancellationToken,
+) {
     loop {
         let next = tokio::select! {
             next = reader.next() => next,
@@ -136,7 +170,11 @@ async fn read_loop(reader: &mut FramedRead<OwnedReadHalf, Codec>, conn: &mut Con
             Some(Err(e)) => {
                 // The stream can no longer be trusted to be in step: say why and close.
                 warn!(error = %e, "closing connection after a bad frame");
-                conn.reply(0, DaemonMessage::Error(ErrorReply { code: e.code(), message: e.to_string() })).await;
+                conn.reply(
+                    0,
+                    DaemonMessage::Error(ErrorReply { code: e.code(), message: e.to_string() }),
+                )
+                .await;
                 return;
             }
             Some(Ok(Err(invalid))) => {
@@ -158,7 +196,10 @@ async fn send_error(conn: &Connection, id: u64, e: ReplyError) {
     conn.reply(id, DaemonMessage::Error(ErrorReply { code: e.code, message: e.message })).await;
 }
 
-async fn write_loop(mut writer: FramedWrite<OwnedWriteHalf, Codec>, mut rx: mpsc::Receiver<Frame<DaemonMessage>>) {
+async fn write_loop(
+    mut writer: FramedWrite<OwnedWriteHalf, Codec>,
+    mut rx: mpsc::Receiver<Frame<DaemonMessage>>,
+) {
     while let Some(frame) = rx.recv().await {
         if writer.feed(frame).await.is_err() {
             return;

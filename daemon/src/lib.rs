@@ -28,7 +28,11 @@ pub use config::Config;
 
 /// Serves `listener` until `shutdown` resolves, then ends every session, reaps every
 /// child and returns.
-pub async fn run(config: Config, listener: UnixListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let reaper_stop = CancellationToken::new();
     let reaper = reaper::Reaper::start(reaper_stop.clone())?;
     let pool = pool::PtyPool::new(Arc::new(config), reaper.clone());

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipc_proto::ExitStatus;
+use ipc_proto::{DaemonEventKind, ExitStatus};
 use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -36,6 +36,9 @@ pub async fn run(
         status = &mut exit => status.ok(),
         reason = end_requested(&session, &pool) => {
             info!(reason, "ending session");
+            if reason == IDLE {
+                pool.emit(DaemonEventKind::IdleKilled, &session, |_| {});
+            }
             terminate(&handle, &mut exit, grace).await
         }
     };
@@ -51,6 +54,7 @@ pub async fn run(
     }
     session.finish(status);
     drop(handle);
+    pool.emit(DaemonEventKind::Exited, &session, |e| e.exit = Some(status));
     info!(%status, active_count = pool.active(), "session ended; released pty slot");
     pool.retire(session.id);
     scopeguard::ScopeGuard::into_inner(on_panic);
@@ -61,12 +65,14 @@ pub async fn run(
     }
 }
 
+const IDLE: &str = "idle timeout";
+
 /// Resolves with the reason once the session should be ended.
 async fn end_requested(session: &Session, pool: &PtyPool) -> &'static str {
     tokio::select! {
         _ = session.end.cancelled() => "kill requested",
         _ = pool.stop.cancelled() => "daemon shutting down",
-        _ = idle_expired(session) => "idle timeout",
+        _ = idle_expired(session) => IDLE,
     }
 }
 
@@ -79,18 +85,24 @@ async fn idle_expired(session: &Session) {
     }
     loop {
         let idle = session.idle_for();
-        if session.attached() == 0 && idle >= timeout {
-            warn!(idle_timeout = ?timeout, "session idle with no client attached; killing it");
+        let held = session.held();
+        if !held && idle >= timeout {
+            warn!(idle_timeout = ?timeout, "session idle with no client attached or lease held; killing it");
             return;
         }
-        // While a client is attached the clock is held; detaching restarts it.
-        let wait = if session.attached() > 0 { timeout } else { timeout - idle };
+        // While a client is attached or a lease is held the clock stands still; letting
+        // go restarts it.
+        let wait = if held { timeout } else { timeout - idle };
         tokio::time::sleep(wait).await;
     }
 }
 
 /// SIGHUP the group, then SIGKILL it if the leader has not exited within `grace`.
-async fn terminate(handle: &PtyHandle, exit: &mut oneshot::Receiver<ExitStatus>, grace: Duration) -> Option<ExitStatus> {
+async fn terminate(
+    handle: &PtyHandle,
+    exit: &mut oneshot::Receiver<ExitStatus>,
+    grace: Duration,
+) -> Option<ExitStatus> {
     handle.signal_group(Signal::SIGHUP);
     handle.signal_group(Signal::SIGCONT);
     if let Ok(status) = tokio::time::timeout(grace, &mut *exit).await {

@@ -84,8 +84,10 @@ struct DaemonTable {
 
 fn load_file(path: &Option<PathBuf>) -> anyhow::Result<DaemonTable> {
     let Some(path) = path else { return Ok(DaemonTable::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-    let file: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
     Ok(file.daemon)
 }
 
@@ -93,7 +95,8 @@ fn resolve_group(name: &str) -> anyhow::Result<u32> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }
-    let group = nix::unistd::Group::from_name(name).with_context(|| format!("looking up group {name}"))?;
+    let group =
+        nix::unistd::Group::from_name(name).with_context(|| format!("looking up group {name}"))?;
     group.map(|g| g.gid.as_raw()).with_context(|| format!("no such group: {name}"))
 }
 
@@ -113,7 +116,8 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
     config.idle_timeout = args.idle_timeout.or(file.idle_timeout).unwrap_or(defaults::IDLE_TIMEOUT);
     config.kill_grace = args.kill_grace.or(file.kill_grace).unwrap_or(defaults::KILL_GRACE);
     config.retention = args.retention.or(file.retention).unwrap_or(defaults::RETENTION);
-    config.allow_gid = args.allow_group.or(file.allow_group).map(|g| resolve_group(&g)).transpose()?;
+    config.allow_gid =
+        args.allow_group.or(file.allow_group).map(|g| resolve_group(&g)).transpose()?;
     let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
     Ok((config, log_format))
 }
@@ -129,7 +133,9 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install SIGTERM/SIGINT handlers; stop ptyd with SIGKILL");
         return std::future::pending().await;
     };

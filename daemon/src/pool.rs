@@ -4,17 +4,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use ipc_proto::{ErrorCode, SessionId, SpawnRequest};
-use tokio::sync::Semaphore;
+use ipc_proto::{DaemonEvent, DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
+use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{defaults, Config};
+use crate::lifecycle;
 use crate::pty::{self, PtyHandle, SpawnSpec};
 use crate::reaper::Reaper;
-use crate::session::{Session, SessionMeta, Subscription};
-use crate::lifecycle;
+use crate::session::{now_ms, Session, SessionMeta, Subscription};
 
 /// Pool failures, worded as the spec words them.
 #[derive(Debug, thiserror::Error)]
@@ -63,11 +63,18 @@ pub struct PtyPool {
     /// Cancelled when the daemon stops: every session ends.
     pub stop: CancellationToken,
     tasks: TaskTracker,
+    events: broadcast::Sender<DaemonEvent>,
 }
+
+/// Daemon-wide events buffered per subscriber before it counts as lagging.
+const EVENT_DEPTH: usize = 1024;
 
 impl std::fmt::Debug for PtyPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PtyPool").field("capacity", &self.config.capacity).field("active", &self.active()).finish()
+        f.debug_struct("PtyPool")
+            .field("capacity", &self.config.capacity)
+            .field("active", &self.active())
+            .finish()
     }
 }
 
@@ -82,6 +89,7 @@ impl PtyPool {
             reaper,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            events: broadcast::channel(EVENT_DEPTH).0,
         })
     }
 
@@ -97,7 +105,10 @@ impl PtyPool {
 
     /// Starts a session. With `attach`, the returned subscription exists before the
     /// child's first byte is read.
-    pub async fn spawn(self: &Arc<Self>, req: SpawnRequest) -> Result<(Arc<Session>, Option<Subscription>), PoolError> {
+    pub async fn spawn(
+        self: &Arc<Self>,
+        req: SpawnRequest,
+    ) -> Result<(Arc<Session>, Option<Subscription>), PoolError> {
         if self.stop.is_cancelled() {
             return Err(PoolError::ShuttingDown);
         }
@@ -139,10 +150,22 @@ impl PtyPool {
         let replay = req.replay_bytes.unwrap_or(self.config.replay_bytes);
         // Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
         let (input_tx, input_rx) = flume::bounded(16);
-        let session =
-            Arc::new(Session::new(id, spawned.pid, meta, replay, (req.cols, req.rows), spawned.master, input_tx));
+        let session = Arc::new(Session::new(
+            id,
+            spawned.pid,
+            meta,
+            replay,
+            (req.cols, req.rows),
+            spawned.master,
+            input_tx,
+        ));
         let sub = match req.attach {
-            Some(mode) => session.subscribe(Some(0), mode.lossless).map_err(|e| PoolError::BadRequest(e.to_string()))?.2,
+            Some(mode) => {
+                session
+                    .subscribe(Some(0), mode.lossless)
+                    .map_err(|e| PoolError::BadRequest(e.to_string()))?
+                    .2
+            }
             None => None,
         };
         let name = id.to_string();
@@ -151,17 +174,28 @@ impl PtyPool {
             .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty writer thread: {e}")))?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let sink = session.clone();
-        pty::start_reader(short, spawned.reader, move |data| sink.push_output(data), move || {
-            let _ = done_tx.send(());
-        })
-            .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
+        pty::start_reader(
+            short,
+            spawned.reader,
+            move |data| sink.push_output(data),
+            move || {
+                let _ = done_tx.send(());
+            },
+        )
+        .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
 
         self.sessions.lock().unwrap().insert(id, session.clone());
         info!(session = %id, pid = spawned.pid, command = %req.command, active_count = self.active(), "spawned pty");
         // A root span: the session outlives the connection that spawned it.
         let span = tracing::info_span!(parent: None, "session", id = %id, pid = spawned.pid);
         let pool = self.clone();
-        self.tasks.spawn(lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span));
+        self.tasks.spawn(
+            lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span),
+        );
+        self.emit(DaemonEventKind::Spawned, &session, |e| {
+            e.pid = Some(session.pid);
+            e.command = Some(session.meta.command.clone());
+        });
         Ok((session, sub))
     }
 
@@ -194,6 +228,33 @@ impl PtyPool {
         self.sessions.lock().unwrap().remove(&id);
     }
 
+    /// Publishes a daemon-wide event about `session`; `fill` sets the kind's fields.
+    pub fn emit(
+        &self,
+        event: DaemonEventKind,
+        session: &Session,
+        fill: impl FnOnce(&mut DaemonEvent),
+    ) {
+        let mut ev = DaemonEvent {
+            event,
+            session: session.id,
+            at_ms: now_ms(),
+            pid: None,
+            command: None,
+            exit: None,
+            cols: None,
+            rows: None,
+        };
+        fill(&mut ev);
+        // No subscribers is fine: nobody is listening.
+        let _ = self.events.send(ev);
+    }
+
+    /// A feed of daemon-wide events from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<DaemonEvent> {
+        self.events.subscribe()
+    }
+
     /// Ends every session and waits until all are reaped.
     pub async fn shutdown(&self) {
         self.stop.cancel();
@@ -207,7 +268,10 @@ fn validate(req: &SpawnRequest) -> Result<(), PoolError> {
         return Err(PoolError::BadRequest("command must not be empty".into()));
     }
     if req.cols == 0 || req.rows == 0 {
-        return Err(PoolError::BadRequest(format!("invalid size {}x{}: both must be at least 1", req.cols, req.rows)));
+        return Err(PoolError::BadRequest(format!(
+            "invalid size {}x{}: both must be at least 1",
+            req.cols, req.rows
+        )));
     }
     if let Some(n) = req.replay_bytes {
         if n == 0 || n > defaults::MAX_REPLAY_BYTES {
@@ -218,7 +282,9 @@ fn validate(req: &SpawnRequest) -> Result<(), PoolError> {
         }
     }
     if req.env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
-        return Err(PoolError::BadRequest("env names must be non-empty and contain no '=' or NUL".into()));
+        return Err(PoolError::BadRequest(
+            "env names must be non-empty and contain no '=' or NUL".into(),
+        ));
     }
     Ok(())
 }

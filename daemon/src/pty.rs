@@ -58,7 +58,8 @@ pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, String> {
         return Err(format!("{}: command not found in PATH", spec.command));
     }
     let size = PtySize { rows: spec.rows, cols: spec.cols, pixel_width: 0, pixel_height: 0 };
-    let pair = native_pty_system().openpty(size).map_err(|e| format!("openpty: {}", os_error_text(&e)))?;
+    let pair =
+        native_pty_system().openpty(size).map_err(|e| format!("openpty: {}", os_error_text(&e)))?;
 
     let mut cmd = CommandBuilder::new(&spec.command);
     cmd.args(&spec.args);
@@ -93,10 +94,15 @@ pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, String> {
 /// Looks `command` up in the child's PATH (the spawn's own, else the daemon's).
 fn find_in_path(command: &str, env: &[(String, String)]) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.into()).or_else(|| std::env::var_os("PATH"))?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.into())
+        .or_else(|| std::env::var_os("PATH"))?;
+    std::env::split_paths(&path).map(|dir| dir.join(command)).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// portable-pty reports openpty failures with the OS error in Debug form; turn
@@ -145,12 +151,18 @@ impl PtyHandle {
     /// stopped jobs see it), then SIGKILL after `grace` if anything is still there.
     pub async fn clean_up_group(&mut self, grace: Duration) {
         if self.group_exists() {
-            tracing::debug!(pgid = self.pgid.as_raw(), "process group outlived its leader; sending SIGHUP");
+            tracing::debug!(
+                pgid = self.pgid.as_raw(),
+                "process group outlived its leader; sending SIGHUP"
+            );
             self.signal_group(Signal::SIGHUP);
             self.signal_group(Signal::SIGCONT);
             tokio::time::sleep(grace).await;
             if self.signal_group(Signal::SIGKILL) {
-                tracing::info!(pgid = self.pgid.as_raw(), "process group ignored SIGHUP; sent SIGKILL");
+                tracing::info!(
+                    pgid = self.pgid.as_raw(),
+                    "process group ignored SIGHUP; sent SIGKILL"
+                );
             }
         }
         self.cleaned = true;
@@ -190,7 +202,11 @@ pub fn start_reader(
 
 /// Writes queued input to the master on a thread named `pty-writer-<id>`, until every
 /// sender is gone. A child that does not read its input blocks only this thread.
-pub fn start_writer(id: &str, mut writer: Box<dyn Write + Send>, input: flume::Receiver<Bytes>) -> std::io::Result<()> {
+pub fn start_writer(
+    id: &str,
+    mut writer: Box<dyn Write + Send>,
+    input: flume::Receiver<Bytes>,
+) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("pty-writer-{id}")).spawn(move || {
         for data in input.iter() {
             if writer.write_all(&data).and_then(|_| writer.flush()).is_err() {

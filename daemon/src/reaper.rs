@@ -70,8 +70,12 @@ impl Reaper {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus { code: Some(code), signal: None }),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus { code: None, signal: Some(sig as i32) }),
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    (pid, ExitStatus { code: Some(code), signal: None })
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid, ExitStatus { code: None, signal: Some(sig as i32) })
+                }
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,

@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(ring.push(b"hello"), 0);
         assert_eq!(ring.push(b" world"), 5);
         assert_eq!((ring.start(), ring.end()), (3, 11));
-        assert_eq!(ring.since(None), Replay { offset: 3, dropped: 0, data: Bytes::from_static(b"lo world") });
+        assert_eq!(
+            ring.since(None),
+            Replay { offset: 3, dropped: 0, data: Bytes::from_static(b"lo world") }
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! its activity clock and its exit status. The lifecycle task in `lifecycle.rs` drives it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +62,47 @@ struct State {
     rows: u16,
     io: Option<Io>,
     exit: Option<ExitStatus>,
+    paste: PasteMode,
+}
+
+/// Tracks bracketed-paste mode (DECSET 2004) from the program's output.
+#[derive(Default, Debug)]
+pub struct PasteMode {
+    on: bool,
+    /// The end of the previous chunk, in case a mode sequence is split across reads.
+    tail: Vec<u8>,
+}
+
+const PASTE_ON: &[u8] = b"\x1b[?2004h";
+const PASTE_OFF: &[u8] = b"\x1b[?2004l";
+
+impl PasteMode {
+    /// Updates the mode from a chunk of output.
+    pub fn update(&mut self, data: &[u8]) {
+        if !data.contains(&0x1b) && self.tail.is_empty() {
+            return;
+        }
+        let mut joined = std::mem::take(&mut self.tail);
+        joined.extend_from_slice(data);
+        let last = |pat: &[u8]| joined.windows(pat.len()).rposition(|w| w == pat);
+        match (last(PASTE_ON), last(PASTE_OFF)) {
+            (Some(on), Some(off)) => self.on = on > off,
+            (Some(_), None) => self.on = true,
+            (None, Some(_)) => self.on = false,
+            (None, None) => {}
+        }
+        // Keep a partial escape sequence for the next chunk.
+        let keep = PASTE_ON.len() - 1;
+        let tail = &joined[joined.len().saturating_sub(keep)..];
+        if let Some(esc) = tail.iter().rposition(|b| *b == 0x1b) {
+            self.tail = tail[esc..].to_vec();
+        }
+    }
+
+    /// Whether the program has bracketed paste on.
+    pub fn on(&self) -> bool {
+        self.on
+    }
 }
 
 /// Why a request on a session could not be carried out.
@@ -93,6 +134,8 @@ pub struct Session {
     pub meta: SessionMeta,
     created_at_ms: u64,
     activity_ms: AtomicU64,
+    output_ms: AtomicU64,
+    leases: AtomicUsize,
     state: Mutex<State>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
     /// Cancelled to ask the lifecycle task to end the session.
@@ -128,6 +171,8 @@ impl Session {
             meta,
             created_at_ms: now,
             activity_ms: AtomicU64::new(now),
+            output_ms: AtomicU64::new(now),
+            leases: AtomicUsize::new(0),
             state: Mutex::new(State {
                 ring: OutputRing::new(replay_bytes),
                 subscribers: Vec::new(),
@@ -136,6 +181,7 @@ impl Session {
                 rows,
                 io: Some(Io { master, input }),
                 exit: None,
+                paste: PasteMode::default(),
             }),
             exit_tx: watch::channel(None).0,
             end: CancellationToken::new(),
@@ -162,6 +208,33 @@ impl Session {
         self.state().subscribers.len()
     }
 
+    /// True while a client is attached or holds a lease: the idle clock does not run.
+    pub fn held(&self) -> bool {
+        self.leases.load(Ordering::Relaxed) > 0 || self.attached() > 0
+    }
+
+    /// Takes a lease (one per connection; the connection keeps count).
+    pub fn lease(&self) {
+        self.leases.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Returns a lease.
+    pub fn release(&self) {
+        self.leases.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// How long since the last output byte.
+    pub fn quiet_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.output_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the program has bracketed-paste mode on.
+    pub fn bracketed_paste(&self) -> bool {
+        self.state().paste.on()
+    }
+
     /// Records output from the reader thread and hands it to every subscriber: lossless
     /// ones are waited for (this blocks only this session's reader thread), lossy ones
     /// that are full simply miss the chunk and later see a gap.
@@ -170,11 +243,14 @@ impl Session {
         let (offset, targets) = {
             let mut st = self.state();
             let offset = st.ring.push(data);
+            st.paste.update(data);
             st.subscribers.retain(|s| !s.tx.is_disconnected());
-            let targets: Vec<_> = st.subscribers.iter().map(|s| (s.tx.clone(), s.lossless)).collect();
+            let targets: Vec<_> =
+                st.subscribers.iter().map(|s| (s.tx.clone(), s.lossless)).collect();
             (offset, targets)
         };
         self.touch();
+        self.output_ms.store(now_ms(), Ordering::Relaxed);
         for (tx, lossless) in targets {
             let chunk = Chunk { offset, data: chunk_data.clone() };
             // A gone subscriber is pruned on the next push; a full lossy one misses this chunk.
@@ -310,5 +386,33 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.session.unsubscribe(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PasteMode;
+
+    #[test]
+    fn paste_mode_follows_the_last_sequence() {
+        let mut m = PasteMode::default();
+        m.update(b"prompt \x1b[?2004h$ ");
+        assert!(m.on());
+        m.update(b"\x1b[?2004l\r\noutput\x1b[?2004h");
+        assert!(m.on());
+        m.update(b"\x1b[?2004l");
+        assert!(!m.on());
+    }
+
+    #[test]
+    fn paste_mode_sequence_split_across_chunks() {
+        let mut m = PasteMode::default();
+        m.update(b"abc\x1b[?20");
+        assert!(!m.on());
+        m.update(b"04h$ ");
+        assert!(m.on());
+        m.update(b"x\x1b");
+        m.update(b"[?2004l");
+        assert!(!m.on());
     }
 }

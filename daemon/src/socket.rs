@@ -45,18 +45,24 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
 pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile), SocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err("creating", dir))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("creating", dir))?;
         }
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(SocketError::InUse(path.to_path_buf())),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                info!(path = %path.display(), "removing stale socket left by a daemon that is gone");
-                std::fs::remove_file(path).map_err(io_err("removing stale socket", path))?;
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(SocketError::InUse(path.to_path_buf())),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    info!(path = %path.display(), "removing stale socket left by a daemon that is gone");
+                    std::fs::remove_file(path).map_err(io_err("removing stale socket", path))?;
+                }
+                Err(e) => return Err(io_err("probing", path)(e)),
             }
-            Err(e) => return Err(io_err("probing", path)(e)),
-        },
+        }
         Ok(_) => return Err(SocketError::NotASocket(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("inspecting", path)(e)),
@@ -66,7 +72,8 @@ pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile
     let bound = std::os::unix::net::UnixListener::bind(path);
     umask(old);
     let listener = bound.map_err(io_err("binding", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod", path))?;
     let meta = std::fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
     listener.set_nonblocking(true).map_err(io_err("configuring", path))?;
     Ok((listener, SocketFile { path: path.to_path_buf(), identity: (meta.dev(), meta.ino()) }))

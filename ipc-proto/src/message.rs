@@ -77,6 +77,22 @@ pub enum Request {
     Info(SessionRef),
     /// Resolve when the session has exited, with its status.
     Wait(WaitRequest),
+    /// Resolve when a regex matches output after an offset.
+    WaitFor(WaitForRequest),
+    /// Resolve when the session has printed nothing for a while.
+    WaitQuiet(WaitQuietRequest),
+    /// Type text as one submitted input: bracketed paste when enabled, then Enter.
+    Submit(SubmitRequest),
+    /// Run a command to completion and return its status and output.
+    Exec(ExecRequest),
+    /// Output after an offset, without attaching.
+    Read(ReadRequest),
+    /// Hold the session against its idle timeout while this connection lives.
+    Lease(SessionRef),
+    /// Give a lease back.
+    Release(SessionRef),
+    /// Stream daemon-wide session events (spawned, exited, idle-killed, resized).
+    Subscribe,
     /// A request type this daemon does not know; answered with `UnknownRequest`.
     #[serde(other)]
     Unknown,
@@ -96,6 +112,14 @@ impl Request {
             Request::List => "list",
             Request::Info(_) => "info",
             Request::Wait(_) => "wait",
+            Request::WaitFor(_) => "wait_for",
+            Request::WaitQuiet(_) => "wait_quiet",
+            Request::Submit(_) => "submit",
+            Request::Exec(_) => "exec",
+            Request::Read(_) => "read",
+            Request::Lease(_) => "lease",
+            Request::Release(_) => "release",
+            Request::Subscribe => "subscribe",
             Request::Unknown => "unknown",
         }
     }
@@ -151,6 +175,10 @@ pub struct SpawnRequest {
     /// Attach this connection before the child runs, so no output can be missed.
     #[serde(default)]
     pub attach: Option<AttachMode>,
+    /// End the session when the connection that spawned it closes (like an ssh command
+    /// whose client went away).
+    #[serde(default)]
+    pub close_with_connection: bool,
 }
 
 impl SpawnRequest {
@@ -170,6 +198,7 @@ impl SpawnRequest {
             idle_timeout_ms: None,
             replay_bytes: None,
             attach: None,
+            close_with_connection: false,
         }
     }
 }
@@ -229,6 +258,87 @@ pub struct WaitRequest {
     pub timeout_ms: Option<u64>,
 }
 
+/// Wait until `pattern` matches output produced after `since`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WaitForRequest {
+    /// The session.
+    pub session: SessionId,
+    /// A regular expression (Rust `regex` syntax), matched against the raw output bytes.
+    pub pattern: String,
+    /// Search output from this offset on. Absent: only output produced after the call.
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// Fail with `Timeout` after this long. Absent: wait for ever.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Wait until the session has printed nothing for `quiet_ms`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WaitQuietRequest {
+    /// The session.
+    pub session: SessionId,
+    /// The silence that counts as quiet.
+    pub quiet_ms: u64,
+    /// Fail with `Timeout` after this long. Absent: wait for ever.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Type `text` and press Enter, as one submitted input.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SubmitRequest {
+    /// The session.
+    pub session: SessionId,
+    /// The text (may span lines).
+    pub text: String,
+    /// Pause between the text and the Enter key. Absent: 50 ms.
+    #[serde(default)]
+    pub settle_ms: Option<u64>,
+}
+
+/// Run a command in a new PTY until it exits or times out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ExecRequest {
+    /// Program name (looked up in `PATH`) or path.
+    pub command: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables set on top of the daemon's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Terminal width.
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    /// Terminal height.
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+    /// Kill the process group after this long. Absent: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Keep at most this many output bytes (the last ones). Absent and at most: 960 KiB, so
+    /// the result fits in one frame.
+    #[serde(default)]
+    pub max_output: Option<usize>,
+}
+
+/// Read output after an offset without attaching.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReadRequest {
+    /// The session.
+    pub session: SessionId,
+    /// Start here. Absent: the oldest byte still held.
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// Return at most this many bytes. Absent: everything held (up to the frame limit).
+    #[serde(default)]
+    pub max: Option<usize>,
+}
+
 /// Messages the daemon sends: replies (carrying the request's `id`) and events (no `id`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -247,6 +357,16 @@ pub enum DaemonMessage {
     Session(SessionInfo),
     /// Reply to `wait`.
     Exited(ExitStatus),
+    /// Reply to `wait_for`.
+    Matched(MatchReply),
+    /// Reply to `wait_quiet`.
+    Quiet(QuietReply),
+    /// Reply to `submit`.
+    Submitted(SubmitReply),
+    /// Reply to `exec`; the payload holds the (last) output bytes.
+    ExecResult(ExecResult),
+    /// Reply to `read`; the payload holds the bytes.
+    OutputRange(ReadReply),
     /// A failed request, or a refused connection when `id` is absent.
     Error(ErrorReply),
     /// Event: terminal output; the frame's payload holds the bytes.
@@ -255,6 +375,10 @@ pub enum DaemonMessage {
     Dropped(DroppedEvent),
     /// Event: an attached session exited; no more events follow for it.
     Exit(ExitEvent),
+    /// Event (after `subscribe`): something happened to a session.
+    Event(DaemonEvent),
+    /// Event (after `subscribe`): this client was too slow and missed `count` events.
+    EventsDropped(EventsDropped),
     /// A message type this client does not know.
     #[serde(other)]
     Unknown,
@@ -422,4 +546,125 @@ pub struct ExitEvent {
     /// How it ended.
     #[serde(flatten)]
     pub status: ExitStatus,
+}
+
+/// Where a `wait_for` pattern matched.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MatchReply {
+    /// The session.
+    pub session: SessionId,
+    /// Absolute offset of the match's first byte.
+    pub offset: u64,
+    /// Absolute offset just past the match: resume the next `wait_for` here.
+    pub end: u64,
+    /// The matched text (invalid UTF-8 replaced).
+    pub text: String,
+    /// Capture groups 1.., `null` where a group did not take part.
+    #[serde(default)]
+    pub groups: Vec<Option<String>>,
+    /// Bytes after `since` that had already left the replay window and were not searched.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// The session went quiet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct QuietReply {
+    /// The session.
+    pub session: SessionId,
+    /// The output offset at which it went quiet.
+    pub offset: u64,
+}
+
+/// How a `submit` was typed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SubmitReply {
+    /// True when the program had bracketed-paste mode on and the text was sent as a paste.
+    pub bracketed_paste: bool,
+}
+
+/// The outcome of an `exec`; the frame's payload is the kept output.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ExecResult {
+    /// The session that ran it (retained like any exited session).
+    pub session: SessionId,
+    /// Exit code, if it exited.
+    #[serde(default)]
+    pub code: Option<i32>,
+    /// Signal, if one killed it.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// True when the timeout expired and the daemon killed the process group.
+    pub timed_out: bool,
+    /// True when output was longer than `max_output` (only the last bytes are kept).
+    pub truncated: bool,
+    /// All output bytes produced.
+    pub total_bytes: u64,
+    /// From spawn to exit.
+    pub duration_ms: u64,
+}
+
+/// Output read without attaching; the frame's payload is the bytes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReadReply {
+    /// The session.
+    pub session: SessionId,
+    /// Offset of the payload's first byte.
+    pub offset: u64,
+    /// Offset to pass as `since` next time.
+    pub next: u64,
+    /// Bytes after `since` that had left the replay window.
+    pub dropped: u64,
+    /// The session's output end now.
+    pub end: u64,
+}
+
+/// What happened to a session.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonEventKind {
+    /// A session started.
+    Spawned,
+    /// A session's process exited (for any reason); `exit` says how.
+    Exited,
+    /// A session was killed for being idle (an `exited` event follows).
+    IdleKilled,
+    /// A session's terminal was resized.
+    Resized,
+    /// A kind this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A daemon-wide event about one session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DaemonEvent {
+    /// What happened.
+    pub event: DaemonEventKind,
+    /// To which session.
+    pub session: SessionId,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `spawned`: the child's pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `spawned`: the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `exited`: how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// `resized`: the new width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    /// `resized`: the new height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+}
+
+/// Events this subscriber missed because it read too slowly.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EventsDropped {
+    /// How many.
+    pub count: u64,
 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ipc_proto::{
-    AttachReply, AttachRequest, DaemonMessage, DroppedEvent, ExitEvent, Frame, OutputEvent, SessionId,
+    AttachReply, AttachRequest, DaemonMessage, DroppedEvent, ExitEvent, Frame, OutputEvent,
+    SessionId,
 };
 
 use super::{session, ReplyError};
@@ -15,16 +16,25 @@ use crate::session::{Session, Subscription};
 /// Output events carry at most this much, so replays of large windows stay in frame.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 
-pub async fn handle_attach(conn: &mut Connection, id: u64, req: AttachRequest) -> Result<(), ReplyError> {
+pub async fn handle_attach(
+    conn: &mut Connection,
+    id: u64,
+    req: AttachRequest,
+) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
     let (replay, end, sub) = session.subscribe(req.since, req.lossless)?;
-    let reply = AttachReply { session: session.id, offset: replay.offset, dropped: replay.dropped, end };
+    let reply =
+        AttachReply { session: session.id, offset: replay.offset, dropped: replay.dropped, end };
     conn.reply(id, DaemonMessage::Attached(reply)).await;
     start_forwarding(conn, session, sub, replay);
     Ok(())
 }
 
-pub async fn handle_detach(conn: &mut Connection, id: u64, sid: SessionId) -> Result<(), ReplyError> {
+pub async fn handle_detach(
+    conn: &mut Connection,
+    id: u64,
+    sid: SessionId,
+) -> Result<(), ReplyError> {
     session(conn, sid)?;
     if let Some(task) = conn.attachments.remove(&sid) {
         task.abort();
@@ -34,13 +44,23 @@ pub async fn handle_detach(conn: &mut Connection, id: u64, sid: SessionId) -> Re
 }
 
 /// Sends `replay`, then live output, then the exit event, in a task of its own.
-pub fn start_forwarding(conn: &mut Connection, session: Arc<Session>, sub: Option<Subscription>, replay: Replay) {
+pub fn start_forwarding(
+    conn: &mut Connection,
+    session: Arc<Session>,
+    sub: Option<Subscription>,
+    replay: Replay,
+) {
     let sid = session.id;
     let task = tokio::spawn(forward(session, sub, replay, conn.out.clone()));
     conn.add_attachment(sid, task.abort_handle());
 }
 
-async fn forward(session: Arc<Session>, sub: Option<Subscription>, replay: Replay, out: Outgoing) -> Option<()> {
+async fn forward(
+    session: Arc<Session>,
+    sub: Option<Subscription>,
+    replay: Replay,
+    out: Outgoing,
+) -> Option<()> {
     let sid = session.id;
     let mut next = replay.offset + replay.data.len() as u64;
     send_output(&out, sid, replay.offset, replay.data).await?;
@@ -72,7 +92,12 @@ async fn send_gap(out: &Outgoing, session: &Session, from: u64, to: u64) -> Opti
     send_output(out, session.id, held.offset, held.data).await
 }
 
-async fn send_output(out: &Outgoing, session: SessionId, mut offset: u64, mut data: Bytes) -> Option<()> {
+async fn send_output(
+    out: &Outgoing,
+    session: SessionId,
+    mut offset: u64,
+    mut data: Bytes,
+) -> Option<()> {
     while !data.is_empty() {
         let piece = data.split_to(data.len().min(MAX_EVENT_BYTES));
         let len = piece.len() as u64;

@@ -1,12 +1,16 @@
 //! Request dispatch: one `match` from request type to its handler.
 
 mod attach;
+mod events;
+mod exec;
 mod io;
 mod kill;
+mod lease;
 mod query;
 mod spawn;
+mod watch;
 
-use ipc_proto::{ErrorCode, Frame, Request, SessionId};
+use ipc_proto::{DaemonMessage, ErrorCode, ErrorReply, Frame, Request, SessionId};
 
 use crate::connection::Connection;
 use crate::pool::PoolError;
@@ -67,14 +71,50 @@ pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<()
         Request::List => query::handle_list(conn, id).await,
         Request::Info(r) => query::handle_info(conn, id, r.session).await,
         Request::Wait(req) => query::handle_wait(conn, id, req),
+        Request::Read(req) => query::handle_read(conn, id, req).await,
+        Request::WaitFor(req) => watch::handle_wait_for(conn, id, req),
+        Request::WaitQuiet(req) => watch::handle_wait_quiet(conn, id, req),
+        Request::Submit(req) => io::handle_submit(conn, id, req).await,
+        Request::Exec(req) => exec::handle(conn, id, req).await,
+        Request::Lease(r) => lease::handle_lease(conn, id, r.session).await,
+        Request::Release(r) => lease::handle_release(conn, id, r.session).await,
+        Request::Subscribe => events::handle_subscribe(conn, id).await,
         Request::Unknown => Err(ReplyError::new(
             ErrorCode::UnknownRequest,
-            format!("unknown request type (this daemon speaks protocol {})", ipc_proto::PROTOCOL_VERSION),
+            format!(
+                "unknown request type (this daemon speaks protocol {})",
+                ipc_proto::PROTOCOL_VERSION
+            ),
         )),
     }
 }
 
+/// Runs `task` (which answers request `id` itself) alongside the read loop, so slow
+/// requests do not hold up the others; it ends when the connection does.
+fn answer_later(
+    conn: &mut Connection,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    while conn.waits.try_join_next().is_some() {}
+    conn.waits.spawn(task);
+}
+
+/// Sends `result` as the reply to request `id`.
+async fn send_result(
+    out: &crate::connection::Outgoing,
+    id: u64,
+    result: Result<Frame<DaemonMessage>, ReplyError>,
+) {
+    let frame = result.unwrap_or_else(|e| {
+        Frame::new(id, DaemonMessage::Error(ErrorReply { code: e.code, message: e.message }))
+    });
+    let _ = out.send(Frame { id, ..frame }).await;
+}
+
 /// Looks up `session` or fails with `HandleNotFound`.
-fn session(conn: &Connection, id: SessionId) -> Result<std::sync::Arc<crate::session::Session>, ReplyError> {
+fn session(
+    conn: &Connection,
+    id: SessionId,
+) -> Result<std::sync::Arc<crate::session::Session>, ReplyError> {
     Ok(conn.pool.get(id)?)
 }

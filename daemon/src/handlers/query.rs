@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use ipc_proto::{DaemonMessage, ErrorCode, ErrorReply, Frame, ListReply, SessionId, WaitRequest};
+use ipc_proto::{
+    DaemonMessage, ErrorCode, Frame, ListReply, ReadReply, ReadRequest, SessionId, WaitRequest,
+};
 
-use super::{session, ReplyError};
+use super::{answer_later, send_result, session, ReplyError};
 use crate::connection::Connection;
 
 pub async fn handle_list(conn: &mut Connection, id: u64) -> Result<(), ReplyError> {
@@ -20,24 +22,55 @@ pub async fn handle_info(conn: &mut Connection, id: u64, sid: SessionId) -> Resu
     Ok(())
 }
 
-/// Waits in a task of its own, so the connection keeps serving other requests.
 pub fn handle_wait(conn: &mut Connection, id: u64, req: WaitRequest) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
     let out = conn.out.clone();
-    while conn.waits.try_join_next().is_some() {}
-    conn.waits.spawn(async move {
-        let waited = match req.timeout_ms {
-            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), session.wait()).await.ok(),
-            None => Some(session.wait().await),
-        };
-        let msg = match waited {
-            Some(status) => DaemonMessage::Exited(status),
-            None => DaemonMessage::Error(ErrorReply {
-                code: ErrorCode::Timeout,
-                message: format!("session {} still running after {} ms", session.id, req.timeout_ms.unwrap_or(0)),
-            }),
-        };
-        let _ = out.send(Frame::new(id, msg)).await;
+    answer_later(conn, async move {
+        let waited = within(req.timeout_ms, session.wait()).await;
+        let result =
+            waited.map(|status| Frame::new(id, DaemonMessage::Exited(status))).map_err(|ms| {
+                ReplyError::new(
+                    ErrorCode::Timeout,
+                    format!("session {} still running after {ms} ms", session.id),
+                )
+            });
+        send_result(&out, id, result).await;
     });
     Ok(())
 }
+
+/// Runs `fut` with an optional limit in milliseconds; `Err(limit)` when it ran out.
+pub async fn within<T>(
+    timeout_ms: Option<u64>,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, u64> {
+    match timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), fut).await.map_err(|_| ms),
+        None => Ok(fut.await),
+    }
+}
+
+pub async fn handle_read(
+    conn: &mut Connection,
+    id: u64,
+    req: ReadRequest,
+) -> Result<(), ReplyError> {
+    let session = session(conn, req.session)?;
+    let end = session.output_end();
+    let since = req.since.unwrap_or(0);
+    if since > end {
+        return Err(ReplyError::bad(format!(
+            "since {since} is past the end of the output ({end})"
+        )));
+    }
+    let max = req.max.unwrap_or(MAX_READ).min(MAX_READ) as u64;
+    let held = session.read_range(since, since.saturating_add(max).min(end));
+    let next = held.offset + held.data.len() as u64;
+    let reply =
+        ReadReply { session: session.id, offset: held.offset, next, dropped: held.dropped, end };
+    let _ = conn.out.send(Frame::with_data(id, DaemonMessage::OutputRange(reply), held.data)).await;
+    Ok(())
+}
+
+/// The most a `read` returns at once, so the reply fits in one frame.
+const MAX_READ: usize = ipc_proto::MAX_PAYLOAD_LEN;
