@@ -1,1 +1,233 @@
-fn main() {}
+//! ptyctl: the command-line client of ptyd. Dispatch, the one-shot commands and exit codes.
+
+mod attach;
+mod cli;
+mod stdio;
+mod table;
+mod term;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, Context as _, Result};
+use bytes::{Bytes, BytesMut};
+use clap::Parser as _;
+use ipc_proto::{Client, ClientError, ErrorCode, SessionId, SpawnRequest};
+use tokio::net::UnixStream;
+
+use cli::{Cli, Command, Size, SpawnOpts};
+
+/// Exit status when `wait --timeout` expires.
+const EXIT_TIMEOUT: i32 = 124;
+/// Exit status of `exec` and `wait` when ptyctl or the daemon failed, kept apart from the
+/// child's own codes.
+const EXIT_PTYCTL_FAILED: i32 = 125;
+/// Exit status of the other commands on failure.
+const EXIT_FAILED: i32 = 1;
+
+/// `wait --timeout` expired on ptyctl's side (the daemon's own timeout comes as a
+/// `ClientError` with code `Timeout`).
+#[derive(Debug)]
+struct TimedOut(Duration);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "timed out after {}", humantime::format_duration(self.0))
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+fn main() {
+    let cli = Cli::parse();
+    let failed = match cli.command {
+        Command::Exec { .. } | Command::Wait { .. } => EXIT_PTYCTL_FAILED,
+        _ => EXIT_FAILED,
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| {
+            let result = rt.block_on(run(cli));
+            // Do not wait for the stdin thread or a blocked stdout write: they end with us.
+            rt.shutdown_background();
+            result
+        });
+    let code = match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ptyctl: {err:#}");
+            if is_timeout(&err) {
+                EXIT_TIMEOUT
+            } else {
+                failed
+            }
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn is_timeout(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<TimedOut>()
+            || e.downcast_ref::<ClientError>().and_then(ClientError::code)
+                == Some(ErrorCode::Timeout)
+    })
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Ls { json } => {
+            let list = connect(socket).await?.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", table::sessions(&list, SystemTime::now()));
+            }
+        }
+        Command::Spawn { opts, idle_timeout, replay_bytes, command } => {
+            let size = opts.size.unwrap_or(Size { cols: 80, rows: 24 });
+            let mut req = spawn_request(opts, command, size)?;
+            req.idle_timeout_ms = idle_timeout.map(millis);
+            req.replay_bytes = replay_bytes;
+            let reply = connect(socket).await?.spawn(req).await?;
+            println!("{}", reply.session);
+        }
+        Command::Attach { id, since, detach_key } => {
+            let session = session_id(&id)?;
+            return attach::attach(connect(socket).await?, session, since, detach_key.0).await;
+        }
+        Command::Send { id, text, enter, stdin } => {
+            let session = session_id(&id)?;
+            let client = connect(socket).await?;
+            send(&client, session, text, enter, stdin).await?;
+        }
+        Command::Resize { id, size } => {
+            let session = session_id(&id)?;
+            connect(socket).await?.resize(session, size.cols, size.rows).await?;
+        }
+        Command::Kill { id, signal } => {
+            let session = session_id(&id)?;
+            connect(socket).await?.kill(session, signal.as_deref()).await?;
+        }
+        Command::Wait { id, timeout, json } => {
+            let session = session_id(&id)?;
+            let client = connect(socket).await?;
+            let status = match timeout {
+                // The daemon enforces the timeout; ptyctl's own, a little later, covers a
+                // daemon that does not answer.
+                Some(t) => tokio::time::timeout(
+                    t.saturating_add(Duration::from_secs(2)),
+                    client.wait(session, Some(t)),
+                )
+                .await
+                .map_err(|_| TimedOut(t))??,
+                None => client.wait(session, None).await?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            }
+            return Ok(status.shell_code());
+        }
+        Command::Info { id, json } => {
+            let session = session_id(&id)?;
+            let info = connect(socket).await?.info(session).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", table::details(&info, SystemTime::now()));
+            }
+        }
+        Command::Exec { opts, command } => {
+            let tty = term::stdin_is_tty();
+            // An explicit size stays put; otherwise the session follows the local terminal.
+            let follow_size = tty && opts.size.is_none();
+            let size = opts
+                .size
+                .or_else(|| if tty { term::stdin_size() } else { None })
+                .or_else(term::stdout_size)
+                .unwrap_or(Size { cols: 80, rows: 24 });
+            let mut req = spawn_request(opts, command, size)?;
+            // The output is drawn by the local terminal, so programs should know its type.
+            if tty && !req.env.contains_key("TERM") {
+                if let Ok(value) = std::env::var("TERM") {
+                    req.env.insert("TERM".into(), value);
+                }
+            }
+            return attach::exec(connect(socket).await?, req, follow_size).await;
+        }
+    }
+    Ok(0)
+}
+
+/// Connects and shakes hands, under ptyctl's own name.
+async fn connect(socket: Option<PathBuf>) -> Result<Client> {
+    let path =
+        socket.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(ipc_proto::default_socket_path);
+    let stream = UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("cannot connect to ptyd at {}", path.display()))?;
+    Ok(Client::handshake(stream, concat!("ptyctl/", env!("CARGO_PKG_VERSION"))).await?)
+}
+
+fn session_id(s: &str) -> Result<SessionId> {
+    s.parse().map_err(|e| anyhow!("invalid session id '{s}': {e}"))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The request shared by `spawn` and `exec`.
+fn spawn_request(opts: SpawnOpts, command: Vec<String>, size: Size) -> Result<SpawnRequest> {
+    let mut words = command.into_iter();
+    let program = words.next().ok_or_else(|| anyhow!("no command given"))?;
+    let mut req = SpawnRequest::new(program, words);
+    req.cols = size.cols;
+    req.rows = size.rows;
+    req.env = opts.env.into_iter().collect::<BTreeMap<_, _>>();
+    req.labels = opts.labels.into_iter().collect::<BTreeMap<_, _>>();
+    if let Some(dir) = opts.cwd {
+        // The daemon has its own working directory: resolve relative paths against ours.
+        let dir = std::path::absolute(&dir)
+            .with_context(|| format!("invalid working directory '{}'", dir.display()))?;
+        let dir = dir
+            .into_os_string()
+            .into_string()
+            .map_err(|d| anyhow!("working directory {d:?} is not valid UTF-8"))?;
+        req.cwd = Some(dir);
+    }
+    Ok(req)
+}
+
+/// `send`: TEXT (plus CR) as one write, or stdin chunk by chunk as it arrives.
+async fn send(
+    client: &Client,
+    session: SessionId,
+    text: Option<String>,
+    enter: bool,
+    from_stdin: bool,
+) -> Result<()> {
+    let enter = if enter { &b"\r"[..] } else { &b""[..] };
+    if from_stdin {
+        let mut chunks = stdio::stdin_chunks();
+        while let Some(chunk) = chunks.recv().await {
+            client.input(session, chunk.context("cannot read stdin")?).await?;
+        }
+        if !enter.is_empty() {
+            client.input(session, Bytes::from_static(enter)).await?;
+        }
+    } else {
+        let mut data = BytesMut::from(text.unwrap_or_default().as_bytes());
+        data.extend_from_slice(enter);
+        if !data.is_empty() {
+            client.input(session, data.freeze()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The command line: clap definitions, help texts and the parsers for flag values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0      success (ls, spawn, send, resize, kill, info; attach after a detach)
+  1      failure of ls, spawn, attach, send, resize, kill or info (bad session id,
+         daemon unreachable, daemon error)
+  2      usage error (unknown flag, malformed size, duration or KEY=VALUE)
+  N      exec, wait and attach: the session's exit code, or 128+N when signal N killed it
+  124    wait: --timeout expired before the session exited
+  125    exec and wait: ptyctl or the daemon failed (cannot connect, session not found,
+         spawn failed, pool at capacity...)";
+
+/// Control the sessions of ptyd, the PTY session daemon.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ptyctl",
+    version,
+    long_about = "Control the sessions of ptyd, the PTY session daemon.\n\n\
+        Each session is a command running in its own pseudo-terminal inside the daemon. \
+        Sessions outlive ptyctl: spawn one, attach to it, detach, and attach again later.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Path of ptyd's Unix socket [default: $XDG_RUNTIME_DIR/ptyd/ptyd.sock, or
+    /// /tmp/ptyd-$UID/ptyd.sock without XDG_RUNTIME_DIR]
+    #[arg(long, global = true, env = "PTYD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List sessions, running and recently exited
+    Ls {
+        /// Print the daemon's list reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Start a command in a new session and print its id
+    #[command(long_about = "Start a command in a new session and print its id.\n\n\
+            Only the id and a newline go to stdout, so `id=$(ptyctl spawn -- bash)` works. \
+            The command is executed directly, not through a shell.")]
+    Spawn {
+        #[command(flatten)]
+        opts: SpawnOpts,
+
+        /// Kill the session after this long without input, output or an attached
+        /// client (e.g. 30s, 10m, 2h; 0 means never) [default: the daemon's]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        idle_timeout: Option<Duration>,
+
+        /// Bytes of output the session keeps for replay on attach [default: the daemon's]
+        #[arg(long, value_name = "N")]
+        replay_bytes: Option<usize>,
+
+        /// The command and its arguments (put `--` before them if they start with `-`)
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+
+    /// Connect this terminal to a session (detach with Ctrl-])
+    #[command(
+        long_about = "Connect this terminal to a session.\n\n\
+            When stdin is a terminal it is put in raw mode, the session is resized to it and \
+            follows its size, keystrokes go to the session and its output comes to stdout. \
+            The detach key leaves the session running and exits 0. When the session exits, \
+            ptyctl exits with its exit code (128+N for signal N).\n\n\
+            When stdin is not a terminal, it is forwarded until end of file (no detach key), \
+            then output keeps streaming until the session exits.",
+        after_help = "Exit status: the session's exit code (128+N for signal N); 0 after a detach; \
+            1 when ptyctl or the daemon failed; 128+N when signal N made ptyctl detach."
+    )]
+    Attach {
+        /// Session id
+        id: String,
+
+        /// Replay output from this absolute byte offset instead of the whole replay window
+        #[arg(long, value_name = "OFFSET")]
+        since: Option<u64>,
+
+        /// Key that detaches: `ctrl-X` for a letter or one of @ [ \ ] ^ _, or `none`
+        #[arg(long, value_name = "KEY", default_value = "ctrl-]", value_parser = parse_detach_key)]
+        detach_key: DetachKey,
+    },
+
+    /// Type text into a session
+    Send {
+        /// Session id
+        id: String,
+
+        /// Text to write, byte for byte (no escape processing)
+        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        text: Option<String>,
+
+        /// Append a carriage return (what the Enter key sends)
+        #[arg(long)]
+        enter: bool,
+
+        /// Send the bytes read from stdin, until end of file, instead of TEXT
+        #[arg(long)]
+        stdin: bool,
+    },
+
+    /// Change a session's terminal size
+    Resize {
+        /// Session id
+        id: String,
+
+        /// New size as COLSxROWS, e.g. 120x40
+        #[arg(value_parser = parse_size)]
+        size: Size,
+    },
+
+    /// End a session, or send one signal to it
+    Kill {
+        /// Session id
+        id: String,
+
+        /// Deliver only this signal to the session's process group (e.g. INT, SIGTERM, 9)
+        /// instead of ending the session (SIGHUP, then SIGKILL after a grace period)
+        #[arg(long, value_name = "SIGNAL")]
+        signal: Option<String>,
+    },
+
+    /// Wait for a session to exit and exit with its code
+    #[command(
+        long_about = "Wait for a session to exit and exit with its code.\n\n\
+            Prints nothing unless --json is given.",
+        after_help = "Exit status: the session's exit code (128+N for signal N); 124 when \
+            --timeout expired; 125 when ptyctl or the daemon failed."
+    )]
+    Wait {
+        /// Session id
+        id: String,
+
+        /// Give up after this long (e.g. 500ms, 10s, 5m) [default: wait for ever]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+
+        /// Print the exit status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show one session's details
+    Info {
+        /// Session id
+        id: String,
+
+        /// Print the daemon's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Run a command in a new session, stream its output and exit with its code
+    #[command(
+        long_about = "Run a command in a new session, stream its output and exit with its code, \
+            like `ssh host cmd`.\n\n\
+            The output is written to stdout byte for byte as it comes. When stdin is a terminal \
+            it is put in raw mode and forwarded to the session, whose size follows the local \
+            terminal; there is no detach key. When stdin is not a terminal it is not read, and \
+            SIGINT (Ctrl-C) is forwarded to the session as INT. SIGTERM or SIGHUP end the \
+            session and ptyctl.\n\n\
+            Without --size, the size is the local terminal's (stdin, else stdout; 80x24 when \
+            neither is one) and follows it when stdin is a terminal. When stdin is a \
+            terminal, TERM is passed on unless --env sets it.",
+        after_help = "Exit status: the command's exit code (128+N for signal N); 125 when \
+            ptyctl or the daemon failed (cannot connect, spawn failed, pool at capacity...); \
+            128+N when signal N (TERM, HUP) ended ptyctl."
+    )]
+    Exec {
+        #[command(flatten)]
+        opts: SpawnOpts,
+
+        /// The command and its arguments (put `--` before them if they start with `-`)
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+}
+
+/// Flags shared by `spawn` and `exec`.
+#[derive(Args, Debug)]
+pub struct SpawnOpts {
+    /// Working directory of the command (relative to ptyctl's) [default: the daemon's]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Set an environment variable on top of the daemon's environment (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+
+    /// Terminal size as COLSxROWS, e.g. 120x40 [default: spawn 80x24, exec the local terminal's]
+    #[arg(long, value_name = "COLSxROWS", value_parser = parse_size)]
+    pub size: Option<Size>,
+
+    /// Add a label to the session, shown by `ls --json` and `info` (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// A terminal size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// The byte that detaches `attach`, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetachKey(pub Option<u8>);
+
+/// `COLSxROWS`, both in 1..=65535.
+pub fn parse_size(s: &str) -> Result<Size, String> {
+    let bad = |why: &str| format!("expected COLSxROWS such as 120x40 ({why})");
+    let (cols, rows) =
+        s.split_once(['x', 'X']).ok_or_else(|| bad("no 'x' between columns and rows"))?;
+    let num = |part: &str, what: &str| -> Result<u16, String> {
+        let n: u16 = part
+            .trim()
+            .parse()
+            .map_err(|_| bad(&format!("{what} must be a number from 1 to 65535")))?;
+        if n == 0 {
+            return Err(bad(&format!("{what} must not be 0")));
+        }
+        Ok(n)
+    };
+    Ok(Size { cols: num(cols, "columns")?, rows: num(rows, "rows")? })
+}
+
+/// `KEY=VALUE`; the value may be empty and may contain '='.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some(_) => Err("the key before '=' is empty".to_string()),
+        None => Err("expected KEY=VALUE".to_string()),
+    }
+}
+
+/// `ctrl-X` (case-insensitive; X a letter or one of @ [ \ ] ^ _) or `none`.
+pub fn parse_detach_key(s: &str) -> Result<DetachKey, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(DetachKey(None));
+    }
+    let bad = || "expected ctrl-X (X a letter or one of @ [ \\ ] ^ _) or none".to_string();
+    let prefix = s.get(..5).filter(|p| p.eq_ignore_ascii_case("ctrl-")).ok_or_else(bad)?;
+    match &s.as_bytes()[prefix.len()..] {
+        // Ctrl clears bit 6 of the uppercase key: A=0x41 -> 0x01, ]=0x5d -> 0x1d.
+        [c] if (b'@'..=b'_').contains(&c.to_ascii_uppercase()) => {
+            Ok(DetachKey(Some(c.to_ascii_uppercase() ^ 0x40)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("120x40"), Ok(Size { cols: 120, rows: 40 }));
+        assert_eq!(parse_size("80X24"), Ok(Size { cols: 80, rows: 24 }));
+        for bad in ["", "120", "x40", "120x", "0x40", "120x0", "70000x10", "-1x5", "axb"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(parse_key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_key_value("A="), Ok(("A".into(), String::new())));
+        assert!(parse_key_value("=x").is_err());
+        assert!(parse_key_value("A").is_err());
+    }
+
+    #[test]
+    fn detach_keys() {
+        assert_eq!(parse_detach_key("ctrl-]"), Ok(DetachKey(Some(0x1d))));
+        assert_eq!(parse_detach_key("Ctrl-A"), Ok(DetachKey(Some(0x01))));
+        assert_eq!(parse_detach_key("ctrl-q"), Ok(DetachKey(Some(0x11))));
+        assert_eq!(parse_detach_key("ctrl-@"), Ok(DetachKey(Some(0x00))));
+        assert_eq!(parse_detach_key("NONE"), Ok(DetachKey(None)));
+        for bad in ["", "ctrl-", "ctrl-ab", "ctrl-1", "alt-a", "é", "ctrlé"] {
+            assert!(parse_detach_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
