@@ -181,6 +181,14 @@ async fn read_loop(
                 let message = format!("invalid request: {}", invalid.reason);
                 send_error(conn, invalid.id, ReplyError::new(ErrorCode::BadRequest, message)).await;
             }
+            Some(Ok(Ok(frame))) if frame.id == 0 => {
+                // Without an id no reply can be matched: the client is broken, so close.
+                let message = "requests must carry a nonzero id".to_string();
+                warn!(%message, "closing connection");
+                let err = ErrorReply { code: ErrorCode::BadRequest, message };
+                conn.reply(0, DaemonMessage::Error(err)).await;
+                return;
+            }
             Some(Ok(Ok(frame))) => {
                 let id = frame.id;
                 if let Err(e) = handlers::dispatch(conn, frame).await {

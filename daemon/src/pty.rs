@@ -191,7 +191,7 @@ pub fn start_reader(
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => sink(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }

@@ -57,12 +57,16 @@ impl OutputRing {
     /// `[from, to)` is gone.
     pub fn range(&self, from: u64, to: u64) -> Replay {
         let to = to.min(self.end);
-        let start = from.max(self.start()).min(to);
-        let dropped = start - from.min(start);
+        let from = from.min(to);
+        // The first byte we can give: `from` itself, or the window start if it moved past.
+        let start = from.max(self.start());
+        if start >= to {
+            return Replay { offset: to, dropped: to - from, data: Bytes::new() };
+        }
         let skip = (start - self.start()) as usize;
         let len = (to - start) as usize;
         let data: Vec<u8> = self.buf.range(skip..skip + len).copied().collect();
-        Replay { offset: start, dropped, data: Bytes::from(data) }
+        Replay { offset: start, dropped: start - from, data: Bytes::from(data) }
     }
 
     /// Everything held after `since` (the whole ring when `None`).
@@ -111,6 +115,18 @@ mod tests {
         ring.push(b"cdefg");
         assert_eq!(&ring.since(None).data[..], b"efg");
         assert_eq!(ring.start(), 4);
+    }
+
+    #[test]
+    fn a_range_that_left_the_window_is_all_dropped() {
+        let mut ring = OutputRing::new(4);
+        ring.push(b"0123456789");
+        assert_eq!(ring.range(0, 3), Replay { offset: 3, dropped: 3, data: Bytes::new() });
+        assert_eq!(ring.range(2, 6), Replay { offset: 6, dropped: 4, data: Bytes::new() });
+        assert_eq!(
+            ring.range(9, 20),
+            Replay { offset: 9, dropped: 0, data: Bytes::from_static(b"9") }
+        );
     }
 
     #[test]

@@ -45,6 +45,15 @@ pub enum SessionEvent {
     Exit(ExitStatus),
 }
 
+/// A daemon-wide notification after [`Client::subscribe`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notice {
+    /// Something happened to a session.
+    Event(DaemonEvent),
+    /// This client missed this many events by reading too slowly.
+    Dropped(u64),
+}
+
 struct Waiter {
     reply: oneshot::Sender<Frame<DaemonMessage>>,
     /// Installed as the route of the session named in the reply, before any later frame
@@ -57,6 +66,7 @@ struct Shared {
     /// `None` once the connection has ended.
     pending: Mutex<Option<HashMap<u64, Waiter>>>,
     routes: Mutex<HashMap<SessionId, mpsc::Sender<SessionEvent>>>,
+    notices: Mutex<Option<mpsc::Sender<Notice>>>,
     close_reason: Mutex<Option<String>>,
 }
 
@@ -290,6 +300,97 @@ impl Client {
         }
     }
 
+    /// Resolves when `pattern` matches output after `since` (after now when `None`).
+    pub async fn wait_for(
+        &self,
+        session: SessionId,
+        pattern: &str,
+        since: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<MatchReply, ClientError> {
+        let req = WaitForRequest {
+            session,
+            pattern: pattern.to_string(),
+            since,
+            timeout_ms: millis(timeout),
+        };
+        match self.call(Request::WaitFor(req)).await? {
+            DaemonMessage::Matched(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Resolves when the session has printed nothing for `quiet`.
+    pub async fn wait_quiet(
+        &self,
+        session: SessionId,
+        quiet: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<QuietReply, ClientError> {
+        let req = WaitQuietRequest {
+            session,
+            quiet_ms: quiet.as_millis() as u64,
+            timeout_ms: millis(timeout),
+        };
+        match self.call(Request::WaitQuiet(req)).await? {
+            DaemonMessage::Quiet(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Types `text` as one submitted input (bracketed paste when enabled), then Enter.
+    pub async fn submit(&self, session: SessionId, text: &str) -> Result<SubmitReply, ClientError> {
+        let req = SubmitRequest { session, text: text.to_string(), settle_ms: None };
+        match self.call(Request::Submit(req)).await? {
+            DaemonMessage::Submitted(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs a command to completion; returns its result and the kept output.
+    pub async fn exec(&self, req: ExecRequest) -> Result<(ExecResult, Bytes), ClientError> {
+        let frame = self.call_routed(Request::Exec(req), Bytes::new(), None).await?;
+        match frame.body {
+            DaemonMessage::ExecResult(r) => Ok((r, frame.data)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Output after `since` (the oldest held byte when `None`), at most `max` bytes.
+    pub async fn read(
+        &self,
+        session: SessionId,
+        since: Option<u64>,
+        max: Option<usize>,
+    ) -> Result<(ReadReply, Bytes), ClientError> {
+        let frame = self
+            .call_routed(Request::Read(ReadRequest { session, since, max }), Bytes::new(), None)
+            .await?;
+        match frame.body {
+            DaemonMessage::OutputRange(r) => Ok((r, frame.data)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Holds the session against its idle timeout while this connection lives.
+    pub async fn lease(&self, session: SessionId) -> Result<(), ClientError> {
+        self.call(Request::Lease(SessionRef { session })).await.map(drop)
+    }
+
+    /// Gives a lease back.
+    pub async fn release(&self, session: SessionId) -> Result<(), ClientError> {
+        self.call(Request::Release(SessionRef { session })).await.map(drop)
+    }
+
+    /// Streams daemon-wide events from now on. A second call replaces the first stream.
+    pub async fn subscribe(&self) -> Result<mpsc::Receiver<Notice>, ClientError> {
+        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        // Installed before the request, so an event right after the reply has a home.
+        *self.inner.shared.notices.lock().unwrap() = Some(tx);
+        self.call(Request::Subscribe).await?;
+        Ok(rx)
+    }
+
     /// Sends any request and returns the raw reply (for requests without a helper).
     pub async fn request(
         &self,
@@ -353,6 +454,10 @@ impl Drop for Attachment {
     }
 }
 
+fn millis(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| d.as_millis() as u64)
+}
+
 fn ipc(e: impl std::fmt::Display) -> ClientError {
     ClientError::Ipc(e.to_string())
 }
@@ -400,6 +505,17 @@ async fn read_loop(mut reader: Reader, shared: Arc<Shared>) {
     // Dropping the waiters and routes fails every pending call and ends every attachment.
     shared.pending.lock().unwrap().take();
     shared.routes.lock().unwrap().clear();
+    shared.notices.lock().unwrap().take();
+}
+
+async fn notify(shared: &Shared, notice: Notice) -> Option<String> {
+    let tx = shared.notices.lock().unwrap().clone();
+    if let Some(tx) = tx {
+        if tx.send(notice).await.is_err() {
+            shared.notices.lock().unwrap().take();
+        }
+    }
+    None
 }
 
 fn complete(shared: &Shared, frame: Frame<DaemonMessage>) {
@@ -429,6 +545,8 @@ async fn route(shared: &Shared, frame: Frame<DaemonMessage>) -> Option<String> {
         }
         DaemonMessage::Exit(e) => (e.session, SessionEvent::Exit(e.status)),
         DaemonMessage::Error(e) => return Some(format!("{} ({})", e.message, e.code)),
+        DaemonMessage::Event(ev) => return notify(shared, Notice::Event(ev)).await,
+        DaemonMessage::EventsDropped(d) => return notify(shared, Notice::Dropped(d.count)).await,
         _ => return None,
     };
     let is_exit = matches!(event, SessionEvent::Exit(_));

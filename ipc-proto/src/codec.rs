@@ -163,7 +163,9 @@ fn decode_body<T: DeserializeOwned>(
         Err(err) => match serde_json::from_slice::<IdOnly>(&header) {
             // The header is a JSON object: the message is wrong, the stream is fine.
             Ok(IdOnly { id }) => Ok(Err(InvalidMessage { id, reason: err.to_string() })),
-            Err(_) => Err(ProtoError::Malformed(format!("header is not a JSON object: {err}"))),
+            Err(_) => Err(ProtoError::Malformed(format!(
+                "invalid header (a JSON object with a numeric id): {err}"
+            ))),
         },
     }
 }

@@ -8,7 +8,7 @@ pub mod codec;
 pub mod error;
 pub mod message;
 
-pub use client::{Attachment, Client, SessionEvent};
+pub use client::{Attachment, Client, Notice, SessionEvent};
 pub use codec::{Frame, FrameCodec, InvalidMessage, MAX_FRAME_LEN, MAX_PAYLOAD_LEN};
 pub use error::{ClientError, ErrorCode, ProtoError};
 pub use message::*;

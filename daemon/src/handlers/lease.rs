@@ -12,9 +12,9 @@ pub async fn handle_lease(
 ) -> Result<(), ReplyError> {
     let session = session(conn, sid)?;
     // One lease per connection and session: leasing twice is harmless.
-    if !conn.leases.contains_key(&sid) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = conn.leases.entry(sid) {
         session.lease();
-        conn.leases.insert(sid, session);
+        slot.insert(session);
     }
     conn.reply(id, DaemonMessage::Ok).await;
     Ok(())

@@ -57,9 +57,6 @@ impl From<SessionError> for ReplyError {
 /// before the events that follow it); an `Err` is sent by the caller.
 pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<(), ReplyError> {
     let id = frame.id;
-    if id == 0 {
-        return Err(ReplyError::bad("requests must carry a nonzero id"));
-    }
     match frame.body {
         Request::Hello(_) => Err(ReplyError::bad("hello was already received")),
         Request::Spawn(req) => spawn::handle(conn, id, req).await,

@@ -63,8 +63,12 @@ pub async fn handle_read(
             "since {since} is past the end of the output ({end})"
         )));
     }
-    let max = req.max.unwrap_or(MAX_READ).min(MAX_READ) as u64;
-    let held = session.read_range(since, since.saturating_add(max).min(end));
+    let mut held = session.read_range(since, end);
+    if req.since.is_none() {
+        // No offset asked for: the window is simply what there is, nothing was "dropped".
+        held.dropped = 0;
+    }
+    held.data.truncate(req.max.unwrap_or(MAX_READ).min(MAX_READ));
     let next = held.offset + held.data.len() as u64;
     let reply =
         ReadReply { session: session.id, offset: held.offset, next, dropped: held.dropped, end };
