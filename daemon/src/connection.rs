@@ -130,7 +130,7 @@ async fn handshake(
         }
         Ok(Some(Ok(Ok(frame)))) => match frame.body {
             Request::Hello(hello) if hello.protocol_version == PROTOCOL_VERSION => {
-                info!(client = %hello.client, "client connected");
+                debug!(client = %hello.client, "client connected");
                 let reply = HelloReply {
                     protocol_version: PROTOCOL_VERSION,
                     daemon_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -17,6 +17,7 @@ pub mod ring;
 pub mod server;
 pub mod session;
 pub mod socket;
+pub mod systemd;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,10 +38,25 @@ pub async fn run(
     let reaper = reaper::Reaper::start(reaper_stop.clone())?;
     let pool = pool::PtyPool::new(Arc::new(config), reaper.clone());
     let stop = CancellationToken::new();
+    let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Into::into));
     let server = tokio::spawn(server::serve(listener, pool.clone(), stop.clone()));
+    let status = tokio::spawn(report_status(pool.clone()));
     tracing::info!(capacity = pool.capacity(), "ptyd ready");
+    systemd::ready(&usage(&pool));
+    let watchdog = match (systemd::watchdog_interval(), socket_path) {
+        (Some(interval), Some(path)) => Some(tokio::spawn(watchdog(path, interval))),
+        (Some(_), None) => {
+            tracing::warn!("watchdog requested but the socket has no path to check; not pinging");
+            None
+        }
+        (None, _) => None,
+    };
     shutdown.await;
     tracing::info!("shutting down");
+    systemd::stopping();
+    for task in [Some(status), watchdog].into_iter().flatten() {
+        task.abort();
+    }
     stop.cancel();
     if let Err(e) = server.await {
         tracing::error!(error = %e, "server task failed");
@@ -48,4 +64,48 @@ pub async fn run(
     reaper.reap();
     reaper_stop.cancel();
     Ok(())
+}
+
+fn usage(pool: &pool::PtyPool) -> String {
+    format!("{}/{} sessions", pool.active(), pool.capacity())
+}
+
+/// Keeps systemd's STATUS= line at the pool's usage.
+async fn report_status(pool: Arc<pool::PtyPool>) {
+    let mut events = pool.subscribe_events();
+    loop {
+        match events.recv().await {
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            // Spawns and exits change the usage; a lag just means "report it now".
+            _ => systemd::status(&usage(&pool)),
+        }
+    }
+}
+
+/// Pings systemd's watchdog only after a real request went through the daemon: connect
+/// to its own socket, handshake, list. If accepting, the runtime, or the pool hangs, the
+/// pings stop and systemd restarts ptyd; a timer that ticks regardless would hide that.
+async fn watchdog(path: std::path::PathBuf, interval: std::time::Duration) {
+    tracing::info!(?interval, "systemd watchdog enabled");
+    loop {
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(interval, self_check(&path)).await {
+            Ok(Ok(())) => systemd::watchdog_ping(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "watchdog self-check failed; not pinging systemd")
+            }
+            Err(_) => {
+                tracing::warn!(?interval, "watchdog self-check timed out; not pinging systemd")
+            }
+        }
+        tokio::time::sleep_until(started + interval).await;
+    }
+}
+
+async fn self_check(path: &std::path::Path) -> Result<(), ipc_proto::ClientError> {
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| ipc_proto::ClientError::Ipc(format!("connect {}: {e}", path.display())))?;
+    let client = ipc_proto::Client::handshake(stream, "ptyd/watchdog").await?;
+    client.list().await.map(drop)
 }

@@ -177,17 +177,33 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let (listener, socket_file) = ptyd::socket::bind(&config.socket)?;
+    // A socket handed over by systemd is used as is and never unlinked: systemd owns it.
+    let (listener, socket_file) =
+        match ptyd::systemd::activated_listener().context("socket activation")? {
+            Some(listener) => (listener, None),
+            None => {
+                let (listener, file) = ptyd::socket::bind(&config.socket)?;
+                (listener, Some(file))
+            }
+        };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ptyd-worker")
         .build()
         .context("starting the tokio runtime")?;
+    match ptyd::systemd::bound_path(&listener) {
+        Some(path) if socket_file.is_none() => {
+            tracing::info!(socket = %path.display(), "listening on the socket systemd passed")
+        }
+        Some(path) => tracing::info!(socket = %path.display(), "listening"),
+        None => tracing::info!("listening on an unnamed socket systemd passed"),
+    }
     let result = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        tracing::info!(socket = %socket_file.path().display(), "listening");
         ptyd::run(config, listener, shutdown_signal()).await
     });
-    socket_file.remove();
+    if let Some(file) = socket_file {
+        file.remove();
+    }
     result.context("serving")
 }

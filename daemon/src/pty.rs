@@ -64,6 +64,10 @@ pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, String> {
     let mut cmd = CommandBuilder::new(&spec.command);
     cmd.args(&spec.args);
     cmd.env("TERM", "xterm-256color");
+    // systemd's hand-over variables are for ptyd, not for the programs it runs.
+    for name in crate::systemd::PRIVATE_ENV {
+        cmd.env_remove(name);
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
