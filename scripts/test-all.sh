@@ -10,6 +10,8 @@ log() { printf '\n==> %s\n' "$*"; }
 need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+command -v prlimit >/dev/null || need_pkgs+=(util-linux)
+command -v systemd-socket-activate >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -166,6 +166,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(log_format);
+    ptyd::systemd::init();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

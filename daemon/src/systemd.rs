@@ -4,8 +4,10 @@
 //! with or without systemd.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
@@ -59,8 +61,41 @@ pub fn bound_path(listener: &UnixListener) -> Option<PathBuf> {
     listener.local_addr().ok()?.as_pathname().map(PathBuf::from)
 }
 
+/// The notify socket, connected once at start: a daemon out of descriptors can still
+/// report STATUS= and STOPPING=, which a socket opened per message could not.
+static NOTIFY: OnceLock<Option<UnixDatagram>> = OnceLock::new();
+
+fn open_notify_socket() -> Option<UnixDatagram> {
+    let target = std::env::var_os("NOTIFY_SOCKET")?;
+    let sock = UnixDatagram::unbound()
+        .map_err(|e| warn!(error = %e, "cannot create the notify socket"))
+        .ok()?;
+    let bytes = target.as_encoded_bytes();
+    let connected = match bytes.strip_prefix(b"@") {
+        // An abstract-namespace address, as systemd often uses.
+        Some(name) => {
+            SocketAddr::from_abstract_name(name).and_then(|addr| sock.connect_addr(&addr))
+        }
+        None => sock.connect(&target),
+    };
+    match connected {
+        Ok(()) => Some(sock),
+        Err(e) => {
+            warn!(error = %e, socket = ?target, "cannot reach NOTIFY_SOCKET; not notifying systemd");
+            None
+        }
+    }
+}
+
+/// Connects to `NOTIFY_SOCKET` (when set); call once at start, before any notification.
+pub fn init() {
+    NOTIFY.get_or_init(open_notify_socket);
+}
+
 fn notify(state: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(state) {
+    let Some(sock) = NOTIFY.get_or_init(open_notify_socket) else { return };
+    let msg: String = state.iter().map(|s| format!("{s}\n")).collect();
+    if let Err(e) = sock.send(msg.as_bytes()) {
         debug!(error = %e, "sd_notify failed");
     }
 }
