@@ -1,3 +1,367 @@
-//! ptyd-bridge binary.
+//! ptyd-bridge: flags, environment and the TOML file into a `Config`; logging; ptyd
+//! autostart; serving until SIGTERM or SIGINT.
 
-fn main() {}
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use tokio::signal::unix::{signal, SignalKind};
+
+use ptyd_bridge::autostart::{ensure_daemon, Autostart};
+use ptyd_bridge::config::{defaults, Config, Profile};
+
+#[derive(Copy, Clone, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Browser terminals over WebSocket, backed by ptyd sessions.
+///
+/// Every flag can also be set with its environment variable or in the [bridge] table of the
+/// TOML file given with --config (the same file as ptyd's; its [daemon].socket is the
+/// default socket). Flags win over the environment, which wins over the file. Durations are
+/// human-readable: 200ms, 10s, 5m.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address to serve HTTP and WebSockets on [default: 127.0.0.1:3000]
+    #[arg(long, env = "PTYD_BRIDGE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// ptyd's socket [default: [daemon].socket of the config file, else ptyd's default]
+    #[arg(long, env = "PTYD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Interval between WebSocket Ping frames [default: 30s]
+    #[arg(long, env = "PTYD_BRIDGE_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
+    /// Close a socket whose Ping got no Pong within this [default: 10s]
+    #[arg(long, env = "PTYD_BRIDGE_PONG_TIMEOUT", value_parser = humantime::parse_duration)]
+    pong_timeout: Option<Duration>,
+    /// Kill a Disconnected terminal when no socket returns within this [default: 10s]
+    #[arg(long, env = "PTYD_BRIDGE_GRACE", value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+    /// Kill a new terminal when no socket connects within this [default: 30s]
+    #[arg(long, env = "PTYD_BRIDGE_CLAIM_TIMEOUT", value_parser = humantime::parse_duration)]
+    claim_timeout: Option<Duration>,
+    /// Close a socket with no data in either direction for this long [default: 5m]
+    #[arg(long, env = "PTYD_BRIDGE_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Output ptyd keeps per terminal for replay on reconnect [default: 4096]
+    #[arg(long, env = "PTYD_BRIDGE_REPLAY_BYTES")]
+    replay_bytes: Option<usize>,
+    /// Largest WebSocket message a browser may send; larger ones close with 1009 [default: 65536]
+    #[arg(long, env = "PTYD_BRIDGE_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Also allow this Origin (repeatable; comma-separated in the environment)
+    #[arg(long, env = "PTYD_BRIDGE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    allowed_origin: Vec<String>,
+    /// Require this token on every API call and upgrade
+    #[arg(long, env = "PTYD_BRIDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the token from this file (surrounding whitespace ignored)
+    #[arg(long, env = "PTYD_BRIDGE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Profile used when a request names none [default: default]
+    #[arg(long, env = "PTYD_BRIDGE_DEFAULT_PROFILE")]
+    default_profile: Option<String>,
+    /// ptyd binary to start when none answers [default: next to this executable, else PATH]
+    #[arg(long, env = "PTYD_BRIDGE_PTYD_BIN")]
+    ptyd_bin: Option<PathBuf>,
+    /// Never start ptyd; wait for one to appear
+    #[arg(long, env = "PTYD_BRIDGE_NO_SPAWN_DAEMON")]
+    no_spawn_daemon: bool,
+    /// How long an autostarted ptyd has to answer [default: 10s]
+    #[arg(long, env = "PTYD_BRIDGE_DAEMON_START_TIMEOUT", value_parser = humantime::parse_duration)]
+    daemon_start_timeout: Option<Duration>,
+    /// First delay before reconnecting to a lost ptyd; it doubles [default: 100ms]
+    #[arg(long, env = "PTYD_BRIDGE_RECONNECT_INITIAL", value_parser = humantime::parse_duration)]
+    reconnect_initial: Option<Duration>,
+    /// Cap of the reconnect delay [default: 5s]
+    #[arg(long, env = "PTYD_BRIDGE_RECONNECT_MAX", value_parser = humantime::parse_duration)]
+    reconnect_max: Option<Duration>,
+    /// Log format on stderr; the level comes from RUST_LOG (default info) [default: text]
+    #[arg(long, env = "PTYD_BRIDGE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// TOML file with a [bridge] table using these flags' names (grace = "10s")
+    #[arg(long, env = "PTYD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct FileConfig {
+    #[serde(default)]
+    daemon: DaemonTable,
+    #[serde(default)]
+    bridge: BridgeTable,
+}
+
+/// ptyd's table: only its socket matters here; the rest is ptyd's business.
+#[derive(Deserialize, Default, Debug)]
+struct DaemonTable {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct BridgeTable {
+    listen: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    heartbeat_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pong_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    claim_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
+    replay_bytes: Option<usize>,
+    max_message_bytes: Option<usize>,
+    #[serde(default, alias = "allowed_origins")]
+    allowed_origin: Vec<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    default_profile: Option<String>,
+    ptyd_bin: Option<PathBuf>,
+    #[serde(default)]
+    no_spawn_daemon: bool,
+    #[serde(default, with = "humantime_serde")]
+    daemon_start_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    reconnect_initial: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    reconnect_max: Option<Duration>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// What main needs besides the lib's `Config`.
+struct Startup {
+    log_format: LogFormat,
+    autostart: Option<Autostart>,
+}
+
+fn load_file(path: &Option<PathBuf>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+fn read_token(path: &PathBuf) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let token = text.trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
+    Ok(token)
+}
+
+fn build_config(args: Args, file: FileConfig) -> anyhow::Result<(Config, Startup)> {
+    let b = file.bridge;
+    let mut c = Config::default();
+    if let Some(listen) = args.listen.or(b.listen) {
+        c.listen = listen;
+    }
+    if let Some(socket) = args.socket.or(b.socket).or(file.daemon.socket) {
+        c.socket = socket;
+    }
+    let pick = |flag: Option<Duration>, file: Option<Duration>, default: Duration| {
+        flag.or(file).unwrap_or(default)
+    };
+    c.heartbeat_interval =
+        pick(args.heartbeat_interval, b.heartbeat_interval, defaults::HEARTBEAT_INTERVAL);
+    c.pong_timeout = pick(args.pong_timeout, b.pong_timeout, defaults::PONG_TIMEOUT);
+    c.grace = pick(args.grace, b.grace, defaults::GRACE);
+    c.claim_timeout = pick(args.claim_timeout, b.claim_timeout, defaults::CLAIM_TIMEOUT);
+    c.idle_timeout = pick(args.idle_timeout, b.idle_timeout, defaults::IDLE_TIMEOUT);
+    c.reconnect_initial =
+        pick(args.reconnect_initial, b.reconnect_initial, defaults::RECONNECT_INITIAL);
+    c.reconnect_max = pick(args.reconnect_max, b.reconnect_max, defaults::RECONNECT_MAX);
+    c.replay_bytes = args.replay_bytes.or(b.replay_bytes).unwrap_or(defaults::REPLAY_BYTES);
+    c.max_message_bytes =
+        args.max_message_bytes.or(b.max_message_bytes).unwrap_or(defaults::MAX_MESSAGE_BYTES);
+    c.allowed_origins =
+        if args.allowed_origin.is_empty() { b.allowed_origin } else { args.allowed_origin };
+    c.token = match (args.token, args.token_file, b.token, b.token_file) {
+        (Some(t), ..) => Some(t),
+        (None, Some(path), ..) => Some(read_token(&path)?),
+        (None, None, Some(t), _) => Some(t),
+        (None, None, None, Some(path)) => Some(read_token(&path)?),
+        (None, None, None, None) => None,
+    };
+    // Configured profiles add to (or replace) the login-shell default.
+    c.profiles.extend(b.profiles);
+    if let Some(name) = args.default_profile.or(b.default_profile) {
+        c.default_profile = name;
+    }
+    let autostart = (!(args.no_spawn_daemon || b.no_spawn_daemon)).then(|| Autostart {
+        socket: c.socket.clone(),
+        ptyd_bin: args.ptyd_bin.or(b.ptyd_bin),
+        config: args.config.clone(),
+        timeout: args
+            .daemon_start_timeout
+            .or(b.daemon_start_timeout)
+            .unwrap_or(defaults::DAEMON_START_TIMEOUT),
+    });
+    let log_format = args.log_format.or(b.log_format).unwrap_or(LogFormat::Text);
+    Ok((c, Startup { log_format, autostart }))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers; stop ptyd-bridge with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}
+
+/// Where a service manager learns that the bridge serves. systemd readiness (sd-notify
+/// READY=1 and STATUS=) is a later issue; this is the single place it will go.
+fn notify_ready(addr: SocketAddr) {
+    tracing::debug!(%addr, "ready");
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let built = load_file(&args.config).and_then(|file| build_config(args, file));
+    let (config, startup) = match built {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ptyd-bridge: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(startup.log_format);
+    // Refuse unsafe settings before binding anything.
+    if let Err(e) = config.validate() {
+        tracing::error!("{e}");
+        eprintln!("ptyd-bridge: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ptyd-bridge")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ptyd-bridge: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, startup)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ptyd-bridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, startup: Startup) -> anyhow::Result<()> {
+    if let Some(autostart) = &startup.autostart {
+        ensure_daemon(autostart).await.context("starting ptyd")?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let bridge = ptyd_bridge::Bridge::start(config, addr).await?;
+    // Tests and scripts read the bound port from this line; a closed stdout is no error.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
+    }
+    tracing::info!("listening on http://{addr}");
+    notify_ready(addr);
+    bridge.serve(listener, shutdown_signal()).await.context("serving")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[daemon]
+socket = "/run/test/ptyd.sock"
+capacity = 3
+
+[bridge]
+grace = "2s"
+idle_timeout = "1m"
+allowed_origins = ["https://a.example"]
+no_spawn_daemon = true
+
+[bridge.profiles.top]
+command = "top"
+args = ["-d", "1"]
+env = { LANG = "C.UTF-8" }
+"#;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_daemon_table_names_the_socket() {
+        let file: FileConfig = toml::from_str(FILE).unwrap();
+        let args = Args::try_parse_from(["ptyd-bridge", "--grace", "200ms"]).unwrap();
+        let (c, startup) = build_config(args, file).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/test/ptyd.sock"));
+        assert_eq!(c.grace, Duration::from_millis(200));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.heartbeat_interval, defaults::HEARTBEAT_INTERVAL);
+        assert_eq!(c.allowed_origins, vec!["https://a.example".to_string()]);
+        assert_eq!(c.profiles["top"].args, vec!["-d".to_string(), "1".to_string()]);
+        assert!(c.profiles.contains_key("default"), "the login shell stays available");
+        assert!(startup.autostart.is_none());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_bridge_keys_are_refused() {
+        let err = toml::from_str::<FileConfig>("[bridge]\ngrase = \"1s\"\n").unwrap_err();
+        assert!(err.to_string().contains("grase"), "{err}");
+        // ptyd's own keys are ptyd's business.
+        toml::from_str::<FileConfig>("[daemon]\nkill_grace = \"2s\"\n").unwrap();
+    }
+
+    #[test]
+    fn a_token_file_is_read_and_trimmed() {
+        let path = std::env::temp_dir().join(format!("ptyd-bridge-token-{}", std::process::id()));
+        std::fs::write(&path, "  s3cret\n").unwrap();
+        let flag = path.to_str().unwrap();
+        let args = Args::try_parse_from(["ptyd-bridge", "--token-file", flag]).unwrap();
+        let (c, _) = build_config(args, FileConfig::default()).unwrap();
+        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        std::fs::write(&path, "\n").unwrap();
+        let args = Args::try_parse_from(["ptyd-bridge", "--token-file", flag]).unwrap();
+        assert!(build_config(args, FileConfig::default()).is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -21,10 +21,11 @@ pub use daemon::{Daemon, DaemonOptions};
 pub use output::{collect_until, read_to_exit, read_until, Collected, Pattern};
 pub use procfs::{
     children_of, cmdline, descendants_of, fd_count, fd_targets, pids_with_cmdline, pids_with_comm,
-    proc_stat, process_alive, zombie_children, ProcStat,
+    proc_stat, process_alive, rss_bytes, zombie_children, ProcStat,
 };
 pub use raw::{frame_bytes, RawConn, RawFrame};
 pub use wait::{wait_until, wait_until_async, wait_until_with};
 
 /// A generous default timeout for conditions in tests (slow CI machines included).
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub mod bridge;

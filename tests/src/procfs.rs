@@ -122,6 +122,19 @@ pub fn fd_targets(pid: u32) -> io::Result<Vec<(i32, String)>> {
     Ok(out)
 }
 
+/// The resident set size of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`), or `None`
+/// when the process is gone or is a zombie.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    parse_vm_rss(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Whether `pid` exists and is not a zombie (a zombie has exited; only its entry is
 /// left for its parent to reap).
 pub fn process_alive(pid: u32) -> bool {
@@ -178,6 +191,14 @@ mod tests {
         assert_eq!(stat.comm, "my (odd) name");
         assert_eq!(stat.state, 'S');
         assert_eq!((stat.ppid, stat.pgrp, stat.session), (1, 4242, 4242));
+    }
+
+    #[test]
+    fn parses_vm_rss() {
+        let status = "Name:\tptyd\nVmHWM:\t   20000 kB\nVmRSS:\t   12345 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tkworker\n"), None);
+        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! Unit tests of the registry's transitions, driven with explicit instants.
+
+use super::*;
+use std::collections::BTreeMap;
+
+const GRACE: Duration = Duration::from_secs(10);
+const CLAIM: Duration = Duration::from_secs(30);
+
+fn registry() -> Registry {
+    Registry::new(GRACE, CLAIM, 2)
+}
+
+fn new_terminal(reg: &Registry, now: Instant) -> (SessionId, GraceTimer) {
+    let id = SessionId::new();
+    let t = NewTerminal { id, pid: 42, profile: Some("default".into()), created_at_ms: 1 };
+    (id, reg.insert_new(t, now))
+}
+
+fn session(id: SessionId, state: SessionState, ours: bool) -> SessionInfo {
+    let mut labels = BTreeMap::new();
+    if ours {
+        labels.insert(TERMINAL_LABEL.0.to_string(), TERMINAL_LABEL.1.to_string());
+    }
+    SessionInfo {
+        session: id,
+        pid: 7,
+        command: "sh".into(),
+        args: vec![],
+        cwd: None,
+        labels,
+        cols: 80,
+        rows: 24,
+        state,
+        created_at_ms: 5,
+        last_activity_ms: 6,
+        attached: 0,
+        output_offset: 0,
+        idle_timeout_ms: 0,
+        exit: None,
+    }
+}
+
+#[test]
+fn new_terminal_waits_for_its_first_socket() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (id, claim) = new_terminal(&reg, t0);
+    assert_eq!(claim.after, CLAIM);
+    assert_eq!(reg.check(id), Ok(Status::Disconnected));
+    let a = reg.activate(id, t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(a.previous, Status::Disconnected);
+    assert_eq!(a.reconnected_after, None, "a first connection is not a reconnect");
+    assert!(!a.took_over);
+    // The claim timer started before the activation no longer applies.
+    assert!(!reg.expire(&claim, t0 + CLAIM));
+    assert_eq!(reg.check(id), Ok(Status::Active));
+}
+
+#[test]
+fn disconnect_then_reconnect_within_grace() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (id, _) = new_terminal(&reg, t0);
+    let a = reg.activate(id, t0).unwrap();
+    let timer = reg.disconnect(id, a.gen, t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(timer.after, GRACE);
+    assert_eq!(reg.check(id), Ok(Status::Disconnected));
+    let b = reg.activate(id, t0 + Duration::from_secs(4)).unwrap();
+    assert_eq!(b.reconnected_after, Some(Duration::from_secs(3)));
+    assert!(!reg.expire(&timer, t0 + Duration::from_secs(11)), "reconnect cancels grace");
+    assert_eq!(reg.check(id), Ok(Status::Active));
+}
+
+#[test]
+fn grace_expiry_is_dead_and_final() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (id, _) = new_terminal(&reg, t0);
+    let a = reg.activate(id, t0).unwrap();
+    let timer = reg.disconnect(id, a.gen, t0).unwrap();
+    assert!(reg.expire(&timer, t0 + GRACE));
+    assert_eq!(reg.check(id), Err(Missing::Dead));
+    assert_eq!(reg.get(id).unwrap().status, Status::Dead);
+    assert!(reg.activate(id, t0 + GRACE).is_err());
+    assert!(!reg.expire(&timer, t0 + GRACE), "expires once");
+    assert_eq!(reg.counts(), StatusCounts { active: 0, disconnected: 0, dead: 1 });
+}
+
+#[tokio::test]
+async fn a_second_socket_takes_over_and_the_first_one_does_not_disconnect() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (id, _) = new_terminal(&reg, t0);
+    let first = reg.activate(id, t0).unwrap();
+    let second = reg.activate(id, t0).unwrap();
+    assert!(second.took_over);
+    assert_eq!(second.previous, Status::Active);
+    assert_eq!(first.stop.stopped().await, StopReason::TakenOver);
+    assert_eq!(reg.disconnect(id, first.gen, t0), None, "the old socket leaves quietly");
+    assert_eq!(reg.check(id), Ok(Status::Active));
+    assert!(reg.disconnect(id, second.gen, t0).is_some());
+}
+
+#[tokio::test]
+async fn delete_stops_the_socket() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (id, _) = new_terminal(&reg, t0);
+    let a = reg.activate(id, t0).unwrap();
+    assert_eq!(reg.mark_dead(id, Some(StopReason::Deleted), t0), Some(Status::Active));
+    assert_eq!(a.stop.stopped().await, StopReason::Deleted);
+    assert_eq!(reg.mark_dead(id, None, t0), None);
+    assert_eq!(reg.disconnect(id, a.gen, t0), None);
+}
+
+#[test]
+fn dead_terminals_are_forgotten_oldest_first() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let ids: Vec<_> = (0..3).map(|_| new_terminal(&reg, t0).0).collect();
+    for id in &ids {
+        reg.mark_dead(*id, None, t0);
+    }
+    assert_eq!(reg.check(ids[0]), Err(Missing::NotFound));
+    assert_eq!(reg.check(ids[2]), Err(Missing::Dead));
+}
+
+#[test]
+fn reconcile_recovers_buries_and_kills_again() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (known, _) = new_terminal(&reg, t0);
+    let (vanished, _) = new_terminal(&reg, t0);
+    let (dead_but_running, _) = new_terminal(&reg, t0);
+    reg.mark_dead(dead_but_running, None, t0);
+    let orphan = SessionId::new();
+    let foreign = SessionId::new();
+    let exited = SessionId::new();
+    let list = vec![
+        session(known, SessionState::Running, true),
+        session(dead_but_running, SessionState::Running, true),
+        session(orphan, SessionState::Running, true),
+        session(foreign, SessionState::Running, false),
+        session(exited, SessionState::Exited, true),
+    ];
+    let r = reg.reconcile(&list, t0);
+    assert_eq!(r.recovered, vec![GraceTimer { id: orphan, epoch: 0, after: GRACE }]);
+    assert_eq!(r.dead, vec![(vanished, Status::Disconnected)]);
+    assert_eq!(r.kill_again, vec![dead_but_running]);
+    assert_eq!(reg.check(orphan), Ok(Status::Disconnected));
+    assert_eq!(reg.check(foreign), Err(Missing::NotFound));
+    assert_eq!(reg.check(exited), Err(Missing::NotFound));
+    let info = reg.get(orphan).unwrap();
+    assert_eq!((info.pid, info.created_at_ms, info.last_activity_ms), (7, 5, 6));
+    // A recovered terminal was connected before: its return counts as a reconnect.
+    let a = reg.activate(orphan, t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(a.reconnected_after, Some(Duration::from_secs(2)));
+}

@@ -1,0 +1,336 @@
+//! The WebSocket upgrade of `/ws/terminal/{id}`: checks before the upgrade (400, 404, 410),
+//! then one `ws` span per socket around attach → socket loop → the next status.
+
+mod control;
+pub mod protocol;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{self as axum_ws, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use ipc_proto::{Attachment, Client, ClientError, ErrorCode, SessionEvent, SessionId};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use self::protocol::close;
+use self::session::{
+    secs, CloseFrame, InputTarget, Limits, Outcome, OutputSource, RecvError, Session, WsMessage,
+};
+use crate::error::AppError;
+use crate::routes::parse_id;
+use crate::terminals::{spawn_grace_timer, Missing, StopReason};
+use crate::AppState;
+
+/// `GET /ws/terminal/{id}[?since=N]`: upgrades to the terminal's socket.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let id = parse_id(&raw)?;
+    let span = tracing::info_span!("ws", terminal = %id, peer = %peer);
+    let since = parse_since(query.as_deref())?;
+    match state.registry.check(id) {
+        Ok(_) => {}
+        Err(Missing::NotFound) => return Err(AppError::NotFound(format!("no terminal {id}"))),
+        Err(Missing::Dead) => {
+            span.in_scope(|| tracing::warn!("Reconnect attempt received, returning 410 Gone"));
+            return Err(AppError::Gone(format!("terminal {id} is dead; create a new terminal")));
+        }
+    }
+    let ws = ws.map_err(|r| AppError::BadRequest(format!("expected a WebSocket upgrade: {r}")))?;
+    let max = state.config.max_message_bytes;
+    let tracker = state.tracker.clone();
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|e| tracing::warn!("WebSocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| {
+            tracker.track_future(serve(state, id, since, socket).instrument(span))
+        }))
+}
+
+fn parse_since(query: Option<&str>) -> Result<Option<u64>, AppError> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("since=") {
+            return value.parse().map(Some).map_err(|e| {
+                AppError::BadRequest(format!("invalid since {value:?}: {e} (expected an offset)"))
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// One socket, from its first frame to the terminal's next status.
+async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSocket) {
+    let _open = state.metrics.socket_opened();
+    tracing::info!("WebSocket connection established for terminal {id}");
+    let (mut sink, stream) = adapt(socket, state.config.max_message_bytes);
+    let close_timeout = state.config.close_timeout;
+    let client = match state.daemon.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cannot reach ptyd for terminal {id}: {e}");
+            close_now(
+                &mut sink,
+                close::INTERNAL,
+                format!("IpcError: {}", ipc_text(&e)),
+                close_timeout,
+            )
+            .await;
+            return;
+        }
+    };
+    let act = match state.registry.activate(id, Instant::now()) {
+        Ok(a) => a,
+        Err(_) => {
+            tracing::warn!("Reconnect attempt received, terminal {id} is Dead");
+            close_now(&mut sink, close::GONE, "terminal is dead".into(), close_timeout).await;
+            return;
+        }
+    };
+    if act.took_over {
+        tracing::info!("Taking over terminal {id} from another connection");
+    } else {
+        if let Some(after) = act.reconnected_after {
+            let after = Duration::from_millis(after.as_millis() as u64);
+            tracing::info!(
+                "Client reconnected after {} seconds (within grace period)",
+                secs(after)
+            );
+            state.metrics.reconnect();
+        }
+        tracing::debug!("Status transition: {} → Active", act.previous);
+    }
+    let attachment = match client.attach(id, since, true).await {
+        Ok(a) => a,
+        Err(e) => {
+            let (code, reason) = match &e {
+                ClientError::Ipc(why) => (close::INTERNAL, format!("IpcError: {why}")),
+                ClientError::Daemon { code: ErrorCode::HandleNotFound, .. } => {
+                    (close::GONE, "terminal is gone".to_string())
+                }
+                ClientError::Daemon { message, .. } => (close::POLICY, message.clone()),
+            };
+            tracing::warn!("cannot attach to terminal {id}: {e}");
+            close_now(&mut sink, code, reason, close_timeout).await;
+            if code == close::GONE {
+                if let Some(previous) = state.registry.mark_dead(id, None, Instant::now()) {
+                    tracing::debug!("Status transition: {previous} → Dead");
+                }
+            } else {
+                finish(&state, id, act.gen, Outcome::Broken("attach failed".into()));
+            }
+            return;
+        }
+    };
+    let start = attachment.reply.clone();
+    tracing::debug!("Replaying {} bytes of buffered output", start.end - start.offset);
+    let limits = Limits {
+        heartbeat_interval: state.config.heartbeat_interval,
+        pong_timeout: state.config.pong_timeout,
+        idle_timeout: state.config.idle_timeout,
+        max_message_bytes: state.config.max_message_bytes,
+        close_timeout,
+    };
+    let session = Session {
+        start,
+        output: AttachedOutput(attachment),
+        input: ClientInput { client, id },
+        limits,
+        stop: act.stop,
+        shutdown: state.shutdown.clone(),
+        activity: act.activity,
+        metrics: state.metrics.clone(),
+    };
+    let outcome = session::run(sink, stream, session).await;
+    finish(&state, id, act.gen, outcome);
+}
+
+/// The terminal's next status after its socket ended, with the spec's log lines.
+fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
+    let now = Instant::now();
+    match outcome {
+        Outcome::Exited(status) => {
+            if let Some(previous) = state.registry.mark_dead(id, None, now) {
+                tracing::info!("Terminal {id} ended: process {status}");
+                tracing::debug!("Status transition: {previous} → Dead");
+            }
+        }
+        Outcome::Stopped(StopReason::TakenOver) => {
+            tracing::info!("WebSocket for terminal {id} closed: taken over by another connection");
+        }
+        Outcome::Stopped(StopReason::Deleted) => {
+            tracing::info!("WebSocket for terminal {id} closed: terminal deleted");
+        }
+        Outcome::Shutdown => {
+            // The terminal keeps running in ptyd; a restarted bridge recovers it.
+            state.registry.disconnect(id, gen, now);
+            tracing::info!("WebSocket for terminal {id} closed: ptyd-bridge is shutting down");
+        }
+        other => {
+            match &other {
+                Outcome::ClientClosed => tracing::warn!("WebSocket disconnected for terminal {id}"),
+                Outcome::Broken(why) => {
+                    tracing::warn!("WebSocket disconnected for terminal {id}");
+                    tracing::debug!("connection ended: {why}");
+                }
+                Outcome::IpcLost(why) => {
+                    tracing::warn!("Lost ptyd while serving terminal {id}: {why}");
+                }
+                Outcome::TooLarge { .. } => {
+                    tracing::warn!("WebSocket closed for terminal {id}: message too large");
+                }
+                _ => {}
+            }
+            if let Some(timer) = state.registry.disconnect(id, gen, now) {
+                tracing::debug!("Status transition: Active → Disconnected");
+                tracing::debug!(
+                    "Buffering output for {}-second grace period",
+                    secs(state.config.grace)
+                );
+                spawn_grace_timer(
+                    state.registry.clone(),
+                    state.daemon.clone(),
+                    state.metrics.clone(),
+                    timer,
+                );
+            }
+        }
+    }
+}
+
+fn ipc_text(e: &ClientError) -> String {
+    match e {
+        ClientError::Ipc(why) => why.clone(),
+        ClientError::Daemon { message, .. } => message.clone(),
+    }
+}
+
+/// Sends a close frame on a socket that never reached its loop.
+async fn close_now<Si>(sink: &mut Si, code: u16, reason: String, limit: Duration)
+where
+    Si: Sink<WsMessage> + Unpin,
+{
+    let frame = WsMessage::Close(Some(CloseFrame { code, reason }));
+    let _ = tokio::time::timeout(limit, async {
+        let _ = sink.send(frame).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// axum's socket as a `Sink`/`Stream` of [`WsMessage`].
+fn adapt(
+    socket: WebSocket,
+    max: usize,
+) -> (
+    impl Sink<WsMessage, Error = axum::Error> + Unpin + Send,
+    impl Stream<Item = Result<WsMessage, RecvError>> + Unpin + Send,
+) {
+    let (sink, stream) = socket.split();
+    let sink = sink.with(|m: WsMessage| futures::future::ready(Ok::<_, axum::Error>(to_axum(m))));
+    let stream = stream.map(move |r| r.map(from_axum).map_err(|e| recv_error(&e, max)));
+    (sink, stream)
+}
+
+fn to_axum(m: WsMessage) -> axum_ws::Message {
+    match m {
+        WsMessage::Text(t) => axum_ws::Message::Text(t.into()),
+        WsMessage::Binary(b) => axum_ws::Message::Binary(b),
+        WsMessage::Ping(b) => axum_ws::Message::Ping(b),
+        WsMessage::Pong(b) => axum_ws::Message::Pong(b),
+        WsMessage::Close(frame) => axum_ws::Message::Close(
+            frame.map(|f| axum_ws::CloseFrame { code: f.code, reason: f.reason.into() }),
+        ),
+    }
+}
+
+fn from_axum(m: axum_ws::Message) -> WsMessage {
+    match m {
+        axum_ws::Message::Text(t) => WsMessage::Text(t.as_str().to_owned()),
+        axum_ws::Message::Binary(b) => WsMessage::Binary(b),
+        axum_ws::Message::Ping(b) => WsMessage::Ping(b),
+        axum_ws::Message::Pong(b) => WsMessage::Pong(b),
+        axum_ws::Message::Close(frame) => WsMessage::Close(
+            frame.map(|f| CloseFrame { code: f.code, reason: f.reason.as_str().to_owned() }),
+        ),
+    }
+}
+
+/// Classifies a read error. The WebSocket library is a private dependency of axum, so its
+/// size-limit error is recognized by its text ("Message too long: 70000 > 65536").
+fn recv_error(e: &axum::Error, max: usize) -> RecvError {
+    let text = e.to_string();
+    if let Some(rest) = text.split("Message too long: ").nth(1) {
+        let size = rest.split(" > ").next().and_then(|s| s.trim().parse().ok());
+        return RecvError::TooLarge { size, max };
+    }
+    RecvError::Transport(text)
+}
+
+/// ptyd's attachment as the socket loop's output.
+struct AttachedOutput(Attachment);
+
+impl OutputSource for AttachedOutput {
+    async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.0.next().await
+    }
+
+    async fn end_reason(&mut self) -> String {
+        // Once the connection is over, any call fails at once with its reason.
+        match self.0.client().info(self.0.session()).await {
+            Err(e) => ipc_text(&e),
+            Ok(_) => "ptyd ended the attachment".into(),
+        }
+    }
+}
+
+/// The socket's own ptyd connection as the socket loop's input.
+struct ClientInput {
+    client: Client,
+    id: SessionId,
+}
+
+impl InputTarget for ClientInput {
+    async fn input(&self, data: Bytes) -> Result<(), ClientError> {
+        self.client.input(self.id, data).await
+    }
+
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), ClientError> {
+        self.client.resize(self.id, cols, rows).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_an_offset() {
+        assert_eq!(parse_since(None).unwrap(), None);
+        assert_eq!(parse_since(Some("token=x&since=42")).unwrap(), Some(42));
+        assert_eq!(parse_since(Some("token=x")).unwrap(), None);
+        assert!(parse_since(Some("since=-1")).is_err());
+        assert!(parse_since(Some("since=abc")).is_err());
+    }
+
+    #[test]
+    fn size_errors_are_recognized_by_their_text() {
+        let e = axum::Error::new(std::io::Error::other(
+            "Space limit exceeded: Message too long: 70000 > 65536",
+        ));
+        assert_eq!(recv_error(&e, 65536), RecvError::TooLarge { size: Some(70000), max: 65536 });
+        let e =
+            axum::Error::new(std::io::Error::other("Connection reset without closing handshake"));
+        assert!(matches!(recv_error(&e, 1), RecvError::Transport(_)));
+    }
+}

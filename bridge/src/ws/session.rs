@@ -1,0 +1,416 @@
+//! One socket's loop while its terminal is Active, generic over the transport (any
+//! `Sink`/`Stream` of [`WsMessage`]) and over the terminal (an [`OutputSource`] and an
+//! [`InputTarget`]), so unit tests drive it with channels under `tokio::time::pause()`.
+//!
+//! Four futures run in the one task: the writer (the only owner of the sink; control
+//! frames before output), the output pump (ptyd → socket; waiting on a slow socket is the
+//! backpressure that slows this terminal's program down), the input pump (socket → ptyd),
+//! and the control loop (`control.rs`: inbound frames, heartbeat, pong and idle deadlines, stop
+//! signals). Input and output never wait for each other: a terminal whose output waits for
+//! us still gets our input replies read, so neither side can deadlock the other.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use ipc_proto::{AttachReply, ClientError, ErrorCode, ExitStatus, SessionEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::control::Control;
+use super::protocol::{close, ServerMessage};
+use crate::metrics::Metrics;
+use crate::terminals::{now_ms, ActivityClock, StopReason, StopSignal};
+
+const CTRL_DEPTH: usize = 16;
+const DATA_DEPTH: usize = 8;
+const INPUT_DEPTH: usize = 16;
+/// Close reasons are limited to 123 bytes by RFC 6455.
+const MAX_REASON: usize = 123;
+
+/// A WebSocket message, independent of the server library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsMessage {
+    /// A text frame (JSON control message).
+    Text(String),
+    /// A binary frame (terminal bytes).
+    Binary(Bytes),
+    /// A Ping frame.
+    Ping(Bytes),
+    /// A Pong frame.
+    Pong(Bytes),
+    /// A Close frame.
+    Close(Option<CloseFrame>),
+}
+
+/// A close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The code, see [`close`].
+    pub code: u16,
+    /// Why, at most 123 bytes.
+    pub reason: String,
+}
+
+impl CloseFrame {
+    fn new(code: u16, reason: impl Into<String>) -> CloseFrame {
+        let mut reason = reason.into();
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        CloseFrame { code, reason }
+    }
+}
+
+/// Why reading from the socket failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvError {
+    /// A message over the limit (`size` when the transport said it).
+    TooLarge {
+        /// The message size.
+        size: Option<usize>,
+        /// The limit.
+        max: usize,
+    },
+    /// The connection failed.
+    Transport(String),
+}
+
+/// The terminal's output: ptyd's events for one attachment.
+pub trait OutputSource: Send {
+    /// The next event; `None` when the attachment ended without an exit.
+    fn next_event(&mut self) -> impl Future<Output = Option<SessionEvent>> + Send;
+    /// Why the events stopped, after `next_event` returned `None`.
+    fn end_reason(&mut self) -> impl Future<Output = String> + Send;
+}
+
+/// The terminal's input side.
+pub trait InputTarget: Send + Sync {
+    /// Writes bytes to the terminal.
+    fn input(&self, data: Bytes) -> impl Future<Output = Result<(), ClientError>> + Send;
+    /// Resizes the terminal.
+    fn resize(&self, cols: u16, rows: u16) -> impl Future<Output = Result<(), ClientError>> + Send;
+}
+
+/// The timings and limits of a socket.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Ping frame period.
+    pub heartbeat_interval: Duration,
+    /// Ping → Pong deadline.
+    pub pong_timeout: Duration,
+    /// No data in either direction for this long closes the socket.
+    pub idle_timeout: Duration,
+    /// The largest message accepted.
+    pub max_message_bytes: usize,
+    /// Time to flush the last frames and exchange close frames.
+    pub close_timeout: Duration,
+}
+
+/// Everything one socket loop needs besides the socket.
+pub struct Session<O, I> {
+    /// Where the output starts (from ptyd's attach reply).
+    pub start: AttachReply,
+    /// The terminal's output.
+    pub output: O,
+    /// The terminal's input.
+    pub input: I,
+    /// Timings and limits.
+    pub limits: Limits,
+    /// Set by the registry on takeover or delete.
+    pub stop: StopSignal,
+    /// Set when the bridge shuts down.
+    pub shutdown: CancellationToken,
+    /// The terminal's last-data clock shown by the API.
+    pub activity: ActivityClock,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// How a socket loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The program exited; `exit` was sent.
+    Exited(ExitStatus),
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The connection failed or ended without a close frame.
+    Broken(String),
+    /// No data in either direction for the idle timeout.
+    IdleTimeout,
+    /// A Ping got no Pong within the pong timeout.
+    PongTimeout,
+    /// The client sent a message over the limit.
+    TooLarge {
+        /// Its size, when known.
+        size: Option<usize>,
+        /// The limit.
+        max: usize,
+    },
+    /// The connection to ptyd broke.
+    IpcLost(String),
+    /// The registry stopped this socket.
+    Stopped(StopReason),
+    /// The bridge is shutting down.
+    Shutdown,
+}
+
+impl Outcome {
+    /// The close frame to send, if the connection can still take one.
+    pub fn close_frame(&self, limits: &Limits) -> Option<CloseFrame> {
+        Some(match self {
+            Outcome::Exited(status) => CloseFrame::new(close::NORMAL, format!("process {status}")),
+            Outcome::ClientClosed | Outcome::Broken(_) => return None,
+            Outcome::IdleTimeout => CloseFrame::new(
+                close::NORMAL,
+                format!("idle timeout ({})", humantime::format_duration(limits.idle_timeout)),
+            ),
+            Outcome::PongTimeout => CloseFrame::new(
+                close::PONG_TIMEOUT,
+                format!("no pong within {}", humantime::format_duration(limits.pong_timeout)),
+            ),
+            Outcome::TooLarge { size: Some(size), max } => CloseFrame::new(
+                close::TOO_BIG,
+                format!("message of {size} bytes exceeds the {max}-byte limit"),
+            ),
+            Outcome::TooLarge { size: None, max } => {
+                CloseFrame::new(close::TOO_BIG, format!("message exceeds the {max}-byte limit"))
+            }
+            Outcome::IpcLost(why) => CloseFrame::new(close::INTERNAL, format!("IpcError: {why}")),
+            Outcome::Stopped(StopReason::TakenOver) => {
+                CloseFrame::new(close::TAKEN_OVER, "taken over by another connection")
+            }
+            Outcome::Stopped(StopReason::Deleted) => {
+                CloseFrame::new(close::DELETED, "terminal deleted")
+            }
+            Outcome::Shutdown => CloseFrame::new(close::GOING_AWAY, "ptyd-bridge is shutting down"),
+        })
+    }
+}
+
+/// Data time of this socket, on the tokio clock (for the idle deadline) and on the wall
+/// clock (for the API).
+pub(super) struct LastData {
+    start: Instant,
+    since_start_ms: AtomicU64,
+    wall: ActivityClock,
+}
+
+impl LastData {
+    fn new(wall: ActivityClock) -> LastData {
+        LastData { start: Instant::now(), since_start_ms: AtomicU64::new(0), wall }
+    }
+
+    pub(super) fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.since_start_ms.store(ms, Ordering::Relaxed);
+        self.wall.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub(super) fn at(&self) -> Instant {
+        self.start + Duration::from_millis(self.since_start_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A request for the input pump.
+pub(super) enum InputCmd {
+    /// Bytes for the terminal.
+    Data(Bytes),
+    /// A new size.
+    Resize(u16, u16),
+}
+
+/// Formats a duration as seconds the way the logs say it: `10`, `0.2`.
+pub fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        d.as_secs().to_string()
+    } else {
+        let s = format!("{:.3}", d.as_secs_f64());
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+pub(super) fn text(msg: &ServerMessage) -> WsMessage {
+    WsMessage::Text(msg.to_json())
+}
+
+/// Runs one socket until it ends; returns how. Sends `hello` (and `dropped` when the
+/// requested offset had left the window) first, and a close frame last when one applies.
+pub async fn run<Si, St, O, I>(sink: Si, mut stream: St, session: Session<O, I>) -> Outcome
+where
+    Si: Sink<WsMessage> + Unpin + Send,
+    Si::Error: std::fmt::Display,
+    St: Stream<Item = Result<WsMessage, RecvError>> + Unpin + Send,
+    O: OutputSource,
+    I: InputTarget,
+{
+    let Session { start, mut output, input, limits, stop, shutdown, activity, metrics } = session;
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_DEPTH);
+    let (data_tx, data_rx) = mpsc::channel(DATA_DEPTH);
+    let (in_tx, in_rx) = mpsc::channel(INPUT_DEPTH);
+    let (close_tx, close_rx) = oneshot::channel();
+    let hello = ServerMessage::Hello {
+        id: start.session.0,
+        offset: start.offset,
+        end: start.end,
+        dropped: start.dropped,
+        version: super::protocol::PROTOCOL_VERSION,
+    };
+    // The queue is new and larger than two, so these cannot fail.
+    let _ = ctrl_tx.try_send(text(&hello));
+    if start.dropped > 0 {
+        let lost =
+            ServerMessage::Dropped { offset: start.offset - start.dropped, bytes: start.dropped };
+        let _ = ctrl_tx.try_send(text(&lost));
+    }
+    let last = LastData::new(activity);
+    let mut writer = std::pin::pin!(write_loop(sink, ctrl_rx, data_rx, close_rx));
+    let mut writer_done = false;
+    tracing::debug!("Spawned reader/writer/heartbeat tasks");
+    let outcome = {
+        let mut control = Control::new(&ctrl_tx, in_tx, &limits, &last, &metrics);
+        tokio::select! {
+            o = control.run(&mut stream, &stop, &shutdown) => o,
+            o = pump_output(&mut output, data_tx, &last, &metrics, &start) => o,
+            o = pump_input(&input, in_rx, ctrl_tx.clone()) => o,
+            r = &mut writer => {
+                writer_done = true;
+                Outcome::Broken(r.err().unwrap_or_else(|| "the socket writer ended".into()))
+            }
+        }
+    };
+    drop(ctrl_tx);
+    if !writer_done {
+        let _ = close_tx.send(outcome.close_frame(&limits));
+        // Let the writer flush and the peer answer our close frame, within bounds.
+        let drain = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let finish = async { tokio::join!(&mut writer, drain) };
+        if tokio::time::timeout(limits.close_timeout, finish).await.is_err() {
+            tracing::debug!("the socket did not finish closing within {:?}", limits.close_timeout);
+        }
+    }
+    outcome
+}
+
+/// Owns the sink: control frames first, then output; the close frame after both queues end.
+async fn write_loop<Si>(
+    mut sink: Si,
+    mut ctrl_rx: mpsc::Receiver<WsMessage>,
+    mut data_rx: mpsc::Receiver<WsMessage>,
+    close_rx: oneshot::Receiver<Option<CloseFrame>>,
+) -> Result<(), String>
+where
+    Si: Sink<WsMessage> + Unpin,
+    Si::Error: std::fmt::Display,
+{
+    loop {
+        let msg = tokio::select! {
+            biased;
+            Some(m) = ctrl_rx.recv() => m,
+            Some(m) = data_rx.recv() => m,
+            else => break,
+        };
+        sink.feed(msg).await.map_err(|e| e.to_string())?;
+        // Flush once the queues are empty, so a burst goes out in few writes.
+        if ctrl_rx.is_empty() && data_rx.is_empty() {
+            sink.flush().await.map_err(|e| e.to_string())?;
+        }
+    }
+    if let Ok(Some(frame)) = close_rx.await {
+        sink.send(WsMessage::Close(Some(frame))).await.map_err(|e| e.to_string())?;
+    }
+    let _ = sink.close().await;
+    Ok(())
+}
+
+/// ptyd → socket.
+async fn pump_output<O: OutputSource>(
+    output: &mut O,
+    data_tx: mpsc::Sender<WsMessage>,
+    last: &LastData,
+    metrics: &Metrics,
+    start: &AttachReply,
+) -> Outcome {
+    let mut replaying = start.end > start.offset;
+    loop {
+        let Some(event) = output.next_event().await else {
+            return Outcome::IpcLost(output.end_reason().await);
+        };
+        let (msg, exit) = match event {
+            SessionEvent::Output { offset, data } => {
+                last.touch();
+                metrics.bytes_out(data.len());
+                if replaying && offset + data.len() as u64 >= start.end {
+                    replaying = false;
+                    tracing::info!(
+                        "Replayed {} bytes of buffered output",
+                        start.end - start.offset
+                    );
+                }
+                (WsMessage::Binary(data), None)
+            }
+            SessionEvent::Dropped { offset, bytes } => {
+                tracing::warn!("{bytes} bytes of output at offset {offset} were lost");
+                (text(&ServerMessage::Dropped { offset, bytes }), None)
+            }
+            SessionEvent::Exit(status) => {
+                tracing::info!("Process {status}");
+                (text(&ServerMessage::exit(status)), Some(status))
+            }
+        };
+        if data_tx.send(msg).await.is_err() {
+            return Outcome::Broken("the socket writer stopped".into());
+        }
+        if let Some(status) = exit {
+            return Outcome::Exited(status);
+        }
+    }
+}
+
+/// Socket → ptyd, one request at a time, in order.
+async fn pump_input<I: InputTarget>(
+    input: &I,
+    mut rx: mpsc::Receiver<InputCmd>,
+    ctrl_tx: mpsc::Sender<WsMessage>,
+) -> Outcome {
+    while let Some(cmd) = rx.recv().await {
+        let result = match cmd {
+            InputCmd::Data(data) => input.input(data).await,
+            InputCmd::Resize(cols, rows) => {
+                tracing::debug!("Resizing terminal to {cols}x{rows}");
+                input.resize(cols, rows).await
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(ClientError::Ipc(why)) => return Outcome::IpcLost(why),
+            // The program ended; its exit event is on the way to the output pump.
+            Err(ClientError::Daemon { code: ErrorCode::SessionExited, .. }) => {}
+            Err(ClientError::Daemon { code, message }) => {
+                let reply = text(&ServerMessage::error(code.to_string(), message));
+                if ctrl_tx.send(reply).await.is_err() {
+                    return Outcome::Broken("the socket writer stopped".into());
+                }
+            }
+        }
+    }
+    // The queue only closes when the control loop has ended, which ends the select.
+    std::future::pending().await
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

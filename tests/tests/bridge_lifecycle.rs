@@ -1,0 +1,272 @@
+//! The terminal lifecycle through ptyd-bridge: Active → Disconnected → Active with exact
+//! replay (inside the window, and with a `dropped` notice outside it), grace expiry to Dead
+//! (410, process killed and reaped), heartbeat and idle closes, takeover, exit and delete.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use ipc_proto::{SessionId, SessionState};
+use ptyd_tests::bridge::{upgrade_status, Bridge, GRACE, HEARTBEAT, IDLE, PONG_TIMEOUT};
+use ptyd_tests::{Daemon, DaemonOptions, TIMEOUT};
+
+/// A config file with a profile that prints nothing until it gets input.
+fn quiet_profile(dir: &tempfile::TempDir) -> Result<PathBuf> {
+    let path = dir.path().join("ptyd.toml");
+    std::fs::write(&path, "[bridge.profiles.quiet]\ncommand = \"cat\"\n")?;
+    Ok(path)
+}
+
+/// Waits until ptyd holds output up to at least `offset` for `id`.
+async fn wait_output_end(daemon: &Daemon, id: SessionId, offset: u64) -> Result<()> {
+    let client = daemon.client().await;
+    let ok = ptyd_tests::wait_until_with(TIMEOUT, async || {
+        client.info(id).await.is_ok_and(|i| i.output_offset >= offset)
+    })
+    .await;
+    ensure!(ok, "output of {id} never reached {offset}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn reconnect_within_grace_resumes_exactly() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &["--grace", "20s"]).await?;
+    let id = bridge.create("").await?;
+    let sid: SessionId = id.parse()?;
+    let mut ws = bridge.connect(&id, None).await?;
+    ws.send_input(b"echo fi''rst\r").await?;
+    ws.read_until("first", TIMEOUT).await?;
+    let resume_at = ws.offset;
+    ws.close().await?;
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+
+    // Output produced while nobody is connected.
+    let client = daemon.client().await;
+    client.input(sid, &b"echo se''cond\r"[..]).await?;
+    let ok = ptyd_tests::wait_until_with(TIMEOUT, async || {
+        client
+            .read(sid, Some(resume_at), None)
+            .await
+            .is_ok_and(|(_, b)| String::from_utf8_lossy(&b).contains("second"))
+    })
+    .await;
+    ensure!(ok, "ptyd never printed second");
+    let (_, held) = client.read(sid, Some(resume_at), None).await?;
+
+    let mut ws = bridge.connect(&id, Some(resume_at)).await?;
+    ensure!(ws.hello["offset"] == resume_at && ws.hello["dropped"] == 0, "{}", ws.hello);
+    ws.read_until("second", TIMEOUT).await?;
+    ensure!(ws.output.starts_with(&held), "replay {:?} != held {:?}", ws.output, held);
+    bridge.wait_status(&id, "Active", TIMEOUT).await?;
+    let log = bridge.log();
+    for line in [
+        format!("WebSocket disconnected for terminal {id}"),
+        "Status transition: Active → Disconnected".into(),
+        "Buffering output for 20-second grace period".into(),
+        "(within grace period)".into(),
+        "Status transition: Disconnected → Active".into(),
+        format!("Replaying {} bytes of buffered output", held.len()),
+    ] {
+        ensure!(log.contains(&line), "{line:?} not logged:\n{}", bridge.log_tail());
+    }
+    ensure!(log.contains(&format!("ws{{terminal={id}")), "the span names the terminal");
+    Ok(())
+}
+
+#[tokio::test]
+async fn reconnect_after_the_window_reports_dropped_bytes() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge =
+        Bridge::start(daemon.socket(), &["--grace", "20s", "--replay-bytes", "64"]).await?;
+    let id = bridge.create("").await?;
+    let sid: SessionId = id.parse()?;
+    let mut ws = bridge.connect(&id, None).await?;
+    ws.send_input(b"echo re''ady\r").await?;
+    ws.read_until("ready", TIMEOUT).await?;
+    let resume_at = ws.offset;
+    ws.close().await?;
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+
+    let client = daemon.client().await;
+    client.input(sid, &b"printf '%0300d\\n' 7\r"[..]).await?;
+    wait_output_end(&daemon, sid, resume_at + 300).await?;
+
+    let mut ws = bridge.connect(&id, Some(resume_at)).await?;
+    let offset = ws.hello["offset"].as_u64().context("offset")?;
+    let dropped = ws.hello["dropped"].as_u64().context("dropped")?;
+    ensure!(dropped > 0 && offset == resume_at + dropped, "{}", ws.hello);
+    let notice = ws.expect_control("dropped", TIMEOUT).await?;
+    ensure!(notice["offset"] == resume_at && notice["bytes"] == dropped, "{notice}");
+    let (_, held) = client.read(sid, Some(offset), None).await?;
+    while ws.output.len() < held.len() {
+        ws.next(TIMEOUT).await?;
+    }
+    ensure!(ws.output.starts_with(&held), "replay differs from ptyd's window");
+    ws.close().await?;
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+
+    // Without `since`: the whole window, nothing reported lost.
+    let ws = bridge.connect(&id, None).await?;
+    let end = ws.hello["end"].as_u64().context("end")?;
+    ensure!(ws.hello["dropped"] == 0 && ws.hello["offset"] == end - 64, "{}", ws.hello);
+    Ok(())
+}
+
+#[tokio::test]
+async fn grace_expiry_kills_the_process_and_answers_410() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let bridge = Bridge::start(daemon.socket(), &["--grace", GRACE]).await?;
+    let id = bridge.create("").await?;
+    let mut ws = bridge.connect(&id, None).await?;
+    ws.send_input(b"echo al''ive\r").await?;
+    ws.read_until("alive", TIMEOUT).await?;
+    let pid = bridge.terminal(&id).await?["pid"].as_u64().context("pid")? as u32;
+    ws.close().await?;
+    bridge.wait_status(&id, "Dead", TIMEOUT).await?;
+
+    let r = bridge.get(&format!("/api/terminals/{id}")).await?;
+    ensure!(r.status == 410 && r.json()?["error"] == "Gone", "{r:?}");
+    let e = bridge.upgrade(&format!("/ws/terminal/{id}"), &[]).await.err().context("upgraded")?;
+    ensure!(upgrade_status(&e) == Some(410), "{e}");
+    let log =
+        bridge.wait_for_log("Reconnect attempt received, returning 410 Gone", TIMEOUT).await?;
+    for line in [
+        "Grace period expired (300ms) without reconnection".to_string(),
+        format!("Killing PTY process for terminal {id}"),
+        "Status transition: Disconnected → Dead".into(),
+    ] {
+        ensure!(log.contains(&line), "{line:?} not logged:\n{}", bridge.log_tail());
+    }
+    // ptyd killed the process group and reaped it: no process, no zombie.
+    ensure!(
+        ptyd_tests::wait_until_async(TIMEOUT, || !ptyd_tests::process_alive(pid)).await,
+        "pid {pid} still runs"
+    );
+    ensure!(ptyd_tests::zombie_children(daemon.pid()).is_empty(), "zombies left");
+    let info = daemon.client().await.info(id.parse()?).await?;
+    ensure!(info.state == SessionState::Exited, "{info:?}");
+    ensure!(bridge.get("/metrics").await?.body.contains("ptyd_bridge_grace_expiries_total 1"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_after_the_pong_timeout() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let args =
+        ["--heartbeat-interval", HEARTBEAT, "--pong-timeout", PONG_TIMEOUT, "--grace", "20s"];
+    let bridge = Bridge::start(daemon.socket(), &args).await?;
+    let id = bridge.create("").await?;
+    let mut ws = bridge.connect(&id, None).await?;
+    // tungstenite answers Pings only while the socket is read: stop reading it.
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+    let log = bridge.log();
+    for line in [
+        "Sending heartbeat ping (frame 1)",
+        "Pong timeout after 0.2 seconds",
+        "Heartbeat failure detected, closing connection",
+        "Status transition: Active → Disconnected",
+    ] {
+        ensure!(log.contains(line), "{line:?} not logged:\n{}", bridge.log_tail());
+    }
+    let (code, reason) = ws.expect_close(TIMEOUT).await?;
+    ensure!(code == 4001 && reason == "no pong within 200ms", "{code} {reason}");
+    // The terminal survived: a new socket resumes it.
+    let mut ws = bridge.connect(&id, None).await?;
+    ws.send_input(b"echo ba''ck\r").await?;
+    ws.read_until("back", TIMEOUT).await?;
+    ensure!(bridge.get("/metrics").await?.body.contains("ptyd_bridge_heartbeat_timeouts_total 1"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idle_socket_is_closed_and_the_terminal_waits_for_its_return() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let dir = tempfile::tempdir()?;
+    let config = quiet_profile(&dir)?;
+    let config = config.to_str().context("path")?;
+    let args = [
+        "--config",
+        config,
+        "--idle-timeout",
+        IDLE,
+        "--heartbeat-interval",
+        HEARTBEAT,
+        "--grace",
+        "20s",
+    ];
+    let bridge = Bridge::start(daemon.socket(), &args).await?;
+    let id = bridge.create(r#"{"profile":"quiet"}"#).await?;
+    let started = tokio::time::Instant::now();
+    let mut ws = bridge.connect(&id, None).await?;
+    // Reading answers the Pings, which are not data: the idle timeout still applies.
+    let (code, reason) = ws.expect_close(TIMEOUT).await?;
+    ensure!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
+    ensure!(code == 1000 && reason == "idle timeout (500ms)", "{code} {reason}");
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+    let log = bridge.log();
+    for line in ["No data received for 0.5 seconds", "Idle timeout reached, closing WebSocket"] {
+        ensure!(log.contains(line), "{line:?} not logged:\n{}", bridge.log_tail());
+    }
+    // Data keeps a socket open past the idle timeout.
+    let mut ws = bridge.connect(&id, None).await?;
+    for i in 0..6 {
+        ws.send_input(format!("tick{i}\n").as_bytes()).await?;
+        ws.read_until(&format!("tick{i}"), TIMEOUT).await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    bridge.wait_status(&id, "Active", TIMEOUT).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_socket_takes_the_terminal_over() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &[]).await?;
+    let id = bridge.create("").await?;
+    let mut first = bridge.connect(&id, None).await?;
+    let mut second = bridge.connect(&id, None).await?;
+    let (code, reason) = first.expect_close(TIMEOUT).await?;
+    ensure!(code == 4000 && reason == "taken over by another connection", "{code} {reason}");
+    second.send_input(b"echo ta''ken\r").await?;
+    second.read_until("taken", TIMEOUT).await?;
+    bridge.wait_status(&id, "Active", TIMEOUT).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_program_exiting_sends_exit_closes_normally_and_is_dead() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &[]).await?;
+    let id = bridge.create("").await?;
+    let mut ws = bridge.connect(&id, None).await?;
+    ws.send_input(b"exit 3\r").await?;
+    let exit = ws.expect_control("exit", TIMEOUT).await?;
+    ensure!(exit["code"] == 3 && exit["signal"].is_null(), "{exit}");
+    let (code, _) = ws.expect_close(TIMEOUT).await?;
+    ensure!(code == 1000, "{code}");
+    bridge.wait_status(&id, "Dead", TIMEOUT).await?;
+    let e = bridge.upgrade(&format!("/ws/terminal/{id}"), &[]).await.err().context("upgraded")?;
+    ensure!(upgrade_status(&e) == Some(410), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_kills_the_terminal_and_closes_its_socket() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let bridge = Bridge::start(daemon.socket(), &[]).await?;
+    let id = bridge.create("").await?;
+    let mut ws = bridge.connect(&id, None).await?;
+    let pid = bridge.terminal(&id).await?["pid"].as_u64().context("pid")? as u32;
+    let r = bridge.delete(&format!("/api/terminals/{id}")).await?;
+    ensure!(r.status == 200 && r.json()?["status"] == "Dead", "{r:?}");
+    let (code, reason) = ws.expect_close(TIMEOUT).await?;
+    ensure!(code == 4002, "{code} {reason}");
+    ensure!(
+        ptyd_tests::wait_until_async(TIMEOUT, || !ptyd_tests::process_alive(pid)).await,
+        "pid {pid} still runs"
+    );
+    let r = bridge.delete(&format!("/api/terminals/{id}")).await?;
+    ensure!(r.status == 410, "{r:?}");
+    Ok(())
+}
