@@ -66,9 +66,14 @@ pub async fn attach(
 }
 
 /// `exec`: returns the command's shell code. The session belongs to this invocation: when
-/// ptyctl stops early (signal, broken stdout, lost connection) it ends the session too.
-/// With `follow_size`, the session's size tracks the terminal on stdin.
-pub async fn exec(client: Client, req: SpawnRequest, follow_size: bool) -> Result<i32> {
+/// ptyctl stops early (signal, broken stdout, lost connection, `timeout`) it ends the
+/// session too. With `follow_size`, the session's size tracks the terminal on stdin.
+pub async fn exec(
+    client: Client,
+    req: SpawnRequest,
+    follow_size: bool,
+    timeout: Option<Duration>,
+) -> Result<i32> {
     let tty = term::stdin_is_tty();
     let mut signals = Signals::install().context("cannot handle signals")?;
     let changes = if follow_size { Some(term::window_changes()?) } else { None };
@@ -88,18 +93,29 @@ pub async fn exec(client: Client, req: SpawnRequest, follow_size: bool) -> Resul
     // Without a terminal, stdin is left alone (like `ssh host cmd` with a pipe it never reads).
     let controls =
         if tty { forward_stdin(client.clone(), session, None) } else { mpsc::channel(1).1 };
-    let ending = pump(&client, &mut att, &mut signals, controls, tty, true).await;
+    let pumped = pump(&client, &mut att, &mut signals, controls, tty, true);
+    // `None` when the timeout expired. Counted from the spawn, like the daemon's exec.
+    let ending = match timeout {
+        Some(t) => tokio::time::timeout(t, pumped).await.ok(),
+        None => Some(pumped.await),
+    };
     drop(att);
     let code = match ending {
-        Ok(Ending::Exited(status)) => Ok(status.shell_code()),
-        Ok(Ending::Detached) => Ok(0),
-        Ok(Ending::Signalled(signo)) => {
+        Some(Ok(Ending::Exited(status))) => Ok(status.shell_code()),
+        Some(Ok(Ending::Detached)) => Ok(0),
+        Some(Ok(Ending::Signalled(signo))) => {
             end_session(&client, session).await;
             Ok(128 + signo)
         }
-        Err(e) => {
+        Some(Err(e)) => {
             end_session(&client, session).await;
             Err(e)
+        }
+        None => {
+            end_session(&client, session).await;
+            let t = timeout.unwrap_or_default();
+            notice(tty, &format!("[ptyctl: timed out after {}]", humantime::format_duration(t)));
+            Ok(crate::EXIT_TIMEOUT)
         }
     };
     drop(raw);

@@ -7,14 +7,20 @@ use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit status:
-  0      success (ls, spawn, send, resize, kill, info; attach after a detach)
-  1      failure of ls, spawn, attach, send, resize, kill or info (bad session id,
-         daemon unreachable, daemon error)
-  2      usage error (unknown flag, malformed size, duration or KEY=VALUE)
+  0      success (ls, spawn, send, resize, kill, info, submit, read; attach after a
+         detach; wait-for on a match; wait-quiet once quiet; events when interrupted;
+         doctor when no check failed)
+  1      failure of ls, spawn, attach, send, resize, kill, info, submit, read or events
+         (bad session id, daemon unreachable, daemon error); doctor: a check failed
+  2      usage error (unknown flag, malformed size, duration or KEY=VALUE); wait-for
+         and wait-quiet: the daemon rejected the request (invalid regex, --since past
+         the end of the output)
+  3      wait-for, wait-quiet: the session exited first
   N      exec, wait and attach: the session's exit code, or 128+N when signal N killed it
-  124    wait: --timeout expired before the session exited
-  125    exec and wait: ptyctl or the daemon failed (cannot connect, session not found,
-         spawn failed, pool at capacity...)";
+  124    wait, wait-for, wait-quiet: --timeout expired; exec: --timeout expired and the
+         session was ended
+  125    exec, wait, wait-for and wait-quiet: ptyctl or the daemon failed (cannot connect,
+         session not found, spawn failed, pool at capacity...)";
 
 /// Control the sessions of ptyd, the PTY session daemon.
 #[derive(Parser, Debug)]
@@ -172,19 +178,173 @@ pub enum Command {
             session and ptyctl.\n\n\
             Without --size, the size is the local terminal's (stdin, else stdout; 80x24 when \
             neither is one) and follows it when stdin is a terminal. When stdin is a \
-            terminal, TERM is passed on unless --env sets it.",
-        after_help = "Exit status: the command's exit code (128+N for signal N); 125 when \
-            ptyctl or the daemon failed (cannot connect, spawn failed, pool at capacity...); \
-            128+N when signal N (TERM, HUP) ended ptyctl."
+            terminal, TERM is passed on unless --env sets it.\n\n\
+            With --json, the daemon runs the command to completion (stdin is not read, the \
+            size is 80x24 unless --size says otherwise) and ptyctl prints one JSON object: \
+            session, exit_code, signal, timed_out, output (the kept output as text, invalid \
+            UTF-8 replaced), truncated, total_bytes and duration_ms.",
+        after_help = "Exit status: the command's exit code (128+N for signal N); 124 when \
+            --timeout expired (the session was ended); 125 when ptyctl or the daemon failed \
+            (cannot connect, spawn failed, pool at capacity...); 128+N when signal N (TERM, \
+            HUP) ended ptyctl."
     )]
     Exec {
         #[command(flatten)]
         opts: SpawnOpts,
 
+        /// Run to completion, then print the status and the output as one JSON object
+        // The daemon's exec has no labels: it marks its sessions `ptyd.exec=1` itself.
+        #[arg(long, conflicts_with = "labels")]
+        json: bool,
+
+        /// End the session after this long and exit 124 (e.g. 500ms, 10s, 5m)
+        /// [default: no limit]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+
+        /// With --json: keep only the last BYTES of output [default and maximum: 960 KiB]
+        #[arg(long, value_name = "BYTES", requires = "json")]
+        max_output: Option<usize>,
+
         /// The command and its arguments (put `--` before them if they start with `-`)
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<String>,
     },
+
+    /// Wait until a session prints text that matches a regular expression
+    #[command(
+        long_about = "Wait until a session prints text that matches a regular expression, \
+            then print the matched text.\n\n\
+            The regex (Rust regex syntax) is matched against the raw output bytes, escape \
+            sequences included. Without --since only output printed after the daemon got the \
+            request counts, so output of an input sent just before may be missed: take the \
+            session's output end first (`end` in `ptyctl read ID --max 0 --json`, or `output \
+            bytes` in `info`) and pass it as --since. With --json the reply's `end` is the offset to resume from. \
+            Put `--` before a regex that starts with `-`.",
+        after_help = "Exit status: 0 on a match; 2 when the regex is invalid or --since is \
+            past the end of the output; 3 when the session exited before a match; 124 when --timeout expired; 125 when ptyctl or the \
+            daemon failed."
+    )]
+    WaitFor {
+        /// Session id
+        id: String,
+
+        /// Regular expression to look for, e.g. '\$ $' or 'listening on port (\d+)'
+        regex: String,
+
+        /// Search output from this absolute byte offset on [default: output from now on]
+        #[arg(long, value_name = "OFFSET")]
+        since: Option<u64>,
+
+        /// Give up after this long (e.g. 500ms, 10s, 5m) [default: wait for ever]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+
+        /// Print the match as JSON: offset, end, text, capture groups, dropped bytes
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Wait until a session has printed nothing for a while
+    #[command(
+        long_about = "Wait until a session has printed nothing for DURATION: a program done \
+            drawing, a prompt waiting for input.\n\n\
+            Silence that began before the call counts. Prints nothing unless --json is given.",
+        after_help = "Exit status: 0 once quiet; 3 when the session exited first; 124 when \
+            --timeout expired; 125 when ptyctl or the daemon failed."
+    )]
+    WaitQuiet {
+        /// Session id
+        id: String,
+
+        /// The silence that counts as quiet (e.g. 300ms, 2s; at least 1ms)
+        #[arg(value_name = "DURATION", value_parser = parse_quiet)]
+        duration: Duration,
+
+        /// Give up after this long (e.g. 500ms, 10s, 5m) [default: wait for ever]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+
+        /// Print the output offset at which the session went quiet, as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Type text into a session and press Enter, as one submitted input
+    #[command(
+        long_about = "Type text into a session and press Enter, as one submitted input.\n\n\
+            When the program has bracketed paste on (shells, editors, REPLs), the text is sent \
+            as a paste, so several lines stay one input; Enter follows as a write of its own. \
+            Unlike `send`, the text must be UTF-8. Prints nothing unless --json is given."
+    )]
+    Submit {
+        /// Session id
+        id: String,
+
+        /// The text, which may span lines (no escape processing)
+        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        text: Option<String>,
+
+        /// Read the text from stdin until end of file; one trailing newline is dropped,
+        /// since Enter is pressed anyway
+        #[arg(long)]
+        stdin: bool,
+
+        /// Print whether the text went as a bracketed paste: {"bracketed_paste": BOOL}
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print a session's output without attaching
+    #[command(long_about = "Print a session's output without attaching.\n\n\
+            The raw bytes go to stdout and `[next offset: N]` to stderr, so that \
+            `ptyctl read ID --since N > out` works and N can be passed to the next read (or to \
+            wait-for). Without --since, the read starts at the oldest byte the daemon still \
+            holds. When bytes after --since are no longer held, a notice on stderr says how \
+            many.")]
+    Read {
+        /// Session id
+        id: String,
+
+        /// Start at this absolute byte offset [default: the oldest byte held]
+        #[arg(long, value_name = "OFFSET")]
+        since: Option<u64>,
+
+        /// Return at most this many bytes [default: everything held]
+        #[arg(long, value_name = "BYTES")]
+        max: Option<usize>,
+
+        /// Print {offset, next, dropped, end, output} as JSON (output as text, invalid
+        /// UTF-8 replaced) and nothing on stderr
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print the daemon's session events as they happen, until interrupted
+    #[command(long_about = "Print the daemon's session events as they happen, one line each, \
+            until interrupted (Ctrl-C, SIGTERM or SIGHUP exit 0).\n\n\
+            A line is `TIME EVENT ID DETAILS`: spawned (pid and command), exited (code or \
+            signal), idle_killed (an exited line follows), resized (COLSxROWS). \
+            `[missed N events]` means ptyctl read too slowly. Each line is flushed at once, so \
+            the output can be piped.")]
+    Events {
+        /// One JSON object per line: the daemon's event as sent, or
+        /// {"type":"events_dropped","count":N}
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Check the socket, the daemon and its limits; print one line per check
+    #[command(
+        long_about = "Check the socket, the daemon and its limits, and print one line \
+            per check, marked ok, warn or FAIL, then a summary.\n\n\
+            Checks: the socket file, its mode and owner and its directory's; that the daemon \
+            answers the handshake, and its version and pid; pool usage; the daemon's \
+            open-file limit against its capacity; pseudo-terminals in use system-wide; zombie \
+            children of the daemon.",
+        after_help = "Exit status: 0 when no check failed (warnings allowed); 1 otherwise."
+    )]
+    Doctor,
 }
 
 /// Flags shared by `spawn` and `exec`.
@@ -234,6 +394,15 @@ pub fn parse_size(s: &str) -> Result<Size, String> {
         Ok(n)
     };
     Ok(Size { cols: num(cols, "columns")?, rows: num(rows, "rows")? })
+}
+
+/// A duration of at least 1 ms: the daemon counts silence in whole milliseconds.
+pub fn parse_quiet(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_string());
+    }
+    Ok(d)
 }
 
 /// `KEY=VALUE`; the value may be empty and may contain '='.
@@ -292,6 +461,26 @@ mod tests {
         for bad in ["", "ctrl-", "ctrl-ab", "ctrl-1", "alt-a", "é", "ctrlé"] {
             assert!(parse_detach_key(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quiet_durations() {
+        assert_eq!(parse_quiet("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_quiet("2s"), Ok(Duration::from_secs(2)));
+        for bad in ["", "0s", "500us", "soon"] {
+            assert!(parse_quiet(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exec_flags() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| Cli::try_parse_from(["ptyctl", "exec"].iter().chain(args));
+        assert!(parse(&["--json", "--max-output", "10", "--", "seq", "9"]).is_ok());
+        // --max-output only makes sense for the collected output of --json.
+        assert!(parse(&["--max-output", "10", "--", "seq", "9"]).is_err());
+        assert!(parse(&["--json", "--label", "a=b", "--", "true"]).is_err());
+        assert!(parse(&["--timeout", "1s", "--", "true"]).is_ok());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! ptyctl: the command-line client of ptyd. Dispatch, the one-shot commands and exit codes.
 
+mod agent;
 mod attach;
 mod cli;
+mod doctor;
 mod stdio;
 mod table;
 mod term;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -19,15 +21,61 @@ use tokio::net::UnixStream;
 
 use cli::{Cli, Command, Size, SpawnOpts};
 
-/// Exit status when `wait --timeout` expires.
+/// Exit status when `--timeout` expires (`wait`, `wait-for`, `wait-quiet`, `exec`), as
+/// timeout(1) does.
 const EXIT_TIMEOUT: i32 = 124;
-/// Exit status of `exec` and `wait` when ptyctl or the daemon failed, kept apart from the
-/// child's own codes.
+/// Exit status of `exec`, `wait`, `wait-for` and `wait-quiet` when ptyctl or the daemon
+/// failed, kept apart from the child's own codes and from the outcomes they report.
 const EXIT_PTYCTL_FAILED: i32 = 125;
 /// Exit status of the other commands on failure.
 const EXIT_FAILED: i32 = 1;
+/// Exit status of a usage error; clap uses it too.
+const EXIT_USAGE: i32 = 2;
+/// Exit status of `wait-for` and `wait-quiet` when the session exited first: an outcome a
+/// script branches on, unlike a failure.
+const EXIT_SESSION_EXITED: i32 = 3;
 
-/// `wait --timeout` expired on ptyctl's side (the daemon's own timeout comes as a
+/// What an error makes ptyctl exit with; depends on the command.
+#[derive(Clone, Copy, Debug)]
+struct ErrorCodes {
+    /// Any failure not named below.
+    failed: i32,
+    /// The daemon answered `SessionExited`.
+    session_exited: Option<i32>,
+    /// The daemon answered `BadRequest` (for `wait-for`, an invalid regex).
+    bad_request: Option<i32>,
+}
+
+impl ErrorCodes {
+    fn of(command: &Command) -> ErrorCodes {
+        let plain = ErrorCodes { failed: EXIT_FAILED, session_exited: None, bad_request: None };
+        match command {
+            Command::Exec { .. } | Command::Wait { .. } => {
+                ErrorCodes { failed: EXIT_PTYCTL_FAILED, ..plain }
+            }
+            Command::WaitFor { .. } | Command::WaitQuiet { .. } => ErrorCodes {
+                failed: EXIT_PTYCTL_FAILED,
+                session_exited: Some(EXIT_SESSION_EXITED),
+                bad_request: Some(EXIT_USAGE),
+            },
+            _ => plain,
+        }
+    }
+
+    fn for_error(self, err: &anyhow::Error) -> i32 {
+        if is_timeout(err) {
+            return EXIT_TIMEOUT;
+        }
+        let code = err.chain().find_map(|e| e.downcast_ref::<ClientError>()?.code());
+        match code {
+            Some(ErrorCode::SessionExited) => self.session_exited.unwrap_or(self.failed),
+            Some(ErrorCode::BadRequest) => self.bad_request.unwrap_or(self.failed),
+            _ => self.failed,
+        }
+    }
+}
+
+/// A `--timeout` expired on ptyctl's side (the daemon's own timeout comes as a
 /// `ClientError` with code `Timeout`).
 #[derive(Debug)]
 struct TimedOut(Duration);
@@ -42,10 +90,7 @@ impl std::error::Error for TimedOut {}
 
 fn main() {
     let cli = Cli::parse();
-    let failed = match cli.command {
-        Command::Exec { .. } | Command::Wait { .. } => EXIT_PTYCTL_FAILED,
-        _ => EXIT_FAILED,
-    };
+    let codes = ErrorCodes::of(&cli.command);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,11 +105,7 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("ptyctl: {err:#}");
-            if is_timeout(&err) {
-                EXIT_TIMEOUT
-            } else {
-                failed
-            }
+            codes.for_error(&err)
         }
     };
     let _ = std::io::stdout().flush();
@@ -118,17 +159,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Wait { id, timeout, json } => {
             let session = session_id(&id)?;
             let client = connect(socket).await?;
-            let status = match timeout {
-                // The daemon enforces the timeout; ptyctl's own, a little later, covers a
-                // daemon that does not answer.
-                Some(t) => tokio::time::timeout(
-                    t.saturating_add(Duration::from_secs(2)),
-                    client.wait(session, Some(t)),
-                )
-                .await
-                .map_err(|_| TimedOut(t))??,
-                None => client.wait(session, None).await?,
-            };
+            let status = bounded(timeout, client.wait(session, timeout)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             }
@@ -143,7 +174,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 print!("{}", table::details(&info, SystemTime::now()));
             }
         }
-        Command::Exec { opts, command } => {
+        Command::Exec { opts, json, timeout, max_output, command } => {
+            if json {
+                // Nothing is drawn locally: the local terminal's size is irrelevant.
+                let size = opts.size.unwrap_or(Size { cols: 80, rows: 24 });
+                let req = spawn_request(opts, command, size)?;
+                return agent::exec_json(&connect(socket).await?, req, timeout, max_output).await;
+            }
             let tty = term::stdin_is_tty();
             // An explicit size stays put; otherwise the session follows the local terminal.
             let follow_size = tty && opts.size.is_none();
@@ -159,20 +196,75 @@ async fn run(cli: Cli) -> Result<i32> {
                     req.env.insert("TERM".into(), value);
                 }
             }
-            return attach::exec(connect(socket).await?, req, follow_size).await;
+            return attach::exec(connect(socket).await?, req, follow_size, timeout).await;
         }
+        Command::WaitFor { id, regex, since, timeout, json } => {
+            let session = session_id(&id)?;
+            let client = connect(socket).await?;
+            let reply = bounded(timeout, client.wait_for(session, &regex, since, timeout)).await?;
+            agent::print_match(&reply, json)?;
+        }
+        Command::WaitQuiet { id, duration, timeout, json } => {
+            let session = session_id(&id)?;
+            let client = connect(socket).await?;
+            let reply = bounded(timeout, client.wait_quiet(session, duration, timeout)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            }
+        }
+        Command::Submit { id, text, json, .. } => {
+            let session = session_id(&id)?;
+            // Clap requires TEXT unless --stdin is given.
+            let text = match text {
+                Some(text) => text,
+                None => agent::stdin_text().await?,
+            };
+            let reply = connect(socket).await?.submit(session, &text).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            }
+        }
+        Command::Read { id, since, max, json } => {
+            let session = session_id(&id)?;
+            let (reply, data) = connect(socket).await?.read(session, since, max).await?;
+            agent::print_read(&reply, &data, json)?;
+        }
+        Command::Events { json } => return agent::events(&connect(socket).await?, json).await,
+        Command::Doctor => return Ok(doctor::run(&socket_path(socket)).await),
     }
     Ok(0)
 }
 
+/// The socket to use: `--socket` (or `PTYD_SOCKET`, which clap reads) or the default.
+fn socket_path(socket: Option<PathBuf>) -> PathBuf {
+    socket.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(ipc_proto::default_socket_path)
+}
+
 /// Connects and shakes hands, under ptyctl's own name.
 async fn connect(socket: Option<PathBuf>) -> Result<Client> {
-    let path =
-        socket.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(ipc_proto::default_socket_path);
-    let stream = UnixStream::connect(&path)
+    connect_to(&socket_path(socket)).await
+}
+
+/// [`connect`] to an already resolved path (`doctor` reports on the path it checked).
+async fn connect_to(path: &Path) -> Result<Client> {
+    let stream = UnixStream::connect(path)
         .await
         .with_context(|| format!("cannot connect to ptyd at {}", path.display()))?;
     Ok(Client::handshake(stream, concat!("ptyctl/", env!("CARGO_PKG_VERSION"))).await?)
+}
+
+/// Awaits a request that carries `timeout` to the daemon. The daemon enforces it; ptyctl's
+/// own, a little later, covers a daemon that does not answer.
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    request: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T> {
+    match timeout {
+        Some(t) => Ok(tokio::time::timeout(t.saturating_add(Duration::from_secs(2)), request)
+            .await
+            .map_err(|_| TimedOut(t))??),
+        None => Ok(request.await?),
+    }
 }
 
 fn session_id(s: &str) -> Result<SessionId> {
