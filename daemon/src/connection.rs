@@ -58,6 +58,13 @@ impl Connection {
         let _ = self.out.send(Frame::new(id, msg)).await;
     }
 
+    /// Ties `session` to this connection. Sessions that already ended are forgotten, so a
+    /// long-lived connection running many execs does not keep every one of them.
+    pub fn own(&mut self, session: Arc<Session>) {
+        self.owned.retain(|s| s.exit_status().is_none());
+        self.owned.push(session);
+    }
+
     /// Registers a forwarding task for `session`, replacing (and stopping) any earlier one.
     pub fn add_attachment(&mut self, session: SessionId, task: AbortHandle) {
         self.attachments.retain(|_, t| !t.is_finished());
@@ -88,6 +95,11 @@ pub async fn serve(stream: UnixStream, pool: Arc<PtyPool>, stop: CancellationTok
         read_loop(&mut reader, &mut conn, &stop).await;
     }
 
+    if stop.is_cancelled() {
+        // The daemon is stopping and its sessions have ended: let attachments and waits
+        // queue their exit frames before they are cut off.
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, settle(&mut conn)).await;
+    }
     for task in conn.attachments.values().chain(conn.events.as_ref()) {
         task.abort();
     }
@@ -105,6 +117,14 @@ pub async fn serve(stream: UnixStream, pool: Arc<PtyPool>, stop: CancellationTok
     // Let queued frames (an error reason, exit events) reach the client.
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
     debug!("connection closed");
+}
+
+/// Returns once every attachment and pending wait of `conn` has finished by itself.
+async fn settle(conn: &mut Connection) {
+    while conn.waits.join_next().await.is_some() {}
+    while conn.attachments.values().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn handshake(

@@ -52,8 +52,10 @@ pub async fn run(
     if tokio::time::timeout(grace, output_done).await.is_err() {
         warn!("terminal still open after the process group ended; not waiting for its output");
     }
-    session.finish(status);
+    // The slot is free before anyone hears of the exit, so a client that spawns again as
+    // soon as its wait returns never meets a pool still counting the old session.
     drop(handle);
+    session.finish(status);
     pool.emit(DaemonEventKind::Exited, &session, |e| e.exit = Some(status));
     info!(%status, active_count = pool.active(), "session ended; released pty slot");
     pool.retire(session.id);

@@ -188,14 +188,15 @@ impl PtyPool {
         info!(session = %id, pid = spawned.pid, command = %req.command, active_count = self.active(), "spawned pty");
         // A root span: the session outlives the connection that spawned it.
         let span = tracing::info_span!(parent: None, "session", id = %id, pid = spawned.pid);
-        let pool = self.clone();
-        self.tasks.spawn(
-            lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span),
-        );
+        // Announced before its lifecycle starts, so `spawned` always precedes `exited`.
         self.emit(DaemonEventKind::Spawned, &session, |e| {
             e.pid = Some(session.pid);
             e.command = Some(session.meta.command.clone());
         });
+        let pool = self.clone();
+        self.tasks.spawn(
+            lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span),
+        );
         Ok((session, sub))
     }
 

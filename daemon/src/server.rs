@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use ipc_proto::{DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, Request};
+use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
@@ -79,8 +80,19 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Tells a refused peer why, then lingers until it hangs up (at most a second): closing
+/// at once would make the peer's first write fail before it reads the reason.
 async fn refuse(stream: UnixStream, message: String) {
-    let mut w = FramedWrite::new(stream, FrameCodec::<Request, DaemonMessage>::default());
+    let (mut rd, wr) = stream.into_split();
+    let mut w = FramedWrite::new(wr, FrameCodec::<Request, DaemonMessage>::default());
     let err = DaemonMessage::Error(ErrorReply { code: ErrorCode::PermissionDenied, message });
-    let _ = tokio::time::timeout(Duration::from_secs(1), w.send(Frame::new(0, err))).await;
+    let linger = async {
+        if w.send(Frame::new(0, err)).await.is_err() {
+            return;
+        }
+        // Whatever the peer sends is discarded unread: it is not allowed to ask anything.
+        let mut sink = [0u8; 4096];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
 }

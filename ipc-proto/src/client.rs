@@ -114,8 +114,14 @@ impl Client {
         let mut reader: Reader = FramedRead::new(rd, FrameCodec::default());
         let mut writer: Writer = FramedWrite::new(wr, FrameCodec::default());
         let hello = HelloRequest { protocol_version: PROTOCOL_VERSION, client: name.to_string() };
-        writer.send(Frame::new(1, Request::Hello(hello))).await.map_err(ipc)?;
-        let hello = match reader.next().await {
+        // A daemon that refuses us sends its reason first and may close before reading our
+        // hello, so a failed write still leaves that reason to be read.
+        let sent = writer.send(Frame::new(1, Request::Hello(hello))).await;
+        let reply = reader.next().await;
+        if let (Err(e), None | Some(Err(_))) = (&sent, &reply) {
+            return Err(ClientError::Ipc(format!("handshake failed: {e}")));
+        }
+        let hello = match reply {
             Some(Ok(Ok(Frame { body: DaemonMessage::Hello(h), .. }))) => h,
             Some(Ok(Ok(Frame { body: DaemonMessage::Error(e), .. }))) => {
                 return Err(ClientError::Daemon { code: e.code, message: e.message })

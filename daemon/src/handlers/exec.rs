@@ -30,7 +30,7 @@ pub async fn handle(conn: &mut Connection, id: u64, req: ExecRequest) -> Result<
     let started = Instant::now();
     // Spawned in the read loop, so that it is ordered with the requests around it.
     let (session, sub) = conn.pool.spawn(spawn).await?;
-    conn.owned.push(session.clone());
+    conn.own(session.clone());
     let Some(sub) = sub else {
         return Err(ReplyError::new(
             ipc_proto::ErrorCode::Internal,

@@ -11,7 +11,7 @@ pub async fn handle(conn: &mut Connection, id: u64, req: SpawnRequest) -> Result
     let (session, sub) = conn.pool.spawn(req).await?;
     if owned {
         conn.owned.retain(|s| s.exit_status().is_none());
-        conn.owned.push(session.clone());
+        conn.own(session.clone());
     }
     conn.reply(id, DaemonMessage::Spawned(SpawnReply { session: session.id, pid: session.pid }))
         .await;

@@ -1,0 +1,299 @@
+//! A client that attaches to a flooding session and never reads cannot hurt anyone else:
+//! other sessions keep their latency, the daemon's memory stays bounded, a lossless
+//! non-reader only pauses the session it is attached to, a lossy one costs nothing, and
+//! once it goes away everything can still be killed and reaped.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use ipc_proto::{Attachment, Client, SessionId, SpawnReply, SpawnRequest};
+use ptyd_tests::{
+    collect_until, fd_targets, process_alive, read_until, rss_bytes, wait_until_async,
+    wait_until_with, zombie_children, Daemon, DaemonOptions, TIMEOUT,
+};
+
+/// The daemon's resident memory must stay below this while a session floods.
+const RSS_LIMIT: u64 = 64 * 1024 * 1024;
+/// Each echo round trip through an unrelated session must finish within this.
+const ROUND_TRIP: Duration = Duration::from_secs(3);
+/// How long the flood runs while the other clients are measured.
+const FLOOD_FOR: Duration = Duration::from_secs(1);
+/// What the flooding session prints, over and over.
+const FLOOD_LINE: &str = "flood";
+
+/// An unrelated client with its own `cat` session, timing echo round trips.
+struct Bystander {
+    client: Client,
+    session: SpawnReply,
+    att: Attachment,
+    trips: u32,
+    slowest: Duration,
+}
+
+impl Bystander {
+    async fn start(daemon: &Daemon) -> Result<Bystander> {
+        let client = daemon.try_client().await?;
+        let session = client.spawn(SpawnRequest::new("cat", Vec::<String>::new())).await?;
+        let att = client.attach(session.session, None, false).await?;
+        Ok(Bystander { client, session, att, trips: 0, slowest: Duration::ZERO })
+    }
+
+    /// Sends a line and waits for its echo; fails if that takes longer than `ROUND_TRIP`.
+    async fn round_trip(&mut self) -> Result<()> {
+        self.trips += 1;
+        let marker = format!("bystander-{}", self.trips);
+        let started = Instant::now();
+        tokio::time::timeout(
+            ROUND_TRIP,
+            self.client.input(self.session.session, format!("{marker}\n").into_bytes()),
+        )
+        .await
+        .with_context(|| {
+            format!("input of round trip {} took over {ROUND_TRIP:?}", self.trips)
+        })??;
+        read_until(&mut self.att, marker.as_str(), ROUND_TRIP)
+            .await
+            .with_context(|| format!("round trip {} took over {ROUND_TRIP:?}", self.trips))?;
+        self.slowest = self.slowest.max(started.elapsed());
+        Ok(())
+    }
+}
+
+fn daemon_rss(daemon: &Daemon, when: &str) -> Result<u64> {
+    let rss = rss_bytes(daemon.pid()).context("cannot read ptyd's VmRSS")?;
+    ensure!(
+        rss < RSS_LIMIT,
+        "ptyd's resident memory is {} MiB {when} (limit {} MiB)",
+        rss / (1024 * 1024),
+        RSS_LIMIT / (1024 * 1024)
+    );
+    Ok(rss)
+}
+
+async fn output_offset(client: &Client, session: SessionId) -> Result<u64> {
+    Ok(client.info(session).await?.output_offset)
+}
+
+/// Waits until `session`'s output offset has not moved for `still`; returns it.
+async fn wait_for_stall(client: &Client, session: SessionId, still: Duration) -> Result<u64> {
+    let mut last = (output_offset(client, session).await?, Instant::now());
+    let stalled = wait_until_with(TIMEOUT, async || {
+        let Ok(now) = output_offset(client, session).await else { return false };
+        if now != last.0 {
+            last = (now, Instant::now());
+            return false;
+        }
+        last.1.elapsed() >= still
+    })
+    .await;
+    ensure!(stalled, "the output of {session} never stopped growing (at {} bytes)", last.0);
+    Ok(last.0)
+}
+
+/// Waits until `session`'s output offset is past `past`.
+async fn wait_for_progress(
+    client: &Client,
+    session: SessionId,
+    past: u64,
+    what: &str,
+) -> Result<u64> {
+    let mut now = past;
+    let moved = wait_until_with(TIMEOUT, async || {
+        now = output_offset(client, session).await.unwrap_or(now);
+        now > past
+    })
+    .await;
+    ensure!(moved, "{what}: the output of {session} stayed at {past} bytes");
+    Ok(now)
+}
+
+/// Kills the sessions, waits for each, and checks that nothing is left running,
+/// unreaped or holding a slot.
+async fn kill_and_check_reaped(
+    daemon: &Daemon,
+    client: &Client,
+    sessions: &[&SpawnReply],
+) -> Result<()> {
+    for s in sessions {
+        client.kill(s.session, None).await?;
+    }
+    for s in sessions {
+        let status = client
+            .wait(s.session, Some(TIMEOUT))
+            .await
+            .with_context(|| format!("session {} ({}) did not end after kill", s.session, s.pid))?;
+        ensure!(status.signal.is_some(), "session {} should be killed, got {status:?}", s.pid);
+        ensure!(
+            wait_until_async(TIMEOUT, || !process_alive(s.pid)).await,
+            "pid {} still alive after the kill",
+            s.pid
+        );
+    }
+    ensure!(
+        wait_until_async(TIMEOUT, || zombie_children(daemon.pid()).is_empty()).await,
+        "zombies under ptyd: {:?}",
+        zombie_children(daemon.pid())
+    );
+    let list = client.list().await?;
+    ensure!(list.active == 0, "slots still held after every session ended: {list:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lossless_client_that_never_reads_pauses_only_its_own_session() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let ctl = daemon.try_client().await?;
+    let flood = ctl.spawn(SpawnRequest::new("yes", [FLOOD_LINE])).await?;
+    wait_for_progress(&ctl, flood.session, 0, "before any attach").await?;
+
+    // X attaches lossless and never reads its attachment.
+    let x = daemon.try_client().await?;
+    let x_att = x.attach(flood.session, None, true).await?;
+    let mut y = Bystander::start(&daemon).await?;
+    let rss_before = daemon_rss(&daemon, "once the flood started")?;
+
+    let started = Instant::now();
+    while y.trips < 5 || started.elapsed() < FLOOD_FOR {
+        y.round_trip().await?;
+    }
+    let rss_after = daemon_rss(&daemon, &format!("after {:?} of flood", started.elapsed()))?;
+
+    // Lossless means the session waits for X: its output stops at a bounded offset
+    // (what the pipes and queues between it and X hold) instead of piling up in ptyd.
+    let stalled_at = wait_for_stall(&ctl, flood.session, Duration::from_millis(300)).await?;
+    ensure!(
+        stalled_at < RSS_LIMIT,
+        "the session produced {stalled_at} bytes for a client that reads nothing"
+    );
+    y.round_trip().await.context("while the flooding session is paused")?;
+    let rss_stalled = daemon_rss(&daemon, "with the flood paused")?;
+    eprintln!(
+        "ptyd rss {} / {} / {} KiB; flood paused at {stalled_at} bytes; slowest of {} round \
+         trips {:?}",
+        rss_before / 1024,
+        rss_after / 1024,
+        rss_stalled / 1024,
+        y.trips,
+        y.slowest
+    );
+
+    // X goes away: the session is released and floods again, and is still killable.
+    drop(x_att);
+    drop(x);
+    wait_for_progress(&ctl, flood.session, stalled_at, "after X disconnected").await?;
+    y.round_trip().await?;
+    kill_and_check_reaped(&daemon, &ctl, &[&flood, &y.session]).await?;
+    daemon_rss(&daemon, "at the end")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lossy_client_that_never_reads_costs_the_others_nothing() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let ctl = daemon.try_client().await?;
+    let flood = ctl.spawn(SpawnRequest::new("yes", [FLOOD_LINE])).await?;
+
+    // X attaches lossy and never reads; Z attaches lossy and reads everything it gets.
+    let x = daemon.try_client().await?;
+    let x_att = x.attach(flood.session, None, false).await?;
+    let z = daemon.try_client().await?;
+    let mut z_att = z.attach(flood.session, None, false).await?;
+    let mut y = Bystander::start(&daemon).await?;
+
+    let mut z_bytes = 0u64;
+    let mut z_dropped = 0u64;
+    let mut z_next: Option<u64> = None;
+    let mut rss_before = None;
+    let started = Instant::now();
+    let offset_at_start = output_offset(&ctl, flood.session).await?;
+    let mut reads = 0u32;
+    while reads < 50 || y.trips < 5 || started.elapsed() < FLOOD_FOR {
+        let got = collect_until(&mut z_att, FLOOD_LINE, TIMEOUT)
+            .await
+            .context("the reading lossy client stopped receiving the flood")?;
+        // collect_until checks the offsets inside one call; across calls, each one must
+        // begin where the previous one ended (output or a reported gap).
+        let begin = got.dropped.first().map(|d| d.0).into_iter().chain(got.first_offset).min();
+        if let (Some(expected), Some(begin)) = (z_next, begin) {
+            ensure!(begin == expected, "Z's events resumed at {begin}, expected {expected}");
+        }
+        ensure!(
+            got.data.iter().all(|b| b"flod\r\n".contains(b)),
+            "unexpected bytes in the flood: {:?}",
+            got.text()
+        );
+        z_next = got.next_offset.or(z_next);
+        z_bytes += got.data.len() as u64;
+        z_dropped += got.dropped_bytes();
+        reads += 1;
+        if rss_before.is_none() {
+            rss_before = Some(daemon_rss(&daemon, "once the flood reached Z")?);
+        }
+        if reads % 10 == 0 {
+            y.round_trip().await?;
+        }
+    }
+    let rss_after = daemon_rss(&daemon, &format!("after {:?} of flood", started.elapsed()))?;
+    // A lossy non-reader never holds the session back: it keeps flooding.
+    let offset_now = output_offset(&ctl, flood.session).await?;
+    ensure!(offset_now > offset_at_start, "the session stopped producing output");
+    wait_for_progress(&ctl, flood.session, offset_now, "with a lossy client not reading").await?;
+    eprintln!(
+        "ptyd rss {} / {} KiB; Z read {z_bytes} bytes in {reads} reads with {z_dropped} \
+         reported dropped; session at {offset_now} bytes; slowest of {} round trips {:?}",
+        rss_before.unwrap_or_default() / 1024,
+        rss_after / 1024,
+        y.trips,
+        y.slowest
+    );
+
+    drop(x_att);
+    drop(x);
+    y.round_trip().await?;
+    kill_and_check_reaped(&daemon, &ctl, &[&flood, &y.session]).await?;
+    Ok(())
+}
+
+/// Open pseudo-terminal masters in ptyd.
+fn ptmx_fds(daemon: &Daemon) -> Vec<(i32, String)> {
+    fd_targets(daemon.pid())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, target)| target.contains("ptmx"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_session_paused_by_a_lossless_non_reader_can_still_be_killed() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let ctl = daemon.try_client().await?;
+    let flood = ctl.spawn(SpawnRequest::new("yes", [FLOOD_LINE])).await?;
+    // The descriptors one running session holds on /dev/ptmx (master, reader, writer).
+    let per_session = ptmx_fds(&daemon).len();
+    ensure!(per_session > 0, "no pty master open in ptyd for a running session");
+    let x = daemon.try_client().await?;
+    let x_att = x.attach(flood.session, None, true).await?;
+    wait_for_stall(&ctl, flood.session, Duration::from_millis(300)).await?;
+
+    // Killed while X is still attached and still not reading.
+    kill_and_check_reaped(&daemon, &ctl, &[&flood]).await?;
+    let mut y = Bystander::start(&daemon).await?;
+    y.round_trip().await?;
+
+    // Once X leaves, nothing of the killed session is left in ptyd: only Y's terminal
+    // is open.
+    drop(x_att);
+    drop(x);
+    ensure!(
+        wait_until_async(TIMEOUT, || ptmx_fds(&daemon).len() == per_session).await,
+        "ptyd holds pty masters of ended sessions: {:?}",
+        ptmx_fds(&daemon)
+    );
+    kill_and_check_reaped(&daemon, &ctl, &[&y.session]).await?;
+    ensure!(
+        wait_until_async(TIMEOUT, || ptmx_fds(&daemon).is_empty()).await,
+        "ptyd holds pty masters with no session running: {:?}",
+        ptmx_fds(&daemon)
+    );
+    Ok(())
+}
