@@ -56,6 +56,16 @@ pub fn find_ptyd(
     bail!("cannot find ptyd next to this executable or in PATH; pass --ptyd-bin")
 }
 
+/// Variables systemd hands the bridge that must not reach a ptyd it starts.
+const SYSTEMD_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+];
+
 /// Makes sure a ptyd answers on `opts.socket`, starting one if needed. Returns the pid of
 /// the daemon it started, `None` when one was already there.
 pub async fn ensure_daemon(opts: &Autostart) -> anyhow::Result<Option<u32>> {
@@ -81,6 +91,11 @@ pub async fn ensure_daemon(opts: &Autostart) -> anyhow::Result<Option<u32>> {
     cmd.arg("--socket").arg(&opts.socket);
     if let Some(config) = &opts.config {
         cmd.arg("--config").arg(config);
+    }
+    // systemd's handshake variables are the bridge's; a ptyd that inherited them would
+    // report readiness (or take sockets) on the bridge's behalf.
+    for var in SYSTEMD_ENV {
+        cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(false);
     // SAFETY: setsid() is async-signal-safe and touches no memory of the parent; it only

@@ -15,6 +15,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use ptyd_bridge::autostart::{ensure_daemon, Autostart};
 use ptyd_bridge::config::{defaults, Config, Profile};
 
+mod notify;
+
 #[derive(Copy, Clone, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum LogFormat {
@@ -242,12 +244,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Where a service manager learns that the bridge serves. systemd readiness (sd-notify
-/// READY=1 and STATUS=) is a later issue; this is the single place it will go.
-fn notify_ready(addr: SocketAddr) {
-    tracing::debug!(%addr, "ready");
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let built = load_file(&args.config).and_then(|file| build_config(args, file));
@@ -302,8 +298,14 @@ async fn run(config: Config, startup: Startup) -> anyhow::Result<()> {
         let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
     }
     tracing::info!("listening on http://{addr}");
-    notify_ready(addr);
-    bridge.serve(listener, shutdown_signal()).await.context("serving")
+    let state = bridge.state().clone();
+    notify::ready(&state);
+    tokio::spawn(notify::run(state.clone(), state.shutdown.clone()));
+    let stop = async {
+        shutdown_signal().await;
+        notify::stopping();
+    };
+    bridge.serve(listener, stop).await.context("serving")
 }
 
 #[cfg(test)]

@@ -69,6 +69,26 @@ impl Bridge {
 
     /// Spawns the bridge without waiting (for tests of startup failures).
     pub fn launch(daemon_socket: &Path, args: &[&str]) -> Result<Bridge> {
+        Self::launch_with_env(daemon_socket, args, &[])
+    }
+
+    /// Like [`Bridge::start_raw`], with extra environment variables.
+    pub async fn start_with_env(
+        daemon_socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Bridge> {
+        let mut bridge = Self::launch_with_env(daemon_socket, args, env)?;
+        bridge.wait_listening(TIMEOUT).await?;
+        Ok(bridge)
+    }
+
+    /// Like [`Bridge::launch`], with extra environment variables.
+    pub fn launch_with_env(
+        daemon_socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Bridge> {
         let bin = bridge_bin()?;
         let dir = tempfile::Builder::new().prefix("ptyd-bridge-test-").tempdir()?;
         let log = dir.path().join("bridge.log");
@@ -91,6 +111,7 @@ impl Bridge {
             .env("SHELL", "/bin/sh")
             .env("HOME", dir.path())
             .env("XDG_RUNTIME_DIR", dir.path())
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

@@ -236,7 +236,11 @@ async fn health_readiness_and_metrics() -> Result<()> {
 async fn starts_ptyd_when_none_answers() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("run").join("ptyd.sock");
-    let mut bridge = Bridge::start_raw(&socket, &[]).await?;
+    // As under systemd: the bridge's notify socket must not be handed on to its ptyd.
+    let notify = dir.path().join("notify.sock");
+    let _notify = std::os::unix::net::UnixDatagram::bind(&notify)?;
+    let env = [("NOTIFY_SOCKET", notify.to_str().context("path")?)];
+    let mut bridge = Bridge::start_with_env(&socket, &[], &env).await?;
     let kids = ptyd_tests::children_of(bridge.pid());
     let ptyd = kids.iter().find(|k| k.2 == "ptyd").map(|k| k.0).context("no ptyd child")?;
     // Whatever happens next, do not leave it behind.
@@ -250,6 +254,11 @@ async fn starts_ptyd_when_none_answers() -> Result<()> {
     let _reap = Reap(ptyd);
     let stat = ptyd_tests::proc_stat(ptyd).context("no stat")?;
     ensure!(stat.session == ptyd, "ptyd runs in its own session: {stat:?}");
+    let environ = std::fs::read(format!("/proc/{ptyd}/environ"))?;
+    ensure!(
+        !environ.split(|b| *b == 0).any(|v| v.starts_with(b"NOTIFY_SOCKET=")),
+        "the started ptyd inherited NOTIFY_SOCKET"
+    );
     ensure!(dir.path().join("run").join("ptyd.log").is_file(), "ptyd.log beside the socket");
     ensure!(bridge.get("/readyz").await?.status == 200);
     bridge.create("").await?;

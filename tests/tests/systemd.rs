@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use ipc_proto::{Client, SpawnRequest};
+use ptyd_tests::bridge::Bridge;
 use ptyd_tests::{bin_path, ptyd_bin, read_to_exit, workspace_root, TIMEOUT};
 
 /// A child killed and reaped on drop.
@@ -212,4 +213,80 @@ fn system_units_verify() -> Result<()> {
 #[test]
 fn user_units_verify() -> Result<()> {
     verify_units(&["user/ptyd.socket", "user/ptyd.service", "user/ptyd-bridge.service"], true)
+}
+
+/// Lowers `pid`'s soft descriptor limit to what it holds now, so it can neither accept nor
+/// connect; returns the original limit for [`set_soft_nofile`].
+fn starve_fds(pid: u32) -> Result<String> {
+    let original = soft_nofile(pid)?;
+    let held = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    set_soft_nofile(pid, &held.to_string())?;
+    Ok(original)
+}
+
+/// Sets only the soft limit, which needs no CAP_SYS_RESOURCE to put back.
+fn set_soft_nofile(pid: u32, soft: &str) -> Result<()> {
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .context("prlimit (package util-linux) is needed")?;
+    ensure!(status.success(), "prlimit failed: {status}");
+    Ok(())
+}
+
+/// The bridge under Type=notify: READY=1 with a status naming the link to ptyd, watchdog
+/// pings only while it answers its own /health, STOPPING=1 at SIGTERM.
+#[tokio::test]
+async fn bridge_readiness_status_watchdog_and_stop() -> Result<()> {
+    let daemon = ptyd_tests::Daemon::start(ptyd_tests::DaemonOptions::new()).await?;
+    let dir = tempfile::tempdir()?;
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path)?;
+    let interval = Duration::from_millis(400);
+    let env = [
+        ("NOTIFY_SOCKET", notify_path.to_str().context("path")?),
+        ("WATCHDOG_USEC", &interval.as_micros().to_string()),
+    ];
+    let mut bridge = Bridge::start_with_env(daemon.socket(), &["--no-spawn-daemon"], &env).await?;
+    let pid = bridge.pid();
+    let notify = tokio::task::spawn_blocking(move || -> Result<UnixDatagram> {
+        let seen = wait_notify(&notify, "READY=1", TIMEOUT)?;
+        ensure!(
+            seen.iter().any(|m| m.contains("STATUS=0 active, 0 disconnected terminals")
+                && m.contains("ptyd reachable")),
+            "{seen:?}"
+        );
+        wait_notify(&notify, "WATCHDOG=1", TIMEOUT)?;
+        Ok(notify)
+    })
+    .await??;
+
+    // A terminal shows up in STATUS= (Disconnected until a socket claims it).
+    bridge.create("").await?;
+    let notify = tokio::task::spawn_blocking(move || -> Result<UnixDatagram> {
+        wait_notify(&notify, "1 disconnected terminals", TIMEOUT)?;
+        Ok(notify)
+    })
+    .await??;
+
+    let original = starve_fds(pid)?;
+    let notify = tokio::task::spawn_blocking(move || -> Result<UnixDatagram> {
+        let _ = wait_notify(&notify, "WATCHDOG=1", interval);
+        let silent = wait_notify(&notify, "WATCHDOG=1", interval * 3);
+        ensure!(silent.is_err(), "watchdog kept pinging while HTTP could not be served");
+        Ok(notify)
+    })
+    .await??;
+    set_soft_nofile(pid, &original)?;
+    let notify = tokio::task::spawn_blocking(move || -> Result<UnixDatagram> {
+        wait_notify(&notify, "WATCHDOG=1", TIMEOUT)?;
+        Ok(notify)
+    })
+    .await??;
+
+    bridge.signal(nix::sys::signal::Signal::SIGTERM)?;
+    tokio::task::spawn_blocking(move || wait_notify(&notify, "STOPPING=1", TIMEOUT)).await??;
+    let status = bridge.wait_exit(TIMEOUT).await?;
+    ensure!(status.success(), "ptyd-bridge exited with {status:?}");
+    Ok(())
 }
