@@ -88,9 +88,17 @@ async fn natural_exit_also_ends_the_rest_of_the_group() -> Result<()> {
 async fn a_child_inherits_no_descriptor_but_its_terminal() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let client = daemon.client().await;
-    // Another session and this open connection are descriptors the daemon holds.
-    let other = client.spawn(SpawnRequest::new("sleep", ["30"])).await?;
-    let spawned = client.spawn(SpawnRequest::new("sleep", ["30"])).await?;
+    // Another session and this open connection are descriptors the daemon holds. The
+    // shell says "ready" once its own start-up (the dynamic loader, locale files) has
+    // closed what it opened, and then blocks in `read` holding nothing new.
+    let script = "echo ready; read x";
+    let other = client.spawn(SpawnRequest::new("sh", ["-c", script])).await?;
+    let spawned = client.spawn(SpawnRequest::new("sh", ["-c", script])).await?;
+    for s in [&other, &spawned] {
+        let mut att = client.attach(s.session, Some(0), false).await?;
+        read_until(&mut att, "ready", TIMEOUT).await?;
+        client.detach(s.session).await?;
+    }
     let fds = fd_targets(spawned.pid)?;
     let pts: Vec<_> = fds.iter().filter(|(_, t)| t.starts_with("/dev/pts/")).collect();
     ensure!(
