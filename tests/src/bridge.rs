@@ -161,32 +161,19 @@ impl Bridge {
         self.dir.path()
     }
 
-    /// Everything logged so far.
+    /// The whole log.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        crate::logfile::read(&self.log)
     }
 
     /// The last lines of the log.
     pub fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        crate::logfile::tail(&self.log, LOG_TAIL_LINES)
     }
 
     /// Waits until the log contains `needle`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String> {
-        let mut log = String::new();
-        if crate::wait_until_async(timeout, || {
-            log = self.log();
-            log.contains(needle)
-        })
-        .await
-        {
-            return Ok(log);
-        }
-        bail!("the bridge did not log {needle:?} within {timeout:?}; log:\n{}", self.log_tail())
+        crate::logfile::wait_for(&self.log, "the bridge", needle, timeout, LOG_TAIL_LINES).await
     }
 
     /// Sends `signal` to the bridge.

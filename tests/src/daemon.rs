@@ -271,34 +271,18 @@ impl Daemon {
 
     /// Everything the daemon has logged so far (stdout and stderr, lossy UTF-8).
     pub fn log(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        crate::logfile::read(&self.log)
     }
 
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        crate::logfile::tail(&self.log, n)
     }
 
     /// Waits until the log contains `needle`; returns the log. Fails with the log's tail
     /// after `timeout`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String> {
-        let mut log = String::new();
-        if crate::wait_until_async(timeout, || {
-            log = self.log();
-            log.contains(needle)
-        })
-        .await
-        {
-            return Ok(log);
-        }
-        bail!(
-            "ptyd did not log {needle:?} within {timeout:?}; last log lines:\n{}",
-            self.log_tail(LOG_TAIL_LINES)
-        )
+        crate::logfile::wait_for(&self.log, "ptyd", needle, timeout, LOG_TAIL_LINES).await
     }
 
     /// A `ptyctl --socket <socket> <args…>` command, with `PTYD_SOCKET` also pointing at

@@ -7,10 +7,14 @@
 //! - [`output`]: [`read_until`] and [`read_to_exit`] over an [`ipc_proto::Attachment`].
 //! - [`raw`]: [`RawConn`], a byte-level connection for malformed or hand-written frames.
 //! - [`docs`]: the runnable examples embedded in `ipc-proto/PROTOCOL.md`.
+//! - [`bridge`]: [`bridge::Bridge`], a ptyd-bridge process, with HTTP and WebSocket clients.
+//! - [`logfile`]: reading and waiting on the log file of a test process.
 
 pub mod bins;
+pub mod bridge;
 pub mod daemon;
 pub mod docs;
+pub mod logfile;
 pub mod output;
 pub mod procfs;
 pub mod raw;
@@ -28,4 +32,3 @@ pub use wait::{wait_until, wait_until_async, wait_until_with};
 
 /// A generous default timeout for conditions in tests (slow CI machines included).
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-pub mod bridge;
