@@ -227,3 +227,30 @@ async fn exhausted_descriptors_are_a_spawn_failure_not_a_crash() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(5), client.list()).await??;
     Ok(())
 }
+
+/// ptyctl names each failure as RUNBOOK.md does, then says what happened.
+#[tokio::test]
+async fn ptyctl_names_the_error_on_stderr() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().capacity(1)).await?;
+    let stderr_of = |args: &[&str]| -> Result<(Option<i32>, String)> {
+        let out = daemon.ptyctl(args).output()?;
+        Ok((out.status.code(), String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    };
+    stderr_of(&["spawn", "--", "sleep", "30"])?;
+    let full = stderr_of(&["spawn", "--", "sleep", "30"])?;
+    ensure!(
+        full == (Some(1), "ptyctl: AtCapacity: pty pool is at capacity (1)".into()),
+        "{full:?}"
+    );
+    let ghost = SessionId::new();
+    let unknown = stderr_of(&["info", &ghost.to_string()])?;
+    let expected = format!("ptyctl: HandleNotFound: pty handle not found: {ghost}");
+    ensure!(unknown == (Some(1), expected), "{unknown:?}");
+    let gone = daemon.dir().join("nobody-here.sock");
+    let out = std::process::Command::new(ptyd_tests::ptyctl_bin()?)
+        .args(["--socket", gone.to_str().unwrap_or_default(), "ls"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    ensure!(text.starts_with("ptyctl: IpcError: cannot connect to ptyd at"), "{text}");
+    Ok(())
+}

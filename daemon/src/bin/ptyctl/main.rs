@@ -104,7 +104,19 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ptyctl: {err:#}");
+            // The error's name (e.g. AtCapacity) first: it is what RUNBOOK.md is indexed by.
+            let name = err.chain().find_map(|e| match e.downcast_ref::<ClientError>()? {
+                ClientError::Daemon { code, .. } => Some(code.to_string()),
+                ClientError::Ipc(_) => Some("IpcError".to_string()),
+            });
+            let text = format!("{err:#}");
+            match name {
+                Some(name) => {
+                    let text = text.strip_prefix("IPC error: ").unwrap_or(&text);
+                    eprintln!("ptyctl: {name}: {text}");
+                }
+                None => eprintln!("ptyctl: {text}"),
+            }
             codes.for_error(&err)
         }
     };
@@ -247,9 +259,9 @@ async fn connect(socket: Option<PathBuf>) -> Result<Client> {
 
 /// [`connect`] to an already resolved path (`doctor` reports on the path it checked).
 async fn connect_to(path: &Path) -> Result<Client> {
-    let stream = UnixStream::connect(path)
-        .await
-        .with_context(|| format!("cannot connect to ptyd at {}", path.display()))?;
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        ClientError::Ipc(format!("cannot connect to ptyd at {}: {e}", path.display()))
+    })?;
     Ok(Client::handshake(stream, concat!("ptyctl/", env!("CARGO_PKG_VERSION"))).await?)
 }
 
