@@ -270,3 +270,24 @@ async fn delete_kills_the_terminal_and_closes_its_socket() -> Result<()> {
     ensure!(r.status == 410, "{r:?}");
     Ok(())
 }
+
+/// A browser that vanishes without a close frame (Wi-Fi gone, laptop lid, crash) is a
+/// transport error: logged as such, and the terminal waits for it in Disconnected.
+#[tokio::test]
+async fn a_connection_dropped_without_a_close_frame_is_a_transport_error() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &["--grace", "20s"]).await?;
+    let id = bridge.create("").await?;
+    let ws = bridge.connect(&id, None).await?;
+    bridge.wait_status(&id, "Active", TIMEOUT).await?;
+    // Half the TCP connection goes away under the WebSocket: no close handshake.
+    drop(ws.into_inner().into_inner());
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+    let log = bridge.wait_for_log("transport error: ", TIMEOUT).await?;
+    ensure!(log.contains(&format!("WebSocket disconnected for terminal {id}")), "{log}");
+    // Still there for the browser's return.
+    let mut ws = bridge.connect(&id, None).await?;
+    ws.send_input(b"echo ba''ck\r").await?;
+    ws.read_until("back", TIMEOUT).await?;
+    Ok(())
+}

@@ -181,7 +181,7 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
                 Outcome::ClientClosed => tracing::warn!("WebSocket disconnected for terminal {id}"),
                 Outcome::Broken(why) => {
                     tracing::warn!("WebSocket disconnected for terminal {id}");
-                    tracing::debug!("connection ended: {why}");
+                    tracing::warn!("transport error: {why}");
                 }
                 Outcome::IpcLost(why) => {
                     tracing::warn!("Lost ptyd while serving terminal {id}: {why}");
