@@ -32,7 +32,12 @@ struct Inner {
     bytes_in: Counter,
     bytes_out: Counter,
     daemon_reconnects: Counter,
+    /// Refused creations by error name; other names count as "Other".
+    create_failures: Vec<(&'static str, Counter)>,
 }
+
+/// The ptyd errors a creation can meet, each its own series from the start.
+const CREATE_ERRORS: [&str; 4] = ["AtCapacity", "SpawnFailed", "IpcError", "Other"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,8 +82,17 @@ impl Metrics {
                 "ptyd_bridge_daemon_reconnects_total",
                 "Connections to ptyd made again after losing it"
             );
+            describe_counter!(
+                "ptyd_bridge_create_failures_total",
+                "Terminal creations refused, by error (AtCapacity, SpawnFailed, IpcError, Other)"
+            );
+            let create_failures = CREATE_ERRORS
+                .iter()
+                .map(|&e| (e, metrics::counter!("ptyd_bridge_create_failures_total", "error" => e)))
+                .collect();
             Inner {
                 handle,
+                create_failures,
                 open_sockets: metrics::gauge!("ptyd_bridge_open_sockets"),
                 active: metrics::gauge!("ptyd_bridge_terminals", "status" => "active"),
                 disconnected: metrics::gauge!("ptyd_bridge_terminals", "status" => "disconnected"),
@@ -102,7 +116,10 @@ impl Metrics {
             &inner.bytes_in,
             &inner.bytes_out,
             &inner.daemon_reconnects,
-        ] {
+        ]
+        .into_iter()
+        .chain(inner.create_failures.iter().map(|(_, c)| c))
+        {
             c.increment(0);
         }
         inner.open_sockets.set(0.0);
@@ -146,6 +163,15 @@ impl Metrics {
         self.inner.bytes_out.increment(n as u64);
     }
 
+    /// A terminal creation was refused with `error` (an [`crate::error::AppError`] name).
+    pub fn create_failed(&self, error: &str) {
+        let failures = &self.inner.create_failures;
+        let counter = failures.iter().find(|(e, _)| *e == error).or(failures.last());
+        if let Some((_, c)) = counter {
+            c.increment(1);
+        }
+    }
+
     /// Whether ptyd answers; counts the connections made again after a loss.
     pub fn daemon_up(&self, up: bool, again: bool) {
         self.inner.daemon_up.set(if up { 1.0 } else { 0.0 });
@@ -184,6 +210,8 @@ mod tests {
         let guard = m.socket_opened();
         m.bytes_out(5);
         m.reconnect();
+        m.create_failed("AtCapacity");
+        m.create_failed("Unauthorized");
         let text = m.render(StatusCounts { active: 1, disconnected: 2, dead: 3 });
         for needle in [
             "ptyd_bridge_open_sockets 1",
@@ -196,6 +224,10 @@ mod tests {
             "ptyd_bridge_idle_closes_total 0",
             "ptyd_bridge_bytes_in_total 0",
             "ptyd_bridge_bytes_out_total 5",
+            "ptyd_bridge_create_failures_total{error=\"AtCapacity\"} 1",
+            "ptyd_bridge_create_failures_total{error=\"SpawnFailed\"} 0",
+            "ptyd_bridge_create_failures_total{error=\"IpcError\"} 0",
+            "ptyd_bridge_create_failures_total{error=\"Other\"} 1",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

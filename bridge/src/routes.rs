@@ -118,8 +118,11 @@ async fn create(
             "invalid size {cols}x{rows}: both must be at least 1"
         )));
     }
-    let client =
-        state.daemon.control().map_err(|e| AppError::from_client(e, config.retry_after))?;
+    let client = state.daemon.control().map_err(|e| {
+        let e = AppError::from_client(e, config.retry_after);
+        state.metrics.create_failed(e.name());
+        e
+    })?;
     let labels = BTreeMap::from([
         (TERMINAL_LABEL.0.to_string(), TERMINAL_LABEL.1.to_string()),
         (PROFILE_LABEL.to_string(), name.clone()),
@@ -138,6 +141,7 @@ async fn create(
     let reply = client.spawn(request).await.map_err(|e| {
         let e = AppError::from_client(e, config.retry_after);
         tracing::warn!(profile = %name, "cannot create a terminal: {e}");
+        state.metrics.create_failed(e.name());
         e
     })?;
     let id = reply.session;

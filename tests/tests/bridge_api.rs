@@ -91,6 +91,10 @@ async fn full_pool_is_503_with_retry_after() -> Result<()> {
     let body = r.json()?;
     ensure!(body["error"] == "AtCapacity", "{body}");
     ensure!(body["message"] == "pty pool is at capacity (1)", "{body}");
+    let metrics = bridge.get("/metrics").await?.body;
+    let refused = "ptyd_bridge_create_failures_total{error=\"AtCapacity\"} 1";
+    ensure!(metrics.contains(refused), "{refused} missing:\n{metrics}");
+    bridge.wait_for_log("cannot create a terminal: pty pool is at capacity (1)", TIMEOUT).await?;
     Ok(())
 }
 
