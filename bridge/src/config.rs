@@ -27,6 +27,10 @@ pub mod defaults {
     pub const REPLAY_BYTES: usize = 4096;
     /// The largest WebSocket message a browser may send.
     pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+    /// Flow control: output stops while more than this is unacknowledged by the client.
+    pub const FLOW_HIGH: u64 = 256 * 1024;
+    /// Flow control: output resumes once no more than this is unacknowledged.
+    pub const FLOW_LOW: u64 = 32 * 1024;
     /// First delay before reconnecting to ptyd after losing it.
     pub const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
     /// The reconnect delay doubles up to this.
@@ -111,6 +115,10 @@ pub struct Config {
     pub replay_bytes: usize,
     /// The largest message a browser may send.
     pub max_message_bytes: usize,
+    /// Unacknowledged output at which a flow-controlled socket stops reading the terminal.
+    pub flow_high: u64,
+    /// Unacknowledged output at which it starts reading again.
+    pub flow_low: u64,
     /// Origins allowed besides the bridge's own (`http://127.0.0.1:PORT` and friends).
     pub allowed_origins: Vec<String>,
     /// Bearer token every API call and upgrade must carry; none on loopback-only setups.
@@ -147,6 +155,8 @@ impl Default for Config {
             idle_timeout: defaults::IDLE_TIMEOUT,
             replay_bytes: defaults::REPLAY_BYTES,
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            flow_high: defaults::FLOW_HIGH,
+            flow_low: defaults::FLOW_LOW,
             allowed_origins: Vec::new(),
             token: None,
             profiles,
@@ -183,6 +193,14 @@ pub enum ConfigError {
     /// Outside what ptyd accepts.
     #[error("replay-bytes must be between 1 and 16777216")]
     ReplayBytes,
+    /// The watermarks must leave room between them.
+    #[error("flow-low ({low}) must be below flow-high ({high})")]
+    FlowWatermarks {
+        /// The low watermark.
+        low: u64,
+        /// The high watermark.
+        high: u64,
+    },
 }
 
 impl Config {
@@ -209,6 +227,9 @@ impl Config {
         }
         if !(1..=16 * 1024 * 1024).contains(&self.replay_bytes) {
             return Err(ConfigError::ReplayBytes);
+        }
+        if self.flow_low >= self.flow_high {
+            return Err(ConfigError::FlowWatermarks { low: self.flow_low, high: self.flow_high });
         }
         if !self.profiles.contains_key(&self.default_profile) {
             return Err(ConfigError::MissingDefaultProfile(self.default_profile.clone()));

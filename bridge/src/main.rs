@@ -60,6 +60,13 @@ struct Args {
     /// Largest WebSocket message a browser may send; larger ones close with 1009 [default: 65536]
     #[arg(long, env = "PTYD_BRIDGE_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
+    /// Flow control: stop reading a terminal while this much output is unacknowledged by a
+    /// client that sends `ack` [default: 262144]
+    #[arg(long, env = "PTYD_BRIDGE_FLOW_HIGH")]
+    flow_high: Option<u64>,
+    /// Flow control: read again once no more than this is unacknowledged [default: 32768]
+    #[arg(long, env = "PTYD_BRIDGE_FLOW_LOW")]
+    flow_low: Option<u64>,
     /// Also allow this Origin (repeatable; comma-separated in the environment)
     #[arg(long, env = "PTYD_BRIDGE_ALLOWED_ORIGIN", value_delimiter = ',')]
     allowed_origin: Vec<String>,
@@ -126,6 +133,8 @@ struct BridgeTable {
     idle_timeout: Option<Duration>,
     replay_bytes: Option<usize>,
     max_message_bytes: Option<usize>,
+    flow_high: Option<u64>,
+    flow_low: Option<u64>,
     #[serde(default, alias = "allowed_origins")]
     allowed_origin: Vec<String>,
     token: Option<String>,
@@ -190,6 +199,8 @@ fn build_config(args: Args, file: FileConfig) -> anyhow::Result<(Config, Startup
     c.replay_bytes = args.replay_bytes.or(b.replay_bytes).unwrap_or(defaults::REPLAY_BYTES);
     c.max_message_bytes =
         args.max_message_bytes.or(b.max_message_bytes).unwrap_or(defaults::MAX_MESSAGE_BYTES);
+    c.flow_high = args.flow_high.or(b.flow_high).unwrap_or(defaults::FLOW_HIGH);
+    c.flow_low = args.flow_low.or(b.flow_low).unwrap_or(defaults::FLOW_LOW);
     c.allowed_origins =
         if args.allowed_origin.is_empty() { b.allowed_origin } else { args.allowed_origin };
     c.token = match (args.token, args.token_file, b.token, b.token_file) {

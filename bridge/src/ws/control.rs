@@ -7,8 +7,8 @@
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,8 @@ pub(super) struct Control<'a> {
     metrics: &'a Metrics,
     /// The frame number of the Ping awaiting its Pong.
     outstanding: Option<u64>,
+    /// The client's last acknowledged offset, for the output pump's flow control.
+    acked: watch::Sender<Option<u64>>,
 }
 
 impl<'a> Control<'a> {
@@ -49,8 +51,9 @@ impl<'a> Control<'a> {
         limits: &'a Limits,
         last: &'a LastData,
         metrics: &'a Metrics,
+        acked: watch::Sender<Option<u64>>,
     ) -> Control<'a> {
-        Control { ctrl_tx, in_tx, limits, last, metrics, outstanding: None }
+        Control { ctrl_tx, in_tx, limits, last, metrics, outstanding: None, acked }
     }
 
     /// Runs until the socket must end; returns why.
@@ -157,6 +160,11 @@ impl<'a> Control<'a> {
                     }
                     Ok(ClientMessage::Ping {}) => {
                         self.deliver(Pending::Reply(text(&ServerMessage::Pong {})))
+                    }
+                    Ok(ClientMessage::Ack { offset }) => {
+                        // Acks only move forward; a stale one must not pause the output.
+                        self.acked.send_modify(|a| *a = Some(a.map_or(offset, |a| a.max(offset))));
+                        Step::Continue
                     }
                     Err(e) => {
                         tracing::debug!("refused a control message: {e}");

@@ -45,6 +45,12 @@ pub enum ClientMessage {
     },
     /// Application-level liveness check, answered by `pong`.
     Ping {},
+    /// Flow control: the client has rendered the output before this terminal offset. The
+    /// first `ack` turns flow control on for the socket.
+    Ack {
+        /// Terminal offset just past the last rendered byte.
+        offset: u64,
+    },
 }
 
 /// Server → client control messages.
@@ -143,7 +149,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, MessageError> {
         }
         _ => return Err(MessageError::Bad("control message has no string \"type\" field".into())),
     };
-    if !matches!(kind.as_str(), "resize" | "ping") {
+    if !matches!(kind.as_str(), "resize" | "ping" | "ack") {
         return Err(MessageError::Unknown(kind));
     }
     let msg: ClientMessage = serde_json::from_value(value)
@@ -171,6 +177,12 @@ mod tests {
         assert_eq!(parse_client(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping {}));
         // Unknown fields are ignored, so clients may add some.
         assert_eq!(parse_client(r#"{"type":"ping","t":17}"#), Ok(ClientMessage::Ping {}));
+        assert_eq!(
+            parse_client(r#"{"type":"ack","offset":42}"#),
+            Ok(ClientMessage::Ack { offset: 42 })
+        );
+        assert!(parse_client(r#"{"type":"ack","offset":-1}"#).is_err());
+        assert!(parse_client(r#"{"type":"ack"}"#).is_err());
     }
 
     #[test]

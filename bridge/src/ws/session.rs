@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use ipc_proto::{AttachReply, ClientError, ErrorCode, ExitStatus, SessionEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +112,10 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Time to flush the last frames and exchange close frames.
     pub close_timeout: Duration,
+    /// Flow control: unacknowledged output at which output pauses.
+    pub flow_high: u64,
+    /// Flow control: unacknowledged output at which it resumes.
+    pub flow_low: u64,
 }
 
 /// Everything one socket loop needs besides the socket.
@@ -256,6 +260,8 @@ where
     let (data_tx, data_rx) = mpsc::channel(DATA_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(INPUT_DEPTH);
     let (close_tx, close_rx) = oneshot::channel();
+    // The offset the client has acknowledged; `None` until it opts in to flow control.
+    let (acked_tx, acked_rx) = watch::channel(None);
     let hello = ServerMessage::Hello {
         id: start.session.0,
         offset: start.offset,
@@ -275,10 +281,11 @@ where
     let mut writer_done = false;
     tracing::debug!("Spawned reader/writer/heartbeat tasks");
     let outcome = {
-        let mut control = Control::new(&ctrl_tx, in_tx, &limits, &last, &metrics);
+        let mut control = Control::new(&ctrl_tx, in_tx, &limits, &last, &metrics, acked_tx);
+        let flow = Flow { acked: acked_rx, high: limits.flow_high, low: limits.flow_low };
         tokio::select! {
             o = control.run(&mut stream, &stop, &shutdown) => o,
-            o = pump_output(&mut output, data_tx, &last, &metrics, &start) => o,
+            o = pump_output(&mut output, data_tx, &last, &metrics, &start, flow) => o,
             o = pump_input(&input, in_rx, ctrl_tx.clone()) => o,
             r = &mut writer => {
                 writer_done = true;
@@ -336,6 +343,35 @@ where
     Ok(())
 }
 
+/// Flow control of one socket, as xterm.js's guide describes it: with watermarks on the
+/// output the client has not yet acknowledged as rendered.
+struct Flow {
+    acked: watch::Receiver<Option<u64>>,
+    high: u64,
+    low: u64,
+}
+
+impl Flow {
+    /// Returns at once below the high watermark; above it, once the client's acks bring
+    /// the unacknowledged output down to the low one. Not reading meanwhile is what stops
+    /// ptyd, and then the program, from producing more.
+    async fn window(&mut self, sent_end: u64) {
+        let unacked =
+            |a: &Option<u64>, mark: u64| a.is_some_and(|a| sent_end.saturating_sub(a) > mark);
+        if !unacked(&self.acked.borrow(), self.high) {
+            return;
+        }
+        tracing::debug!(
+            "Pausing output at offset {sent_end}: over {} bytes unacknowledged",
+            self.high
+        );
+        let low = self.low;
+        // An error means the control loop ended, which ends this socket anyway.
+        let _ = self.acked.wait_for(|a| !unacked(a, low)).await;
+        tracing::debug!("Resuming output at offset {sent_end}");
+    }
+}
+
 /// ptyd → socket.
 async fn pump_output<O: OutputSource>(
     output: &mut O,
@@ -343,14 +379,18 @@ async fn pump_output<O: OutputSource>(
     last: &LastData,
     metrics: &Metrics,
     start: &AttachReply,
+    mut flow: Flow,
 ) -> Outcome {
     let mut replaying = start.end > start.offset;
+    let mut sent_end = start.offset;
     loop {
+        flow.window(sent_end).await;
         let Some(event) = output.next_event().await else {
             return Outcome::IpcLost(output.end_reason().await);
         };
         let (msg, exit) = match event {
             SessionEvent::Output { offset, data } => {
+                sent_end = offset + data.len() as u64;
                 last.touch();
                 metrics.bytes_out(data.len());
                 if replaying && offset + data.len() as u64 >= start.end {
@@ -363,6 +403,7 @@ async fn pump_output<O: OutputSource>(
                 (WsMessage::Binary(data), None)
             }
             SessionEvent::Dropped { offset, bytes } => {
+                sent_end = offset + bytes;
                 tracing::warn!("{bytes} bytes of output at offset {offset} were lost");
                 (text(&ServerMessage::Dropped { offset, bytes }), None)
             }

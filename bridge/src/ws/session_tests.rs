@@ -39,6 +39,8 @@ fn limits() -> Limits {
         pong_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(300),
         max_message_bytes: 64,
+        flow_high: 16,
+        flow_low: 4,
         close_timeout: Duration::from_secs(1),
     }
 }
@@ -284,4 +286,65 @@ fn close_reasons_fit_the_frame() {
     let frame = long.close_frame(&limits()).unwrap();
     assert!(frame.reason.len() <= MAX_REASON);
     assert!(frame.reason.starts_with("IpcError: "));
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_hold_output_between_the_watermarks() {
+    // limits(): pause above 16 unacknowledged bytes, resume at 4 or fewer.
+    let mut h = start(limits());
+    assert_eq!(h.next_json().await["type"], "hello");
+    h.send(WsMessage::Text(r#"{"type":"ack","offset":0}"#.into()));
+    // Control frames are handled in order: once `pong` is back, the ack is in force.
+    h.send(WsMessage::Text(r#"{"type":"ping"}"#.into()));
+    assert_eq!(h.next_json().await["type"], "pong");
+    let output = h.output.clone();
+    tokio::spawn(async move {
+        for i in 0..10u64 {
+            let data = Bytes::from(vec![b'a' + i as u8; 8]);
+            let _ = output.send(SessionEvent::Output { offset: i * 8, data }).await;
+        }
+    });
+    let mut received = 0u64;
+    let quiet = Duration::from_secs(5);
+    while let Ok(WsMessage::Binary(b)) = tokio::time::timeout(quiet, h.next_non_ping()).await {
+        received += b.len() as u64;
+    }
+    assert_eq!(received, 24, "paused once over 16 bytes were unacknowledged");
+
+    // An ack down to 8 unacknowledged is above the low watermark: still paused.
+    h.send(WsMessage::Text(r#"{"type":"ack","offset":16}"#.into()));
+    assert!(tokio::time::timeout(quiet, h.next_non_ping()).await.is_err());
+    // A stale ack changes nothing; one down to 4 resumes until 16 are over again.
+    h.send(WsMessage::Text(r#"{"type":"ack","offset":3}"#.into()));
+    h.send(WsMessage::Text(r#"{"type":"ack","offset":20}"#.into()));
+    while let Ok(WsMessage::Binary(b)) = tokio::time::timeout(quiet, h.next_non_ping()).await {
+        received += b.len() as u64;
+    }
+    assert_eq!(received, 40);
+    // Acking everything lets the rest through.
+    h.send(WsMessage::Text(r#"{"type":"ack","offset":40}"#.into()));
+    while let Ok(WsMessage::Binary(b)) = tokio::time::timeout(quiet, h.next_non_ping()).await {
+        received += b.len() as u64;
+    }
+    assert_eq!(received, 64, "40 acked + 24 more before pausing again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_acks_output_is_not_held() {
+    let mut h = start(limits());
+    assert_eq!(h.next_json().await["type"], "hello");
+    let output = h.output.clone();
+    tokio::spawn(async move {
+        for i in 0..10u64 {
+            let data = Bytes::from(vec![b'x'; 8]);
+            let _ = output.send(SessionEvent::Output { offset: i * 8, data }).await;
+        }
+    });
+    let mut received = 0;
+    while received < 80 {
+        match h.next_non_ping().await {
+            WsMessage::Binary(b) => received += b.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
