@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds ptyd in release mode and runs the daemon in the foreground on its default
-# socket (or $PTYD_SOCKET). Stop it with Ctrl-C: it ends every session cleanly.
+# Builds the web page and the binaries (release), then runs ptyd-bridge on
+# http://127.0.0.1:3000. If no ptyd answers on its socket the bridge starts one, which
+# keeps running (with your terminals) after the bridge stops. Extra arguments go to
+# ptyd-bridge (see `target/release/ptyd-bridge --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/build-web.sh
 cargo build --release --workspace --bins
-echo "ptyd: starting; try 'target/release/ptyctl exec -- echo hello' in another terminal" >&2
-exec target/release/ptyd "$@"
+echo "ptyd-bridge: open http://127.0.0.1:3000 for a terminal (Ctrl-C stops the bridge)" >&2
+exec target/release/ptyd-bridge "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test the project has: formatting, lints, Rust unit and
-# cross-process tests (real ptyd/ptyctl/ptyd-bridge processes and real PTYs).
+# cross-process tests (real ptyd/ptyctl/ptyd-bridge processes and real PTYs), the
+# client library's unit tests, and the web page in a real headless Chromium.
 # Safe to run on a fresh Debian machine with Rust: installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v prlimit >/dev/null || need_pkgs+=(util-linux)
 command -v systemd-socket-activate >/dev/null || need_pkgs+=(systemd)
+# Debian's Chromium for the browser tests (Playwright's own download does not work here).
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -20,6 +23,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
   fi
 fi
+
+# First, so that ptyd-bridge embeds the real page.
+log "client-js: install and build"
+bash scripts/build-web.sh
+(cd client-js && npm run --silent typecheck)
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -38,3 +46,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+log "client-js unit tests"
+(cd client-js && npm test --silent)
+
+log "browser tests (headless Chromium, real ptyd and ptyd-bridge)"
+(cd client-js && npm run --silent test:browser)

@@ -141,7 +141,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             }
         }
     }
-    if auth.token_required() && !OPEN_PATHS.contains(&path.as_str()) {
+    if auth.token_required() && !is_open(&path) {
         let query: Option<String> = if is_upgrade {
             Query::<HashMap<String, String>>::try_from_uri(req.uri())
                 .ok()
@@ -160,6 +160,15 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     next.run(req).await
+}
+
+/// Paths served without the token: probes, the login, and the page itself (static files
+/// with no secrets; the page logs in before it calls the API).
+fn is_open(path: &str) -> bool {
+    OPEN_PATHS.contains(&path)
+        || path == "/"
+        || path.starts_with("/t/")
+        || path.starts_with("/assets/")
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@
 //! - [`config`]: every timing and limit; [`routes`]: the HTTP API; [`ws`]: the sockets;
 //!   [`terminals`]: the registry and grace timers; [`daemon_link`]: the link to ptyd.
 
+pub mod assets;
 pub mod auth;
 pub mod autostart;
 pub mod config;

@@ -309,6 +309,12 @@ async fn run(config: Config, startup: Startup) -> anyhow::Result<()> {
         let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
     }
     tracing::info!("listening on http://{addr}");
+    if !ptyd_bridge::assets::available() {
+        tracing::warn!(
+            "the web page was not built into this binary; build it with \
+             `npm --prefix client-js ci && npm --prefix client-js run build`, then ptyd-bridge"
+        );
+    }
     let state = bridge.state().clone();
     notify::ready(&state);
     tokio::spawn(notify::run(state.clone(), state.shutdown.clone()));

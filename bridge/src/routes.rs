@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::config::{PROFILE_LABEL, TERMINAL_LABEL};
 use crate::error::AppError;
 use crate::terminals::{now_ms, spawn_grace_timer, Missing, NewTerminal, Status, StopReason};
-use crate::{auth, ws, AppState};
+use crate::{assets, auth, ws, AppState};
 
 /// How long `/readyz` waits for ptyd to answer.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,6 +31,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/terminals", post(create).get(list))
         .route("/api/terminals/{id}", get(show).delete(delete))
         .route("/ws/terminal/{id}", get(ws::upgrade))
+        .route("/", get(assets::index))
+        .route("/t/{id}", get(assets::index))
+        .route("/assets/{file}", get(assets::asset))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .with_state(state)

@@ -1,0 +1,35 @@
+// Builds the library (ESM + type declarations) and the web page the bridge embeds.
+import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+
+rmSync("dist", { recursive: true, force: true });
+mkdirSync("dist/page", { recursive: true });
+
+// The library: one module per entry, xterm left to the embedding page.
+await build({
+  entryPoints: ["src/index.ts", "src/xterm.ts"],
+  outdir: "dist/lib",
+  format: "esm",
+  target: "es2022",
+  bundle: true,
+  splitting: true,
+  external: ["@xterm/xterm"],
+  sourcemap: true,
+  logLevel: "warning",
+});
+execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
+
+// The page: everything bundled, nothing fetched from elsewhere at run time.
+await build({
+  entryPoints: { app: "src/page/main.ts" },
+  outdir: "dist/page",
+  format: "esm",
+  target: "es2022",
+  bundle: true,
+  minify: true,
+  sourcemap: true,
+  logLevel: "warning",
+});
+copyFileSync("page/index.html", "dist/page/index.html");
+console.log("built dist/lib and dist/page");

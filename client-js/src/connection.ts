@@ -1,0 +1,337 @@
+// The transport to one ptyd-bridge terminal: the WebSocket protocol of bridge/PROTOCOL.md,
+// offsets, reconnection within the grace, and flow-control acks. No UI: it runs in a
+// browser or in Node (given a WebSocket implementation).
+
+/** Where a connection stands. */
+export type Status = "connecting" | "active" | "reconnecting" | "dead" | "closed";
+
+/** How the program ended. */
+export interface ExitInfo {
+  code: number | null;
+  signal: number | null;
+}
+
+/** A refused message or failed operation, as the bridge or the connection reports it. */
+export interface ErrorInfo {
+  code: string;
+  message: string;
+}
+
+/** The WebSocket surface used here: the browser's, or `ws` in Node. */
+export interface WebSocketLike {
+  binaryType: string;
+  readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ConnectOptions {
+  /** The WebSocket class; defaults to `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** `fetch`, to ask whether a lost terminal is dead; defaults to `globalThis.fetch`. */
+  fetch?: typeof fetch;
+  /** The bridge's token, when it requires one. */
+  token?: string;
+  /** Resume after this output offset (e.g. one saved before a page reload). */
+  since?: number;
+  /** How long to keep reconnecting after a drop, in ms: the bridge's grace (10 s). */
+  grace?: number;
+  /** First and largest delay between reconnection attempts, in ms. */
+  backoff?: { initial: number; max: number };
+  /**
+   * Flow control: when true, output counts as handled only once `rendered()` says so,
+   * and the bridge pauses while too much is outstanding. Off: output flows freely.
+   */
+  flowControl?: boolean;
+  /** With flow control, acknowledge at least every this many rendered bytes. */
+  ackEvery?: number;
+}
+
+export interface ConnectionEvents {
+  /** Terminal output; `end` is the offset just past its last byte. */
+  data: (bytes: Uint8Array, end: number) => void;
+  status: (status: Status) => void;
+  exit: (exit: ExitInfo) => void;
+  error: (error: ErrorInfo) => void;
+  /** Output in [offset, offset + bytes) was lost (it left the replay window). */
+  dropped: (offset: number, bytes: number) => void;
+}
+
+type Handlers = { [K in keyof ConnectionEvents]: Set<ConnectionEvents[K]> };
+
+/** Close codes after which reconnecting makes no sense. */
+const FINAL_CLOSES = new Set([4000, 4002, 4004, 1008]);
+const OPEN = 1;
+
+/** One terminal's connection; see `connect`. */
+export class TerminalConnection {
+  /** The terminal id, from the bridge's `hello`. */
+  id: string | null = null;
+  /** Offset just past the last output byte received. */
+  offset: number;
+  status: Status = "connecting";
+  /** How the program ended, once it has. */
+  exitInfo: ExitInfo | null = null;
+
+  private ws: WebSocketLike | null = null;
+  private readonly handlers: Handlers = {
+    data: new Set(),
+    status: new Set(),
+    exit: new Set(),
+    error: new Set(),
+    dropped: new Set(),
+  };
+  private readonly opts: Required<Omit<ConnectOptions, "since" | "token" | "fetch">> &
+    Pick<ConnectOptions, "token" | "fetch">;
+  private resumable: boolean;
+  private acked = 0;
+  private lostAt = 0;
+  private delay: number;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private exited = false;
+
+  constructor(
+    readonly url: string,
+    options: ConnectOptions = {},
+  ) {
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS) throw new Error("no WebSocket implementation: pass options.WebSocket");
+    this.opts = {
+      WebSocket: WS,
+      fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
+      token: options.token,
+      grace: options.grace ?? 10_000,
+      backoff: options.backoff ?? { initial: 250, max: 2_000 },
+      flowControl: options.flowControl ?? false,
+      ackEvery: options.ackEvery ?? 16 * 1024,
+    };
+    this.offset = options.since ?? 0;
+    this.resumable = options.since !== undefined;
+    this.delay = this.opts.backoff.initial;
+    this.open();
+  }
+
+  on<K extends keyof ConnectionEvents>(event: K, handler: ConnectionEvents[K]): () => void {
+    this.handlers[event].add(handler);
+    return () => this.handlers[event].delete(handler);
+  }
+
+  /** Sends input: a string is encoded as UTF-8. Dropped while not active. */
+  write(data: string | Uint8Array): void {
+    if (this.status !== "active" || !this.ws) return;
+    this.ws.send(typeof data === "string" ? new TextEncoder().encode(data) : data);
+  }
+
+  /** Asks for a new terminal size. */
+  resize(cols: number, rows: number): void {
+    this.sendControl({ type: "resize", cols, rows });
+  }
+
+  /**
+   * With flow control: the output before `offset` has been rendered. Acks go out every
+   * `ackEvery` bytes, and whenever everything received is rendered, so a pause always ends.
+   */
+  rendered(offset: number): void {
+    if (!this.opts.flowControl || offset <= this.acked) return;
+    if (offset - this.acked >= this.opts.ackEvery || offset >= this.offset) {
+      this.acked = offset;
+      this.sendControl({ type: "ack", offset });
+    }
+  }
+
+  /** Closes this connection for good; the terminal keeps running for its grace. */
+  close(): void {
+    this.clearRetry();
+    this.setStatus("closed");
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, "client closed");
+  }
+
+  private socketUrl(): string {
+    const u = new URL(this.url);
+    if (this.resumable) u.searchParams.set("since", String(this.offset));
+    if (this.opts.token) u.searchParams.set("token", this.opts.token);
+    return u.toString();
+  }
+
+  private open(): void {
+    const ws = new this.opts.WebSocket(this.socketUrl());
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onmessage = (ev) => {
+      if (this.ws === ws) this.onMessage(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws === ws) this.onClose(ev.code, ev.reason);
+    };
+    ws.onerror = () => {
+      // A close event follows; it carries what there is to know.
+    };
+  }
+
+  private onMessage(data: unknown): void {
+    if (typeof data === "string") {
+      this.onControl(data);
+      return;
+    }
+    const bytes = toBytes(data);
+    if (!bytes) return;
+    this.offset += bytes.length;
+    this.emit("data", bytes, this.offset);
+  }
+
+  private onControl(text: string): void {
+    let msg: Record<string, unknown>;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      this.emit("error", { code: "BadMessage", message: `unreadable control message: ${text}` });
+      return;
+    }
+    switch (msg.type) {
+      case "hello": {
+        this.id = String(msg.id);
+        this.offset = Number(msg.offset);
+        this.resumable = true;
+        this.delay = this.opts.backoff.initial;
+        this.lostAt = 0;
+        this.setStatus("active");
+        if (this.opts.flowControl) {
+          // The first ack turns flow control on for this socket.
+          this.acked = this.offset;
+          this.sendControl({ type: "ack", offset: this.offset });
+        }
+        break;
+      }
+      case "dropped": {
+        const offset = Number(msg.offset);
+        const bytes = Number(msg.bytes);
+        this.offset = Math.max(this.offset, offset + bytes);
+        this.emit("dropped", offset, bytes);
+        break;
+      }
+      case "exit": {
+        this.exited = true;
+        this.exitInfo = { code: (msg.code as number) ?? null, signal: (msg.signal as number) ?? null };
+        this.emit("exit", this.exitInfo);
+        break;
+      }
+      case "error":
+        this.emit("error", { code: String(msg.code), message: String(msg.message) });
+        break;
+      case "pong":
+        break;
+      default:
+        // A newer bridge may add messages; ignoring them is what the protocol asks.
+        break;
+    }
+  }
+
+  private onClose(code: number, reason: string): void {
+    this.ws = null;
+    if (this.status === "closed" || this.status === "dead") return;
+    if (this.exited || code === 4002 || code === 4004) {
+      this.setStatus("dead");
+      return;
+    }
+    if (FINAL_CLOSES.has(code)) {
+      this.emit("error", { code: `Closed${code}`, message: reason || `closed with ${code}` });
+      this.setStatus(code === 1008 ? "dead" : "closed");
+      return;
+    }
+    if (!this.lostAt) this.lostAt = Date.now();
+    this.setStatus("reconnecting");
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    const left = this.lostAt + this.opts.grace - Date.now();
+    if (left <= 0) {
+      void this.giveUp();
+      return;
+    }
+    const wait = Math.min(this.delay, left);
+    this.delay = Math.min(this.delay * 2, this.opts.backoff.max);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.retry();
+    }, wait);
+  }
+
+  private async retry(): Promise<void> {
+    if (this.status !== "reconnecting") return;
+    // A browser cannot see an upgrade's 410; the API says whether the terminal is gone.
+    if ((await this.terminalState()) === "gone") {
+      this.setStatus("dead");
+      return;
+    }
+    if (this.status === "reconnecting") this.open();
+  }
+
+  private async giveUp(): Promise<void> {
+    this.setStatus("dead");
+  }
+
+  /** "gone" when the API answers 404 or 410 for this terminal; "unknown" otherwise. */
+  private async terminalState(): Promise<"gone" | "unknown"> {
+    const id = this.id ?? new URL(this.url).pathname.split("/").pop();
+    const fetchFn = this.opts.fetch;
+    if (!id || !fetchFn) return "unknown";
+    const api = new URL(this.url);
+    api.protocol = api.protocol === "wss:" ? "https:" : "http:";
+    api.pathname = `/api/terminals/${id}`;
+    api.search = "";
+    try {
+      const headers: Record<string, string> = {};
+      if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
+      const r = await fetchFn(api.toString(), { headers, credentials: "same-origin" });
+      return r.status === 404 || r.status === 410 ? "gone" : "unknown";
+    } catch {
+      return "unknown";
+    }
+  }
+
+  private sendControl(msg: Record<string, unknown>): void {
+    if (this.ws && this.ws.readyState === OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  private setStatus(status: Status): void {
+    if (this.status === status) return;
+    this.status = status;
+    if (status === "dead" || status === "closed") this.clearRetry();
+    this.emit("status", status);
+  }
+
+  private emit<K extends keyof ConnectionEvents>(
+    event: K,
+    ...args: Parameters<ConnectionEvents[K]>
+  ): void {
+    for (const h of this.handlers[event]) (h as (...a: unknown[]) => void)(...args);
+  }
+}
+
+function toBytes(data: unknown): Uint8Array | null {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return null;
+}
+
+/**
+ * Connects to a terminal's WebSocket URL (`ws://host/ws/terminal/<id>`), e.g. the
+ * `ws_url` of `POST /api/terminals`.
+ */
+export function connect(url: string, options: ConnectOptions = {}): TerminalConnection {
+  return new TerminalConnection(url, options);
+}

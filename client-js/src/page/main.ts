@@ -1,0 +1,163 @@
+// The web terminal page served by ptyd-bridge: `/` opens a new terminal, `/t/<id>`
+// attaches to an existing one; a status badge, a reconnecting notice, a "session ended"
+// screen with a button for a new terminal, and a list of open terminals.
+
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import { WebLinksAddon } from "@xterm/addon-web-links";
+import "@xterm/xterm/css/xterm.css";
+import "./style.css";
+import { connect, type Status, type TerminalConnection } from "../connection.js";
+import { attachTerminal, fitToContainer } from "../xterm.js";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+const LABELS: Record<Status, string> = {
+  connecting: "Connecting",
+  active: "Active",
+  reconnecting: "Reconnecting",
+  dead: "Dead",
+  closed: "Closed",
+};
+
+declare global {
+  interface Window {
+    ptydTerm?: Terminal;
+    ptydConn?: TerminalConnection;
+  }
+}
+
+async function api(path: string, init: RequestInit = {}): Promise<Response> {
+  return fetch(path, { credentials: "same-origin", ...init });
+}
+
+/** A `?token=` in the page URL becomes the bridge's cookie, then leaves the URL. */
+async function logIn(): Promise<void> {
+  const url = new URL(location.href);
+  const token = url.searchParams.get("token");
+  if (!token) return;
+  const r = await api("/api/login", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ token }),
+  });
+  if (!r.ok) throw new Error(`login refused (${r.status})`);
+  url.searchParams.delete("token");
+  history.replaceState(null, "", url.pathname + url.search);
+}
+
+async function errorText(r: Response): Promise<string> {
+  try {
+    const body = await r.json();
+    return `${body.error}: ${body.message}`;
+  } catch {
+    return `HTTP ${r.status}`;
+  }
+}
+
+/** The terminal id of `/t/<id>`, or null for `/`. */
+function idFromPath(): string | null {
+  const m = location.pathname.match(/^\/t\/([^/]+)$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+async function createTerminal(cols: number, rows: number): Promise<string> {
+  const r = await api("/api/terminals", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ cols, rows }),
+  });
+  if (r.status !== 201) throw new Error(await errorText(r));
+  const { id } = await r.json();
+  history.replaceState(null, "", `/t/${id}`);
+  return id;
+}
+
+function showStatus(status: Status): void {
+  const badge = $("status");
+  badge.textContent = LABELS[status];
+  badge.dataset.status = status;
+  $("reconnecting").hidden = status !== "reconnecting";
+  $("ended").hidden = status !== "dead" && status !== "closed";
+}
+
+function showEnded(text: string): void {
+  $("ended-text").textContent = text;
+  $("ended").hidden = false;
+}
+
+async function toggleList(): Promise<void> {
+  const panel = $("list");
+  if (!panel.hidden) {
+    panel.hidden = true;
+    return;
+  }
+  const r = await api("/api/terminals");
+  const ul = $("list-items");
+  ul.replaceChildren();
+  if (!r.ok) {
+    ul.append(Object.assign(document.createElement("li"), { textContent: await errorText(r) }));
+  } else {
+    const { terminals } = await r.json();
+    const open = terminals.filter((t: { status: string }) => t.status !== "Dead");
+    for (const t of open) {
+      const a = Object.assign(document.createElement("a"), {
+        href: `/t/${t.id}`,
+        textContent: `${t.id.slice(0, 8)} · ${t.status} · pid ${t.pid}`,
+      });
+      const li = document.createElement("li");
+      li.append(a);
+      ul.append(li);
+    }
+    if (open.length === 0) ul.append(Object.assign(document.createElement("li"), { textContent: "none" }));
+  }
+  panel.hidden = false;
+}
+
+async function main(): Promise<void> {
+  $("new").addEventListener("click", () => (location.href = "/"));
+  $("ended-new").addEventListener("click", () => (location.href = "/"));
+  $("terminals").addEventListener("click", () => void toggleList());
+
+  const term = new Terminal({ cursorBlink: true, scrollback: 5000, allowProposedApi: false });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  term.loadAddon(new WebLinksAddon());
+  const container = $("terminal");
+  term.open(container);
+  fit.fit();
+  window.ptydTerm = term;
+
+  try {
+    await logIn();
+    const id = idFromPath() ?? (await createTerminal(term.cols, term.rows));
+    document.title = `ptyd · ${id.slice(0, 8)}`;
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, { flowControl: true });
+    window.ptydConn = conn;
+    showStatus(conn.status);
+    conn.on("status", (s) => {
+      showStatus(s);
+      if (s === "dead") showEnded(endedText(conn));
+    });
+    conn.on("exit", () => showEnded(endedText(conn)));
+    conn.on("error", (e) => console.warn(`ptyd: ${e.code}: ${e.message}`));
+    conn.on("dropped", (_o, bytes) => term.write(`\r\n\x1b[33m[${bytes} bytes of output were lost]\x1b[0m\r\n`));
+    attachTerminal(term, conn);
+    fitToContainer(container, fit);
+    term.focus();
+  } catch (e) {
+    showStatus("dead");
+    showEnded(`Could not open a terminal: ${(e as Error).message}`);
+  }
+}
+
+function endedText(conn: TerminalConnection): string {
+  const exit = conn.exitInfo;
+  if (!exit) return "Session ended.";
+  return exit.signal !== null
+    ? `Session ended: killed by signal ${exit.signal}.`
+    : `Session ended: exited with code ${exit.code}.`;
+}
+
+void main();

@@ -1,0 +1,106 @@
+// Real ptyd and ptyd-bridge processes (from target/debug) and a headless Debian Chromium,
+// each test run in its own temporary directory on its own port.
+import { spawn, execFile } from "node:child_process";
+import { mkdtempSync, rmSync, existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, "../../..");
+const BIN = process.env.PTYD_BIN_DIR ?? join(ROOT, "target", "debug");
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+export async function waitFor(what, check, timeout = 10_000, every = 25) {
+  const deadline = Date.now() + timeout;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, every));
+  }
+  throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+}
+
+/** ptyd and ptyd-bridge, with `bridgeArgs` (e.g. a short --grace). */
+export async function startStack(bridgeArgs = []) {
+  const dir = mkdtempSync(join(tmpdir(), "ptyd-browser-"));
+  const socket = join(dir, "ptyd.sock");
+  // A home without rc files keeps the shell's prompt and behaviour plain.
+  const env = { ...process.env, HOME: dir, SHELL: "/bin/bash", PTYD_SOCKET: socket, RUST_LOG: "info" };
+  delete env.PROMPT_COMMAND;
+  const procs = [];
+  const daemon = spawn(join(BIN, "ptyd"), ["--socket", socket], { env, stdio: ["ignore", "ignore", "pipe"] });
+  procs.push(daemon);
+  const ptyctl = async (...args) => (await run(join(BIN, "ptyctl"), args, { env })).stdout;
+  await waitFor("ptyd to answer", () => ptyctl("ls").then(() => true, () => false));
+  const bridge = spawn(
+    join(BIN, "ptyd-bridge"),
+    ["--no-spawn-daemon", "--listen", "127.0.0.1:0", ...bridgeArgs],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  procs.push(bridge);
+  let log = "";
+  bridge.stderr.on("data", (d) => (log += d));
+  const url = await new Promise((ok, fail) => {
+    let out = "";
+    bridge.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) ok(m[1]);
+    });
+    bridge.on("exit", (code) => fail(new Error(`ptyd-bridge exited (${code}): ${log}`)));
+  });
+  return {
+    url,
+    dir,
+    ptyctl,
+    bridgeLog: () => log,
+    async stop() {
+      for (const p of procs.reverse()) {
+        p.kill("SIGTERM");
+        await new Promise((r) => (p.exitCode !== null ? r() : p.on("exit", r)));
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
+  // Root (as in CI) cannot use Chromium's sandbox.
+  return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+}
+
+/** The terminal's whole buffer (scrollback included), one string per row. */
+export async function bufferLines(page) {
+  return page.evaluate(() => {
+    const b = window.ptydTerm.buffer.active;
+    const lines = [];
+    for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));
+    return lines;
+  });
+}
+
+export async function waitForLine(page, predicate, what, timeout = 10_000) {
+  return waitFor(what, async () => (await bufferLines(page)).find(predicate), timeout, 50);
+}
+
+/** Opens `path`, waits for Active and a prompt. */
+export async function openTerminal(page, base, path = "/") {
+  await page.goto(base + path);
+  await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+  await waitForLine(page, (l) => /[$#] ?$/.test(l.trimEnd()), "a shell prompt");
+  const id = new URL(page.url()).pathname.split("/").pop();
+  return id;
+}
+
+export async function type(page, text) {
+  await page.locator("#terminal").click();
+  await page.keyboard.type(text);
+}
+
+export function readArtifact(path) {
+  return readFileSync(path);
+}

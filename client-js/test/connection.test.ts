@@ -1,0 +1,222 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { connect, type Status, type WebSocketLike } from "../src/index.js";
+
+/** A WebSocket the test drives by hand. */
+class FakeSocket implements WebSocketLike {
+  static all: FakeSocket[] = [];
+  binaryType = "blob";
+  readyState = 0;
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  sent: Array<string | Uint8Array> = [];
+  closedWith: number | null = null;
+
+  constructor(readonly url: string) {
+    FakeSocket.all.push(this);
+  }
+  send(data: string | Uint8Array): void {
+    this.sent.push(data);
+  }
+  close(code = 1000): void {
+    this.closedWith = code;
+    this.readyState = 3;
+  }
+  // The server's side.
+  open(): void {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  control(msg: object): void {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+  output(text: string): void {
+    this.onmessage?.({ data: new TextEncoder().encode(text).buffer });
+  }
+  drop(code = 1006, reason = ""): void {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+  controls(): Array<Record<string, unknown>> {
+    return this.sent.filter((s): s is string => typeof s === "string").map((s) => JSON.parse(s));
+  }
+}
+
+const URL_ = "ws://127.0.0.1:3000/ws/terminal/6f1c0000-0000-4000-8000-000000000001";
+const ID = "6f1c0000-0000-4000-8000-000000000001";
+
+function hello(sock: FakeSocket, offset = 0): void {
+  sock.open();
+  sock.control({ type: "hello", id: ID, offset, end: offset, dropped: 0, version: 1 });
+}
+
+function last(): FakeSocket {
+  return FakeSocket.all[FakeSocket.all.length - 1];
+}
+
+const fetchAlive = vi.fn(async () => new Response("{}", { status: 200 }));
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  vi.useFakeTimers();
+  fetchAlive.mockClear();
+});
+afterEach(() => vi.useRealTimers());
+
+describe("connect", () => {
+  it("tracks offsets, emits data with its end offset, and goes active on hello", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const statuses: Status[] = [];
+    const data: Array<[string, number]> = [];
+    conn.on("status", (s) => statuses.push(s));
+    conn.on("data", (b, end) => data.push([new TextDecoder().decode(b), end]));
+    expect(conn.status).toBe("connecting");
+    expect(last().url).toBe(URL_);
+    expect(last().binaryType).toBe("arraybuffer");
+    hello(last(), 100);
+    last().output("abc");
+    last().output("de");
+    expect(statuses).toEqual(["active"]);
+    expect(conn.id).toBe(ID);
+    expect(conn.offset).toBe(105);
+    expect(data).toEqual([
+      ["abc", 103],
+      ["de", 105],
+    ]);
+  });
+
+  it("sends input as binary and resize as JSON, and nothing else unasked", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    conn.write("early"); // not active yet: dropped rather than queued into a stale socket
+    hello(last());
+    conn.write("ls\r");
+    conn.resize(120, 40);
+    const sock = last();
+    expect(sock.sent.length).toBe(2);
+    expect(new TextDecoder().decode(sock.sent[0] as Uint8Array)).toBe("ls\r");
+    expect(JSON.parse(sock.sent[1] as string)).toEqual({ type: "resize", cols: 120, rows: 40 });
+  });
+
+  it("reconnects with since= after a drop, with growing delays", async () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, grace: 10_000 });
+    hello(last());
+    last().output("12345");
+    last().drop(1006);
+    expect(conn.status).toBe("reconnecting");
+    expect(FakeSocket.all.length).toBe(1);
+    await vi.advanceTimersByTimeAsync(250);
+    expect(FakeSocket.all.length).toBe(2);
+    expect(new URL(last().url).searchParams.get("since")).toBe("5");
+    last().drop(1006); // still down
+    await vi.advanceTimersByTimeAsync(499);
+    expect(FakeSocket.all.length).toBe(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(FakeSocket.all.length).toBe(3);
+    hello(last(), 5);
+    expect(conn.status).toBe("active");
+    last().output("6");
+    expect(conn.offset).toBe(6);
+  });
+
+  it("is dead once the grace has passed without a successful reconnect", async () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, grace: 1_000 });
+    hello(last());
+    last().drop(1006);
+    for (let i = 0; i < 10 && conn.status === "reconnecting"; i++) {
+      await vi.advanceTimersByTimeAsync(300);
+      if (last().readyState === 0) last().drop(1006);
+    }
+    expect(conn.status).toBe("dead");
+  });
+
+  it("is dead at once when the API says the terminal is gone (410)", async () => {
+    const gone = vi.fn(async () => new Response("{}", { status: 410 }));
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: gone });
+    hello(last());
+    last().drop(1006);
+    await vi.advanceTimersByTimeAsync(250);
+    expect(gone).toHaveBeenCalledWith(
+      `http://127.0.0.1:3000/api/terminals/${ID}`,
+      expect.anything(),
+    );
+    expect(conn.status).toBe("dead");
+    expect(FakeSocket.all.length).toBe(1);
+  });
+
+  it("reports exit and ends dead without reconnecting", async () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const exits: unknown[] = [];
+    conn.on("exit", (e) => exits.push(e));
+    hello(last());
+    last().control({ type: "exit", code: 3, signal: null });
+    last().drop(1000, "process exited with code 3");
+    expect(exits).toEqual([{ code: 3, signal: null }]);
+    expect(conn.status).toBe("dead");
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(FakeSocket.all.length).toBe(1);
+  });
+
+  it("does not fight another tab that took the terminal over", async () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const errors: string[] = [];
+    conn.on("error", (e) => errors.push(e.code));
+    hello(last());
+    last().drop(4000, "taken over by another connection");
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(conn.status).toBe("closed");
+    expect(errors).toEqual(["Closed4000"]);
+    expect(FakeSocket.all.length).toBe(1);
+  });
+
+  it("follows dropped notices and passes the token", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, token: "s3cret", since: 10 });
+    const u = new URL(last().url);
+    expect(u.searchParams.get("token")).toBe("s3cret");
+    expect(u.searchParams.get("since")).toBe("10");
+    const drops: Array<[number, number]> = [];
+    conn.on("dropped", (o, b) => drops.push([o, b]));
+    last().open();
+    last().control({ type: "hello", id: ID, offset: 50, end: 60, dropped: 40, version: 1 });
+    last().control({ type: "dropped", offset: 10, bytes: 40 });
+    expect(drops).toEqual([[10, 40]]);
+    expect(conn.offset).toBe(50);
+  });
+
+  it("ignores control messages it does not know, and reports unreadable ones", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const errors: string[] = [];
+    conn.on("error", (e) => errors.push(e.code));
+    hello(last());
+    last().control({ type: "something_new", x: 1 });
+    last().onmessage?.({ data: "{not json" });
+    expect(errors).toEqual(["BadMessage"]);
+    expect(conn.status).toBe("active");
+  });
+});
+
+describe("flow control", () => {
+  it("acks after hello, every ackEvery bytes rendered, and when caught up", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, flowControl: true, ackEvery: 10 });
+    hello(last(), 100);
+    const acks = () => last().controls().filter((m) => m.type === "ack").map((m) => m.offset);
+    expect(acks()).toEqual([100]);
+    last().output("x".repeat(30)); // received up to 130
+    conn.rendered(105); // 5 rendered: not yet worth an ack
+    expect(acks()).toEqual([100]);
+    conn.rendered(112); // 12 since the last ack
+    expect(acks()).toEqual([100, 112]);
+    conn.rendered(130); // caught up: always acked, so the bridge never stays paused
+    expect(acks()).toEqual([100, 112, 130]);
+    conn.rendered(120); // stale
+    expect(acks()).toEqual([100, 112, 130]);
+  });
+
+  it("sends no acks without flow control", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    hello(last());
+    last().output("abc");
+    conn.rendered(3);
+    expect(last().controls()).toEqual([]);
+  });
+});
