@@ -155,3 +155,33 @@ describe("after the grace", () => {
     await page.close();
   });
 });
+
+describe("with an auth token", () => {
+  let stack;
+  let browser;
+  before(async () => {
+    stack = await startStack(["--token", "s3cret-token"]);
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+    await stack?.stop();
+  });
+
+  it("logs in from ?token= and then works like any terminal", async () => {
+    const page = await browser.newPage();
+    await openTerminal(page, stack.url, "/?token=s3cret-token");
+    assert.doesNotMatch(page.url(), /token/, "the token leaves the address bar");
+    await enter(page, "echo to''ken-ok");
+    await waitForLine(page, (l) => l.trim() === "token-ok", "token-ok");
+    await page.close();
+  });
+
+  it("without the token says why instead of opening a terminal", async () => {
+    const page = await browser.newPage();
+    await page.goto(stack.url + "/");
+    await page.waitForSelector('#status[data-status="dead"]');
+    assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
+    await page.close();
+  });
+});
