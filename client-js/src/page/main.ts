@@ -127,6 +127,15 @@ async function main(): Promise<void> {
   term.open(container);
   fit.fit();
   window.ptydTerm = term;
+  // Ctrl+Shift+C copies the selection (Ctrl+C stays an interrupt); pasting goes through
+  // the browser's own paste (Ctrl+V, Ctrl+Shift+V, the context menu), which xterm takes.
+  term.attachCustomKeyEventHandler((ev) => {
+    if (ev.type === "keydown" && ev.ctrlKey && ev.shiftKey && ev.code === "KeyC") {
+      if (term.hasSelection()) void navigator.clipboard?.writeText(term.getSelection());
+      return false;
+    }
+    return true;
+  });
 
   try {
     await logIn();

@@ -87,6 +87,37 @@ describe("web terminal", () => {
     await page.close();
   });
 
+  it("copies the selection with Ctrl+Shift+C and takes a paste", async () => {
+    const context = await browser.newContext();
+    await context.grantPermissions(["clipboard-read", "clipboard-write"]);
+    const page = await context.newPage();
+    await openTerminal(page, stack.url);
+    await enter(page, "echo copy''-me");
+    await waitForLine(page, (l) => l.trim() === "copy-me", "copy-me");
+    await page.evaluate(() => {
+      const b = window.ptydTerm.buffer.active;
+      for (let i = 0; i < b.length; i++) {
+        if (b.getLine(i).translateToString(true).trim() === "copy-me") window.ptydTerm.selectLines(i, i);
+      }
+    });
+    await page.keyboard.press("Control+Shift+C");
+    await waitFor("the clipboard", async () =>
+      (await page.evaluate(() => navigator.clipboard.readText())).includes("copy-me"),
+    );
+    // Headless Chromium has no system clipboard for Ctrl+V: deliver the paste event the
+    // browser would fire on xterm's textarea.
+    await page.locator("#terminal").click();
+    await page.evaluate(() => {
+      const data = new DataTransfer();
+      data.setData("text/plain", "echo pas''ted");
+      const target = document.querySelector("#terminal textarea");
+      target.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true }));
+    });
+    await page.keyboard.press("Enter");
+    await waitForLine(page, (l) => l.trim() === "pasted", "the pasted command's output");
+    await context.close();
+  });
+
   it("shows reconnecting, then output printed meanwhile exactly once", async () => {
     const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
