@@ -15,26 +15,31 @@ import {
 
 const ARTIFACTS = resolve(import.meta.dirname, "../../test-results");
 
+/** ptyd, ptyd-bridge (with `bridgeArgs`) and Chromium for the tests of one `describe`. */
+function useStack(bridgeArgs) {
+  const run = {};
+  before(async () => {
+    run.stack = await startStack(bridgeArgs);
+    run.browser = await launchBrowser();
+  });
+  after(async () => {
+    await run.browser?.close();
+    await run.stack?.stop();
+  });
+  return run;
+}
+
 async function enter(page, command) {
   await type(page, command);
   await page.keyboard.press("Enter");
 }
 
 describe("web terminal", () => {
-  let stack;
-  let browser;
-  before(async () => {
-    stack = await startStack(["--grace", "8s"]);
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await stack?.stop();
-  });
+  const run = useStack(["--grace", "8s"]);
 
   it("runs echo hello, and a screenshot is saved", async () => {
-    const page = await browser.newPage({ viewport: { width: 900, height: 600 } });
-    await openTerminal(page, stack.url);
+    const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(page, run.stack.url);
     assert.match(new URL(page.url()).pathname, /^\/t\/[0-9a-f-]{36}$/, "/ became /t/<id>");
     await enter(page, "echo hel''lo");
     await waitForLine(page, (l) => l.trim() === "hello", "hello");
@@ -45,8 +50,8 @@ describe("web terminal", () => {
   });
 
   it("follows the browser window's size into the shell", async () => {
-    const page = await browser.newPage({ viewport: { width: 800, height: 500 } });
-    await openTerminal(page, stack.url);
+    const page = await run.browser.newPage({ viewport: { width: 800, height: 500 } });
+    await openTerminal(page, run.stack.url);
     const sizeAfter = async (marker) => {
       await enter(page, `echo ${marker}=$(stty size | tr ' ' x)`);
       const line = await waitForLine(page, (l) => l.startsWith(`${marker}=`), marker);
@@ -68,8 +73,8 @@ describe("web terminal", () => {
   });
 
   it("renders seq 1 200000 to the end and still answers a keystroke within a second", async () => {
-    const page = await browser.newPage({ viewport: { width: 900, height: 600 } });
-    await openTerminal(page, stack.url);
+    const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(page, run.stack.url);
     await enter(page, "seq 1 200000");
     await waitForLine(page, (l) => l.trim() === "200000", "the last line of seq", 120_000);
     await waitForLine(page, (l) => /[$#] ?$/.test(l.trimEnd()) && !l.includes("seq"), "the prompt after seq");
@@ -88,10 +93,10 @@ describe("web terminal", () => {
   });
 
   it("copies the selection with Ctrl+Shift+C and takes a paste", async () => {
-    const context = await browser.newContext();
+    const context = await run.browser.newContext();
     await context.grantPermissions(["clipboard-read", "clipboard-write"]);
     const page = await context.newPage();
-    await openTerminal(page, stack.url);
+    await openTerminal(page, run.stack.url);
     await enter(page, "echo copy''-me");
     await waitForLine(page, (l) => l.trim() === "copy-me", "copy-me");
     await page.evaluate(() => {
@@ -119,18 +124,18 @@ describe("web terminal", () => {
   });
 
   it("shows reconnecting, then output printed meanwhile exactly once", async () => {
-    const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+    const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
-    const id = await openTerminal(page, stack.url);
+    const id = await openTerminal(page, run.stack.url);
     // The network goes away: new connections fail, and the open socket is cut.
     await context.setOffline(true);
     await page.evaluate(() => window.ptydConn["ws"]?.close());
     await page.waitForSelector('#status[data-status="reconnecting"]');
     assert.equal(await page.locator("#reconnecting").isVisible(), true);
     // Meanwhile the program prints.
-    await stack.ptyctl("send", id, "echo while-aw''ay", "--enter");
+    await run.stack.ptyctl("send", id, "echo while-aw''ay", "--enter");
     await waitFor("ptyd to hold the output", async () =>
-      (await stack.ptyctl("read", id, "--since", "0")).includes("while-away"),
+      (await run.stack.ptyctl("read", id, "--since", "0")).includes("while-away"),
     );
     // Still away: what follows can only come from the bridge's replay.
     assert.equal(await page.locator("#status").getAttribute("data-status"), "reconnecting");
@@ -147,21 +152,12 @@ describe("web terminal", () => {
 });
 
 describe("after the grace", () => {
-  let stack;
-  let browser;
-  before(async () => {
-    stack = await startStack(["--grace", "1s"]);
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await stack?.stop();
-  });
+  const run = useStack(["--grace", "1s"]);
 
   it("says the session ended and offers a new terminal", async () => {
-    const context = await browser.newContext();
+    const context = await run.browser.newContext();
     const page = await context.newPage();
-    await openTerminal(page, stack.url);
+    await openTerminal(page, run.stack.url);
     await context.setOffline(true);
     await page.evaluate(() => window.ptydConn["ws"]?.close());
     await page.waitForSelector('#status[data-status="reconnecting"]');
@@ -177,8 +173,8 @@ describe("after the grace", () => {
   });
 
   it("lists open terminals one click away", async () => {
-    const page = await browser.newPage();
-    const id = await openTerminal(page, stack.url);
+    const page = await run.browser.newPage();
+    const id = await openTerminal(page, run.stack.url);
     await page.locator("#terminals").click();
     const link = page.locator(`#list-items a[href="/t/${id}"]`);
     await link.waitFor({ timeout: 5_000 });
@@ -188,20 +184,11 @@ describe("after the grace", () => {
 });
 
 describe("with an auth token", () => {
-  let stack;
-  let browser;
-  before(async () => {
-    stack = await startStack(["--token", "s3cret-token"]);
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await stack?.stop();
-  });
+  const run = useStack(["--token", "s3cret-token"]);
 
   it("logs in from ?token= and then works like any terminal", async () => {
-    const page = await browser.newPage();
-    await openTerminal(page, stack.url, "/?token=s3cret-token");
+    const page = await run.browser.newPage();
+    await openTerminal(page, run.stack.url, "/?token=s3cret-token");
     assert.doesNotMatch(page.url(), /token/, "the token leaves the address bar");
     await enter(page, "echo to''ken-ok");
     await waitForLine(page, (l) => l.trim() === "token-ok", "token-ok");
@@ -209,8 +196,8 @@ describe("with an auth token", () => {
   });
 
   it("without the token says why instead of opening a terminal", async () => {
-    const page = await browser.newPage();
-    await page.goto(stack.url + "/");
+    const page = await run.browser.newPage();
+    await page.goto(run.stack.url + "/");
     await page.waitForSelector('#status[data-status="dead"]');
     assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
     await page.close();
