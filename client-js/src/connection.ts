@@ -40,7 +40,10 @@ export interface ConnectOptions {
   token?: string;
   /** Resume after this output offset (e.g. one saved before a page reload). */
   since?: number;
-  /** How long to keep reconnecting after a drop, in ms: the bridge's grace (10 s). */
+  /**
+   * How long to keep reconnecting after a drop, in ms. By default the grace the bridge
+   * announces in `hello` (10 s unless configured).
+   */
   grace?: number;
   /** First and largest delay between reconnection attempts, in ms. */
   backoff?: { initial: number; max: number };
@@ -95,6 +98,7 @@ export class TerminalConnection {
   private delay: number;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private exited = false;
+  private readonly graceFixed: boolean;
 
   constructor(
     readonly url: string,
@@ -111,6 +115,7 @@ export class TerminalConnection {
       flowControl: options.flowControl ?? false,
       ackEvery: options.ackEvery ?? 16 * 1024,
     };
+    this.graceFixed = options.grace !== undefined;
     this.offset = options.since ?? 0;
     this.resumable = options.since !== undefined;
     this.delay = this.opts.backoff.initial;
@@ -200,6 +205,7 @@ export class TerminalConnection {
         this.id = String(msg.id);
         this.offset = Number(msg.offset);
         this.resumable = true;
+        if (!this.graceFixed && typeof msg.grace_ms === "number") this.opts.grace = msg.grace_ms;
         this.delay = this.opts.backoff.initial;
         this.lostAt = 0;
         this.setStatus("active");
@@ -275,12 +281,18 @@ export class TerminalConnection {
     if (this.status === "reconnecting") this.open();
   }
 
+  /** The grace is over; unless the API says the terminal still waits, it is dead. */
   private async giveUp(): Promise<void> {
+    if ((await this.terminalState()) === "waiting" && this.status === "reconnecting") {
+      this.lostAt = Date.now();
+      this.scheduleRetry();
+      return;
+    }
     this.setStatus("dead");
   }
 
-  /** "gone" when the API answers 404 or 410 for this terminal; "unknown" otherwise. */
-  private async terminalState(): Promise<"gone" | "unknown"> {
+  /** From the API: "gone" (404/410), "waiting" (200: still there), or "unknown". */
+  private async terminalState(): Promise<"gone" | "waiting" | "unknown"> {
     const id = this.id ?? new URL(this.url).pathname.split("/").pop();
     const fetchFn = this.opts.fetch;
     if (!id || !fetchFn) return "unknown";
@@ -292,7 +304,8 @@ export class TerminalConnection {
       const headers: Record<string, string> = {};
       if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
       const r = await fetchFn(api.toString(), { headers, credentials: "same-origin" });
-      return r.status === 404 || r.status === 410 ? "gone" : "unknown";
+      if (r.status === 404 || r.status === 410) return "gone";
+      return r.ok ? "waiting" : "unknown";
     } catch {
       return "unknown";
     }

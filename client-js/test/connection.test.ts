@@ -120,11 +120,35 @@ describe("connect", () => {
   });
 
   it("is dead once the grace has passed without a successful reconnect", async () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, grace: 1_000 });
+    const offline = vi.fn(async () => {
+      throw new TypeError("network down");
+    });
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: offline, grace: 1_000 });
     hello(last());
     last().drop(1006);
     for (let i = 0; i < 10 && conn.status === "reconnecting"; i++) {
       await vi.advanceTimersByTimeAsync(300);
+      if (last().readyState === 0) last().drop(1006);
+    }
+    expect(conn.status).toBe("dead");
+  });
+
+  it("keeps reconnecting for the grace hello announced, and longer while the API says it waits", async () => {
+    let alive = true;
+    const api = vi.fn(async () => new Response("{}", { status: alive ? 200 : 410 }));
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: api });
+    last().open();
+    last().control({ type: "hello", id: ID, offset: 0, end: 0, dropped: 0, version: 1, grace_ms: 60_000 });
+    last().drop(1006);
+    // Well past the default 10 s, still trying: the bridge said 60 s.
+    for (let t = 0; t < 30_000; t += 2_000) {
+      await vi.advanceTimersByTimeAsync(2_000);
+      if (last().readyState === 0) last().drop(1006);
+    }
+    expect(conn.status).toBe("reconnecting");
+    alive = false; // the bridge's grace ran out
+    for (let i = 0; i < 5 && conn.status === "reconnecting"; i++) {
+      await vi.advanceTimersByTimeAsync(2_000);
       if (last().readyState === 0) last().drop(1006);
     }
     expect(conn.status).toBe("dead");

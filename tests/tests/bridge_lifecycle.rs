@@ -56,6 +56,7 @@ async fn reconnect_within_grace_resumes_exactly() -> Result<()> {
 
     let mut ws = bridge.connect(&id, Some(resume_at)).await?;
     ensure!(ws.hello["offset"] == resume_at && ws.hello["dropped"] == 0, "{}", ws.hello);
+    ensure!(ws.hello["grace_ms"] == 20_000, "hello tells the grace: {}", ws.hello);
     ws.read_until("second", TIMEOUT).await?;
     ensure!(ws.output.starts_with(&held), "replay {:?} != held {:?}", ws.output, held);
     bridge.wait_status(&id, "Active", TIMEOUT).await?;

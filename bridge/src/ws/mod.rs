@@ -139,6 +139,7 @@ async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSo
         pong_timeout: state.config.pong_timeout,
         idle_timeout: state.config.idle_timeout,
         max_message_bytes: state.config.max_message_bytes,
+        grace: state.config.grace,
         flow_high: state.config.flow_high,
         flow_low: state.config.flow_low,
         close_timeout,

@@ -69,6 +69,9 @@ pub enum ServerMessage {
         dropped: u64,
         /// This protocol's version.
         version: u32,
+        /// How long the terminal waits for a new socket after this one goes: the time a
+        /// client has to reconnect.
+        grace_ms: u64,
     },
     /// Answer to `ping`.
     Pong {},
@@ -211,10 +214,17 @@ mod tests {
     #[test]
     fn server_messages_are_tagged_by_type() {
         let id = Uuid::nil();
-        let hello = ServerMessage::Hello { id, offset: 5, end: 9, dropped: 2, version: 1 };
+        let hello = ServerMessage::Hello {
+            id,
+            offset: 5,
+            end: 9,
+            dropped: 2,
+            version: 1,
+            grace_ms: 10_000,
+        };
         assert_eq!(
             hello.to_json(),
-            r#"{"type":"hello","id":"00000000-0000-0000-0000-000000000000","offset":5,"end":9,"dropped":2,"version":1}"#
+            r#"{"type":"hello","id":"00000000-0000-0000-0000-000000000000","offset":5,"end":9,"dropped":2,"version":1,"grace_ms":10000}"#
         );
         assert_eq!(ServerMessage::Pong {}.to_json(), r#"{"type":"pong"}"#);
         assert_eq!(

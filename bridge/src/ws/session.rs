@@ -112,6 +112,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Time to flush the last frames and exchange close frames.
     pub close_timeout: Duration,
+    /// How long a Disconnected terminal waits for a socket (told to clients in `hello`).
+    pub grace: Duration,
     /// Flow control: unacknowledged output at which output pauses.
     pub flow_high: u64,
     /// Flow control: unacknowledged output at which it resumes.
@@ -268,6 +270,7 @@ where
         end: start.end,
         dropped: start.dropped,
         version: super::protocol::PROTOCOL_VERSION,
+        grace_ms: limits.grace.as_millis() as u64,
     };
     // The queue is new and larger than two, so these cannot fail.
     let _ = ctrl_tx.try_send(text(&hello));

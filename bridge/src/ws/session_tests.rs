@@ -39,6 +39,7 @@ fn limits() -> Limits {
         pong_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(300),
         max_message_bytes: 64,
+        grace: Duration::from_secs(10),
         flow_high: 16,
         flow_low: 4,
         close_timeout: Duration::from_secs(1),
