@@ -2,6 +2,7 @@
 // (release binaries when built, else debug): page load to a usable prompt, the tab's JS
 // heap around `seq 1 200000`, and rendering throughput for 16 MiB of output, beside the
 // same 16 MiB read by a plain Node WebSocket client (no rendering) in the same run.
+// BENCH_BRIDGE_ARGS passes extra ptyd-bridge flags (e.g. "--flow-high 4194304").
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import WebSocket from "ws";
@@ -16,7 +17,7 @@ const { launchBrowser, openTerminal, startStack, waitFor, waitForLine, bufferLin
 );
 
 const MIB = 1024 * 1024;
-const stack = await startStack(["--grace", "30s"]);
+const stack = await startStack(["--grace", "30s", ...(process.env.BENCH_BRIDGE_ARGS ?? "").split(" ").filter(Boolean)]);
 const browser = await launchBrowser();
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
