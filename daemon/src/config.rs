@@ -1,7 +1,10 @@
 //! The daemon's settings, with every default in one place.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::cgroup::{CgroupTree, Limits};
 
 /// Defaults, with units in their names' types.
 pub mod defaults {
@@ -45,6 +48,11 @@ pub struct Config {
     pub allow_gid: Option<u32>,
     /// The largest frame accepted.
     pub max_frame_len: usize,
+    /// Limits written into every session's cgroup (`pids.max`, `memory.max`).
+    pub session_limits: Limits,
+    /// Where sessions get cgroups of their own; `None` contains them by process group
+    /// only. Set up by `main.rs` with [`CgroupTree::setup`] from `session_limits`.
+    pub cgroups: Option<Arc<CgroupTree>>,
 }
 
 impl Default for Config {
@@ -59,6 +67,8 @@ impl Default for Config {
             max_retained: defaults::MAX_RETAINED,
             allow_gid: None,
             max_frame_len: ipc_proto::MAX_FRAME_LEN,
+            session_limits: Limits::default(),
+            cgroups: None,
         }
     }
 }

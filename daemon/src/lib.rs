@@ -4,10 +4,13 @@
 //! `main.rs` drive it the same way. Layers: `server` (accept, credentials, drain) →
 //! `connection` (frames, handshake) → `handlers` (one per request) → `pool` (slots,
 //! registry) → `session` (state) and `lifecycle` (exit, kill, idle) → `pty` (spawn, I/O
-//! threads, the RAII handle) and `reaper` (every child is waited for).
+//! threads, the RAII handle), `cgroup` (a cgroup per session) and `reaper` (every child
+//! is waited for).
 
+pub mod cgroup;
 pub mod config;
 pub mod connection;
+pub mod fds;
 pub mod handlers;
 pub mod lifecycle;
 pub mod pool;

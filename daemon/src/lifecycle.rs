@@ -1,6 +1,7 @@
 //! A session's life from spawn to forgetting: wait for the child to exit or for a
 //! reason to end it (kill request, idle timeout, daemon shutdown), end its process group
-//! in steps, drain its output, free its slot, keep its status for the retention period.
+//! and cgroup in steps, wait until its cgroup is empty, drain its output, free its slot,
+//! keep its status for the retention period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use ipc_proto::{DaemonEventKind, ExitStatus};
 use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::pool::PtyPool;
 use crate::pty::PtyHandle;
@@ -31,6 +32,9 @@ pub async fn run(
     let on_panic = scopeguard::guard_on_unwind(session.clone(), |s| {
         s.finish(ExitStatus { code: None, signal: Some(Signal::SIGKILL as i32) })
     });
+    if let Some(cgroup) = handle.cgroup_path() {
+        debug!(cgroup = %cgroup.display(), "session runs in its own cgroup");
+    }
     let grace = pool.config.kill_grace;
     let status = tokio::select! {
         status = &mut exit => status.ok(),
@@ -46,6 +50,8 @@ pub async fn run(
         error!("child was not reaped in time; recording it as killed");
         ExitStatus { code: None, signal: Some(Signal::SIGKILL as i32) }
     });
+    // With a cgroup, this returns once the cgroup is empty (or the wait for that gave up),
+    // so the exit is announced only after everything the session started has ended.
     handle.clean_up_group(grace).await;
     // Output still in the kernel's buffer is read before the exit is announced; a
     // descendant that escaped the group may hold the terminal open, so don't wait for ever.
@@ -99,7 +105,8 @@ async fn idle_expired(session: &Session) {
     }
 }
 
-/// SIGHUP the group, then SIGKILL it if the leader has not exited within `grace`.
+/// SIGHUP the group (and the rest of the cgroup), then SIGKILL everything if the leader
+/// has not exited within `grace`.
 async fn terminate(
     handle: &PtyHandle,
     exit: &mut oneshot::Receiver<ExitStatus>,
@@ -110,7 +117,8 @@ async fn terminate(
     if let Ok(status) = tokio::time::timeout(grace, &mut *exit).await {
         return status.ok();
     }
-    handle.signal_group(Signal::SIGKILL);
-    info!(grace = ?grace, "session ignored SIGHUP; sent SIGKILL to its process group");
+    handle.kill_all();
+    let target = if handle.cgroup_path().is_some() { "cgroup" } else { "process group" };
+    info!(grace = ?grace, "session ignored SIGHUP; sent SIGKILL to its {target}");
     tokio::time::timeout(REAP_LIMIT, exit).await.ok().and_then(Result::ok)
 }

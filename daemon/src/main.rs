@@ -18,6 +18,19 @@ enum LogFormat {
     Json,
 }
 
+/// Whether sessions get cgroups of their own.
+#[derive(Copy, Clone, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum CgroupMode {
+    /// A cgroup per session when a writable cgroup v2 hierarchy exists, else process groups.
+    Auto,
+    /// Process groups only.
+    Off,
+}
+
+/// Exit code for a configuration ptyd cannot run with (as clap's usage errors).
+const CONFIG_ERROR: u8 = 2;
+
 /// PTY session daemon: a capacity-bounded pool of pseudo-terminals served over a Unix socket.
 ///
 /// Every flag can also be set with its PTYD_* environment variable or in the [daemon]
@@ -47,6 +60,15 @@ struct Args {
     /// Also let members of this group (name or gid) connect; otherwise only the daemon's user and root may
     #[arg(long, env = "PTYD_ALLOW_GROUP")]
     allow_group: Option<String>,
+    /// Run each session in a cgroup (v2) of its own, so ending it kills everything it started; off: process groups only [default: auto]
+    #[arg(long, env = "PTYD_CGROUP", value_enum)]
+    cgroup: Option<CgroupMode>,
+    /// pids.max of each session's cgroup (processes and threads); needs the pids controller
+    #[arg(long, env = "PTYD_SESSION_PIDS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
+    session_pids_max: Option<u64>,
+    /// memory.max of each session's cgroup, in bytes (K, M, G, T suffixes: powers of 1024); needs the memory controller
+    #[arg(long, env = "PTYD_SESSION_MEMORY_MAX", value_parser = parse_bytes)]
+    session_memory_max: Option<u64>,
     /// Log format on stderr; the level comes from RUST_LOG (default info) [default: text]
     #[arg(long, env = "PTYD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -79,7 +101,44 @@ struct DaemonTable {
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
     allow_group: Option<String>,
+    cgroup: Option<CgroupMode>,
+    session_pids_max: Option<u64>,
+    session_memory_max: Option<ByteSize>,
     log_format: Option<LogFormat>,
+}
+
+/// A byte count in the TOML file: `1048576` or `"512M"`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum ByteSize {
+    Number(u64),
+    Text(String),
+}
+
+/// `1048576`, `64K`, `512M`, `2G`, `1T` (binary multiples; an optional trailing `B` or `iB`).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{text:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| format!("{text:?} is not a byte count"))?;
+    let bytes =
+        n.checked_shl(shift).filter(|b| b >> shift == n).ok_or(format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(bytes)
 }
 
 fn load_file(path: &Option<PathBuf>) -> anyhow::Result<DaemonTable> {
@@ -100,7 +159,7 @@ fn resolve_group(name: &str) -> anyhow::Result<u32> {
     group.map(|g| g.gid.as_raw()).with_context(|| format!("no such group: {name}"))
 }
 
-fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFormat)> {
+fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFormat, CgroupMode)> {
     let mut config = Config::default();
     if let Some(socket) = args.socket.or(file.socket) {
         config.socket = socket;
@@ -118,8 +177,50 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
     config.retention = args.retention.or(file.retention).unwrap_or(defaults::RETENTION);
     config.allow_gid =
         args.allow_group.or(file.allow_group).map(|g| resolve_group(&g)).transpose()?;
+    config.session_limits.pids_max = args.session_pids_max.or(file.session_pids_max);
+    anyhow::ensure!(
+        config.session_limits.pids_max != Some(0),
+        "session-pids-max must be at least 1"
+    );
+    config.session_limits.memory_max = match (args.session_memory_max, file.session_memory_max) {
+        (Some(n), _) | (None, Some(ByteSize::Number(n))) => Some(n),
+        (None, Some(ByteSize::Text(t))) => {
+            Some(parse_bytes(&t).map_err(|e| anyhow::anyhow!("session_memory_max: {e}"))?)
+        }
+        (None, None) => None,
+    };
+    anyhow::ensure!(
+        config.session_limits.memory_max != Some(0),
+        "session-memory-max must be at least 1"
+    );
+    let cgroup = args.cgroup.or(file.cgroup).unwrap_or(CgroupMode::Auto);
     let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
-    Ok((config, log_format))
+    Ok((config, log_format, cgroup))
+}
+
+/// Gives sessions cgroups of their own (`--cgroup auto`) or says once why they run in
+/// process groups only. A limit that cannot be enforced is a configuration error.
+fn set_up_cgroups(config: &mut Config, mode: CgroupMode) -> anyhow::Result<()> {
+    let limits = config.session_limits;
+    if mode == CgroupMode::Off {
+        if let Some(flag) = [
+            limits.pids_max.map(|_| "--session-pids-max"),
+            limits.memory_max.map(|_| "--session-memory-max"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            anyhow::bail!("{flag} needs cgroup containment, which --cgroup off turns off");
+        }
+        ptyd::cgroup::log_fallback("--cgroup off");
+        return Ok(());
+    }
+    match ptyd::cgroup::CgroupTree::setup(limits)? {
+        ptyd::cgroup::Setup::Contained(tree) => config.cgroups = Some(tree),
+        ptyd::cgroup::Setup::Unavailable(reason) => ptyd::cgroup::log_fallback(&reason),
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -150,24 +251,39 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    // First of all, before any thread or descriptor of ptyd's own exists: whatever the
+    // caller left open (a lock, a pipe) must not be held for the daemon's whole life.
+    let first_closed = ptyd::fds::close_inherited();
     let args = Args::parse();
     let file = match load_file(&args.config) {
         Ok(file) => file,
         Err(e) => {
             eprintln!("ptyd: {e:#}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(CONFIG_ERROR);
         }
     };
-    let (config, log_format) = match build_config(args, file) {
+    let (mut config, log_format, cgroup) = match build_config(args, file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ptyd: {e:#}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(CONFIG_ERROR);
         }
     };
     init_logging(log_format);
+    tracing::debug!(from = first_closed, "closed the inherited descriptors ptyd did not ask for");
+    if let Err(e) = set_up_cgroups(&mut config, cgroup) {
+        tracing::error!("{e:#}");
+        eprintln!("ptyd: {e:#}");
+        return ExitCode::from(CONFIG_ERROR);
+    }
     ptyd::systemd::init();
-    match run(config) {
+    let cgroups = config.cgroups.clone();
+    let result = run(config);
+    // Every session has ended by now; this removes what a stuck one may have left.
+    if let Some(tree) = cgroups {
+        tree.remove();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -207,4 +323,22 @@ fn run(config: Config) -> anyhow::Result<()> {
         file.remove();
     }
     result.context("serving")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1t"), Ok(1 << 40));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12X").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
 }

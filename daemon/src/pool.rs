@@ -2,6 +2,7 @@
 //! of sessions by id.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use ipc_proto::{DaemonEvent, DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
+use crate::cgroup::SessionCgroup;
 use crate::config::{defaults, Config};
 use crate::lifecycle;
 use crate::pty::{self, PtyHandle, SpawnSpec};
@@ -126,17 +128,29 @@ impl PtyPool {
             cols: req.cols,
             rows: req.rows,
         };
+        let id = SessionId::new();
+        let (cgroup, procs) = self.session_cgroup(id, &req.command)?;
         let reaper = self.reaper.clone();
-        let spawned = tokio::task::spawn_blocking(move || pty::spawn(&spec, &reaper))
+        let spawned = tokio::task::spawn_blocking(move || pty::spawn(&spec, &reaper, procs))
             .await
             .map_err(|e| PoolError::SpawnFailed(format!("spawn task failed: {e}")))?
             .map_err(|e| {
                 warn!(command = %req.command, error = %e, "pty spawn failed");
                 PoolError::SpawnFailed(e)
-            })?;
-        // From here on the handle owns the slot and the group: any early return kills it.
-        let handle = PtyHandle::new(spawned.pid, permit);
-        let id = SessionId::new();
+            });
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                // A child that joined the cgroup and failed later must not stay in it.
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.kill();
+                }
+                return Err(e);
+            }
+        };
+        // From here on the handle owns the slot, the group and the cgroup: any early
+        // return kills them.
+        let handle = PtyHandle::new(spawned.pid, permit, cgroup);
         let meta = SessionMeta {
             command: req.command.clone(),
             args: req.args.clone(),
@@ -198,6 +212,21 @@ impl PtyPool {
             lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span),
         );
         Ok((session, sub))
+    }
+
+    /// The cgroup for session `id`, with its `cgroup.procs` open for the child to join
+    /// through; none when ptyd contains sessions by process group only.
+    fn session_cgroup(
+        &self,
+        id: SessionId,
+        command: &str,
+    ) -> Result<(Option<SessionCgroup>, Option<File>), PoolError> {
+        let Some(tree) = &self.config.cgroups else { return Ok((None, None)) };
+        let (cgroup, procs) = tree.create_session(&format!("session-{id}")).map_err(|e| {
+            warn!(%command, error = %e, "pty spawn failed");
+            PoolError::SpawnFailed(format!("cannot create the session's cgroup: {e}"))
+        })?;
+        Ok((Some(cgroup), Some(procs)))
     }
 
     /// Looks a session up.

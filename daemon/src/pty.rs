@@ -1,17 +1,34 @@
-//! Creating a PTY with a child on it, the RAII handle that owns its slot, and the
-//! named threads that move its bytes.
+//! Creating a PTY with a child on it, the RAII handle that owns its slot, its process
+//! group and its cgroup, and the named threads that move its bytes.
+//!
+//! `unsafe` is allowed in this module because starting a terminal session needs what
+//! std does not wrap: a `pre_exec` hook (the child joins its cgroup, becomes a session
+//! leader and takes the terminal as its controlling tty between fork and exec, so that
+//! not even its first fork escapes), signal dispositions reset in the child, and the
+//! `TIOCSCTTY` / `TIOCSWINSZ` ioctls.
+#![allow(unsafe_code)]
 
-use std::io::{Read, Write};
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::libc;
+use nix::pty::{openpty, OpenptyResult, Winsize};
+use nix::sys::signal::{killpg, SigHandler, Signal};
+use nix::unistd::{access, AccessFlags, Pid};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::cgroup::{SessionCgroup, EMPTY_LIMIT};
 use crate::reaper::Reaper;
+
+nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 
 /// What to run, and where.
 #[derive(Debug, Clone)]
@@ -32,71 +49,179 @@ pub struct SpawnSpec {
 
 /// A freshly spawned child on a new PTY.
 pub struct Spawned {
-    /// The child's pid, also its process group and session id (portable-pty calls setsid).
+    /// The child's pid, also its process group and session id (it calls setsid).
     pub pid: u32,
-    /// The master side, kept for resizing.
-    pub master: Box<dyn MasterPty + Send>,
-    /// A reader on the master, for the reader thread.
-    pub reader: Box<dyn Read + Send>,
-    /// The writer on the master, for the writer thread.
-    pub writer: Box<dyn Write + Send>,
+    /// The master side (close-on-exec), kept for resizing.
+    pub master: OwnedFd,
+    /// A duplicate of the master, for the reader thread.
+    pub reader: File,
+    /// A duplicate of the master, for the writer thread.
+    pub writer: File,
     /// Resolves with the child's status once the reaper collects it.
     pub exit: tokio::sync::oneshot::Receiver<ipc_proto::ExitStatus>,
 }
 
-/// Opens a PTY and starts `spec` on it. Blocking (fork + exec): call off the runtime.
-pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, String> {
-    if let Some(cwd) = &spec.cwd {
-        // portable-pty would silently fall back to $HOME; a bad cwd must be an error.
-        match std::fs::metadata(cwd) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("cwd {cwd}: Not a directory")),
-            Err(e) => return Err(format!("cwd {cwd}: {e}")),
+/// Opens a PTY and starts `spec` on it. With `cgroup_procs` (the session cgroup's
+/// `cgroup.procs`, opened for writing), the child joins that cgroup before it execs.
+/// Blocking (fork + exec): call off the runtime.
+pub fn spawn(
+    spec: &SpawnSpec,
+    reaper: &Reaper,
+    cgroup_procs: Option<File>,
+) -> Result<Spawned, String> {
+    let cwd = match &spec.cwd {
+        Some(cwd) => {
+            // A bad cwd must be an error, not a silent fallback to somewhere else.
+            match std::fs::metadata(cwd) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(format!("cwd {cwd}: Not a directory")),
+                Err(e) => return Err(format!("cwd {cwd}: {e}")),
+            }
+            PathBuf::from(cwd)
         }
-    }
-    if !spec.command.contains('/') && find_in_path(&spec.command, &spec.env).is_none() {
-        return Err(format!("{}: command not found in PATH", spec.command));
-    }
-    let size = PtySize { rows: spec.rows, cols: spec.cols, pixel_width: 0, pixel_height: 0 };
-    let pair =
-        native_pty_system().openpty(size).map_err(|e| format!("openpty: {}", os_error_text(&e)))?;
+        None => std::env::current_dir().map_err(|e| format!("daemon cwd: {e}"))?,
+    };
+    let program = resolve_program(spec, &cwd)?;
+    let mut cmd = command(spec, &program, &cwd);
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed. `child_setup` makes system calls only (write,
+    // sigaction, setsid, ioctl, close_range): it neither allocates nor takes a lock.
+    unsafe { cmd.pre_exec(move || child_setup(cgroup_procs.as_ref())) };
 
-    let mut cmd = CommandBuilder::new(&spec.command);
-    cmd.args(&spec.args);
+    let size = Winsize { ws_row: spec.rows, ws_col: spec.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let (master, pid, exit) = reaper.spawn_child(|| {
+        // Every fork in ptyd happens under the reaper's lock, so no other child can be
+        // forked between openpty and marking both ends close-on-exec.
+        let pty = open_pty(&size)?;
+        let stdio =
+            || pty.slave.try_clone().map(Stdio::from).map_err(|e| format!("dup pty slave: {e}"));
+        cmd.stdin(stdio()?).stdout(stdio()?).stderr(stdio()?);
+        let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", spec.command))?;
+        // Reaping is the reaper's job; the Child object is not needed past this point.
+        Ok((pty.master, child.id()))
+    })?;
+    // The command holds copies of the slave. Only the child may hold it, so that its
+    // exit ends our reads with EIO.
+    drop(cmd);
+    // Until the session is fully built, a failure must not leave the child running.
+    let group = scopeguard::guard(pid, |pid| {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    });
+    let dup = |what: &str| {
+        master
+            .try_clone()
+            .map(File::from)
+            .map_err(|e| format!("dup pty master for the {what}: {e}"))
+    };
+    let reader = dup("reader")?;
+    let writer = dup("writer")?;
+    let pid = scopeguard::ScopeGuard::into_inner(group);
+    Ok(Spawned { pid, master, reader, writer, exit })
+}
+
+/// A new PTY of `size`, both ends close-on-exec.
+fn open_pty(size: &Winsize) -> Result<OpenptyResult, String> {
+    let pty = openpty(Some(size), None).map_err(|e| format!("openpty: {}", io::Error::from(e)))?;
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| format!("openpty: close-on-exec: {}", io::Error::from(e)))?;
+    }
+    Ok(pty)
+}
+
+/// The command for `spec`: the daemon's environment with `TERM`, the request's
+/// variables and a `SHELL`, minus systemd's private variables.
+fn command(spec: &SpawnSpec, program: &Path, cwd: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg0(&spec.command).args(&spec.args).current_dir(cwd);
     cmd.env("TERM", "xterm-256color");
     // systemd's hand-over variables are for ptyd, not for the programs it runs.
     for name in crate::systemd::PRIVATE_ENV {
         cmd.env_remove(name);
     }
+    let has_shell =
+        std::env::var_os("SHELL").is_some() || spec.env.iter().any(|(k, _)| k == "SHELL");
+    if !has_shell {
+        cmd.env("SHELL", login_shell());
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
-    let cwd = match &spec.cwd {
-        Some(cwd) => Path::new(cwd).to_path_buf(),
-        None => std::env::current_dir().map_err(|e| format!("daemon cwd: {e}"))?,
-    };
-    cmd.cwd(cwd);
-
-    let (_, pid, exit) = reaper.spawn_child(|| {
-        let child = pair.slave.spawn_command(cmd).map_err(|e| format!("{e:#}"))?;
-        let pid = child.process_id().ok_or("child has no pid")?;
-        // Reaping is the reaper's job; the Child object is not needed past this point.
-        Ok(((), pid))
-    })?;
-    // Only the child may hold the slave, so that its exit ends our reads with EIO.
-    drop(pair.slave);
-    // Until the session is fully built, a failure must not leave the child running.
-    let group = scopeguard::guard(pid, |pid| {
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    });
-    let reader = pair.master.try_clone_reader().map_err(|e| format!("clone pty reader: {e:#}"))?;
-    let writer = pair.master.take_writer().map_err(|e| format!("take pty writer: {e:#}"))?;
-    let pid = scopeguard::ScopeGuard::into_inner(group);
-    Ok(Spawned { pid, master: pair.master, reader, writer, exit })
+    cmd
 }
 
-/// Looks `command` up in the child's PATH (the spawn's own, else the daemon's).
-fn find_in_path(command: &str, env: &[(String, String)]) -> Option<std::path::PathBuf> {
+/// The user's shell from the password database when it is executable, else `/bin/sh`:
+/// programs such as `script` or editors' `:shell` expect `SHELL` to be set.
+fn login_shell() -> PathBuf {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.shell)
+        .filter(|shell| access(shell, AccessFlags::X_OK).is_ok())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+/// Runs in the child between fork and exec (see the SAFETY note at its only caller):
+/// join the session's cgroup, reset signal dispositions, become a session leader with
+/// the PTY (already on 0, 1 and 2) as controlling terminal, and make sure nothing but 0–2
+/// survives the exec.
+fn child_setup(cgroup_procs: Option<&File>) -> io::Result<()> {
+    if let Some(mut procs) = cgroup_procs {
+        // "0" is the writing process itself.
+        procs.write_all(b"0")?;
+    }
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGALRM,
+    ] {
+        // SAFETY: restoring the default disposition installs no handler of ours.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
+    nix::unistd::setsid()?;
+    // SAFETY: fd 0 is the PTY slave (std set up stdio before this hook); the argument is
+    // an integer, not a pointer.
+    unsafe { tiocsctty(0, 0) }?;
+    // Every descriptor of ptyd is opened close-on-exec; this makes sure of it for any
+    // that a library opened without the flag. Errors (a kernel before 5.11) are ignored:
+    // the flag is then all there is.
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags; no memory involved.
+    let _ =
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    Ok(())
+}
+
+/// The program to exec: a path (relative to `cwd`) when the command has a slash, else
+/// the first executable match in the child's PATH.
+fn resolve_program(spec: &SpawnSpec, cwd: &Path) -> Result<PathBuf, String> {
+    if !spec.command.contains('/') {
+        return find_in_path(&spec.command, &spec.env, cwd)
+            .ok_or_else(|| format!("{}: command not found in PATH", spec.command));
+    }
+    let path = cwd.join(&spec.command);
+    if path.is_dir() {
+        return Err(format!("Unable to spawn {} because it is a directory", path.display()));
+    }
+    if let Err(err) = access(&path, AccessFlags::X_OK) {
+        return Err(match access(&path, AccessFlags::F_OK) {
+            Ok(()) => {
+                format!("Unable to spawn {} because it is not executable ({err})", path.display())
+            }
+            Err(_) => format!(
+                "Unable to spawn {} because it doesn't exist on the filesystem ({err})",
+                path.display()
+            ),
+        });
+    }
+    Ok(path)
+}
+
+/// Looks `command` up in the child's PATH (the spawn's own, else the daemon's); relative
+/// PATH entries are relative to the child's `cwd`.
+fn find_in_path(command: &str, env: &[(String, String)], cwd: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = env
         .iter()
@@ -104,46 +229,59 @@ fn find_in_path(command: &str, env: &[(String, String)]) -> Option<std::path::Pa
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.into())
         .or_else(|| std::env::var_os("PATH"))?;
-    std::env::split_paths(&path).map(|dir| dir.join(command)).find(|p| {
+    std::env::split_paths(&path).map(|dir| cwd.join(dir).join(command)).find(|p| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
 }
 
-/// portable-pty reports openpty failures with the OS error in Debug form; turn
-/// `Os { code: 24, .. }` back into "Too many open files (os error 24)".
-fn os_error_text(e: &anyhow::Error) -> String {
-    let text = format!("{e:#}");
-    let code = text
-        .split("code: ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|digits| digits.parse::<i32>().ok());
-    match code {
-        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
-        None => text,
-    }
+/// Sets the terminal's size; the kernel sends the foreground process group SIGWINCH.
+pub fn set_size(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: `master` is an open descriptor for the call's duration and `size` is a
+    // valid winsize that outlives it; the kernel only reads it.
+    unsafe { tiocswinsz(master.as_raw_fd(), &size) }.map(drop).map_err(io::Error::from)
 }
 
-/// Owns a session's pool slot and its process group. Dropping it frees the slot exactly
-/// once and, unless the group was already cleaned up, SIGKILLs whatever is left of it, so
-/// an early return or a panic cannot orphan processes. It never blocks: reaping is the
-/// reaper's job.
+/// Owns a session's pool slot, its process group and (when there is one) its cgroup.
+/// Dropping it frees the slot exactly once and, unless the session was already cleaned
+/// up, SIGKILLs whatever is left of it, so an early return or a panic cannot orphan
+/// processes. It never blocks: reaping is the reaper's job.
 #[derive(Debug)]
 pub struct PtyHandle {
     pgid: Pid,
+    cgroup: Option<SessionCgroup>,
     cleaned: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl PtyHandle {
-    /// Takes ownership of `pid`'s process group and the pool slot `permit`.
-    pub fn new(pid: u32, permit: OwnedSemaphorePermit) -> Self {
-        PtyHandle { pgid: Pid::from_raw(pid as i32), cleaned: false, _permit: permit }
+    /// Takes ownership of `pid`'s process group, its cgroup and the pool slot `permit`.
+    pub fn new(pid: u32, permit: OwnedSemaphorePermit, cgroup: Option<SessionCgroup>) -> Self {
+        PtyHandle { pgid: Pid::from_raw(pid as i32), cgroup, cleaned: false, _permit: permit }
     }
 
-    /// Sends `signal` to the whole process group; false when the group no longer exists.
+    /// The session's cgroup directory, when it has one.
+    pub fn cgroup_path(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(SessionCgroup::path)
+    }
+
+    /// Sends `signal` to the process group and to every process of the cgroup (those
+    /// that left the group too); false when the group no longer exists.
     pub fn signal_group(&self, signal: Signal) -> bool {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal(signal);
+        }
         !matches!(killpg(self.pgid, signal), Err(nix::errno::Errno::ESRCH))
+    }
+
+    /// SIGKILLs everything the session started: its whole cgroup, else its process group.
+    pub fn kill_all(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            if let Err(e) = cgroup.kill() {
+                tracing::warn!(error = %e, "cgroup.kill failed; killing the process group only");
+            }
+        }
+        let _ = killpg(self.pgid, Signal::SIGKILL);
     }
 
     /// True while any process of the group is alive (or a zombie not yet reaped).
@@ -151,32 +289,87 @@ impl PtyHandle {
         !matches!(killpg(self.pgid, None), Err(nix::errno::Errno::ESRCH))
     }
 
-    /// Ends what is left of the group after its leader exited: SIGHUP (and SIGCONT, so
-    /// stopped jobs see it), then SIGKILL after `grace` if anything is still there.
+    /// Ends what is left of the session after its leader exited: SIGHUP (and SIGCONT, so
+    /// stopped jobs see it), then SIGKILL after `grace` if anything is still there. With
+    /// a cgroup, returns only once the cgroup is empty (or [`EMPTY_LIMIT`] after the
+    /// SIGKILL), and removes it.
     pub async fn clean_up_group(&mut self, grace: Duration) {
-        if self.group_exists() {
-            tracing::debug!(
-                pgid = self.pgid.as_raw(),
-                "process group outlived its leader; sending SIGHUP"
-            );
-            self.signal_group(Signal::SIGHUP);
-            self.signal_group(Signal::SIGCONT);
-            tokio::time::sleep(grace).await;
-            if self.signal_group(Signal::SIGKILL) {
-                tracing::info!(
-                    pgid = self.pgid.as_raw(),
-                    "process group ignored SIGHUP; sent SIGKILL"
-                );
-            }
+        match &self.cgroup {
+            Some(cgroup) => self.clean_up_cgroup(cgroup, grace).await,
+            None => self.clean_up_process_group(grace).await,
         }
         self.cleaned = true;
     }
+
+    async fn clean_up_process_group(&self, grace: Duration) {
+        if !self.group_exists() {
+            return;
+        }
+        tracing::debug!(
+            pgid = self.pgid.as_raw(),
+            "process group outlived its leader; sending SIGHUP"
+        );
+        self.signal_group(Signal::SIGHUP);
+        self.signal_group(Signal::SIGCONT);
+        // Nothing announces that a process group is gone, so wait the grace out.
+        tokio::time::sleep(grace).await;
+        if self.signal_group(Signal::SIGKILL) {
+            tracing::info!(pgid = self.pgid.as_raw(), "process group ignored SIGHUP; sent SIGKILL");
+        }
+    }
+
+    async fn clean_up_cgroup(&self, cgroup: &SessionCgroup, grace: Duration) {
+        if cgroup.populated() {
+            tracing::debug!(cgroup = %cgroup.path().display(), "processes outlived the session's leader; sending SIGHUP");
+            self.signal_group(Signal::SIGHUP);
+            self.signal_group(Signal::SIGCONT);
+            if !wait_empty(cgroup, grace).await {
+                self.kill_all();
+                tracing::info!(cgroup = %cgroup.path().display(), "processes of the session ignored SIGHUP; killed its cgroup");
+                if !wait_empty(cgroup, EMPTY_LIMIT).await {
+                    tracing::error!(
+                        cgroup = %cgroup.path().display(),
+                        limit = ?EMPTY_LIMIT,
+                        "session cgroup still populated after cgroup.kill (uninterruptible sleep?); \
+                         ending the session anyway and leaving the cgroup for shutdown"
+                    );
+                    return;
+                }
+            }
+        }
+        match cgroup.remove() {
+            Ok(()) => {
+                tracing::debug!(cgroup = %cgroup.path().display(), "session cgroup empty; removed it")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove the session's cgroup"),
+        }
+    }
+}
+
+/// Whether `cgroup` emptied within `limit`; an error counts as "not empty".
+async fn wait_empty(cgroup: &SessionCgroup, limit: Duration) -> bool {
+    cgroup.wait_empty(limit).await.unwrap_or_else(|e| {
+        tracing::warn!(cgroup = %cgroup.path().display(), error = %e, "cannot watch the session's cgroup");
+        false
+    })
 }
 
 impl Drop for PtyHandle {
     fn drop(&mut self) {
-        if !self.cleaned {
-            let _ = killpg(self.pgid, Signal::SIGKILL);
+        if self.cleaned {
+            return;
+        }
+        self.kill_all();
+        // The cgroup can only go once the kill has taken effect; wait for that off this
+        // thread when there is a runtime, else the daemon's shutdown removes it.
+        if let (Some(cgroup), Ok(runtime)) =
+            (self.cgroup.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                if wait_empty(&cgroup, EMPTY_LIMIT).await {
+                    let _ = cgroup.remove();
+                }
+            });
         }
     }
 }
@@ -185,7 +378,7 @@ impl Drop for PtyHandle {
 /// on a thread named `pty-reader-<id>`, passing each chunk to `sink`. `done` runs last.
 pub fn start_reader(
     id: &str,
-    mut reader: Box<dyn Read + Send>,
+    mut reader: impl Read + Send + 'static,
     sink: impl Fn(&[u8]) + Send + 'static,
     done: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
@@ -208,7 +401,7 @@ pub fn start_reader(
 /// sender is gone. A child that does not read its input blocks only this thread.
 pub fn start_writer(
     id: &str,
-    mut writer: Box<dyn Write + Send>,
+    mut writer: impl Write + Send + 'static,
     input: flume::Receiver<Bytes>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("pty-writer-{id}")).spawn(move || {

@@ -2,13 +2,13 @@
 //! its activity clock and its exit status. The lifecycle task in `lifecycle.rs` drives it.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ipc_proto::{ExitStatus, SessionId, SessionInfo, SessionState};
-use portable_pty::{MasterPty, PtySize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ struct Subscriber {
 
 /// The terminal's live ends; gone once the session has ended.
 struct Io {
-    master: Box<dyn MasterPty + Send>,
+    master: OwnedFd,
     input: flume::Sender<Bytes>,
 }
 
@@ -161,7 +161,7 @@ impl Session {
         meta: SessionMeta,
         replay_bytes: usize,
         (cols, rows): (u16, u16),
-        master: Box<dyn MasterPty + Send>,
+        master: OwnedFd,
         input: flume::Sender<Bytes>,
     ) -> Session {
         let now = now_ms();
@@ -317,9 +317,8 @@ impl Session {
     pub fn resize(&self, cols: u16, rows: u16) -> Result<(), SessionError> {
         let mut st = self.state();
         let io = st.io.as_ref().ok_or(SessionError::Exited(self.id))?;
-        io.master
-            .resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
-            .map_err(|e| SessionError::Os(format!("resize: {e:#}")))?;
+        crate::pty::set_size(&io.master, cols, rows)
+            .map_err(|e| SessionError::Os(format!("resize: {e}")))?;
         st.cols = cols;
         st.rows = rows;
         Ok(())
