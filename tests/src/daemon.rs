@@ -3,9 +3,10 @@
 //! [`Daemon::start`] runs `ptyd --socket <tmp>/ptyd.sock <extra args>` with its stdout
 //! and stderr in `<tmp>/ptyd.log`, and returns once a client can connect and complete
 //! the handshake. Dropping the `Daemon` kills it with SIGKILL, kills the process groups
-//! of the sessions it had started, waits for it, and removes the directory (kept, and
-//! its path printed, when `PTYD_TEST_KEEP_LOGS=1`). If the test is panicking, the tail
-//! of the log is printed so failures come with the daemon's side of the story.
+//! and the cgroup subtree of the sessions it had started, waits for it, and removes the
+//! directory (kept, and its path printed, when `PTYD_TEST_KEEP_LOGS=1`). If the test is
+//! panicking, the tail of the log is printed so failures come with the daemon's side of
+//! the story.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -307,6 +308,24 @@ impl Daemon {
         cmd
     }
 
+    /// This daemon's subtree of session cgroups (`<its cgroup>/ptyd-<pid>`), when it
+    /// runs sessions in cgroups (it does not with `--cgroup off` or without a writable
+    /// cgroup v2 hierarchy).
+    pub fn cgroup_subtree(&self) -> Option<PathBuf> {
+        let own = procfs::cgroup_dir(self.pid())?;
+        // A ptyd that had to enable controllers moved itself into the leaf `daemon/`.
+        let base = match own.file_name().and_then(|n| n.to_str()) {
+            Some("daemon") => own.parent()?.to_path_buf(),
+            _ => own,
+        };
+        Some(base.join(format!("ptyd-{}", self.pid()))).filter(|dir| dir.is_dir())
+    }
+
+    /// The cgroup of session `id` (which exists while the session runs).
+    pub fn session_cgroup(&self, id: ipc_proto::SessionId) -> Option<PathBuf> {
+        Some(self.cgroup_subtree()?.join(format!("session-{id}")))
+    }
+
     /// Sends `signal` to the daemon process.
     pub fn signal(&self, signal: Signal) -> Result<()> {
         kill(Pid::from_raw(self.pid() as i32), signal)
@@ -382,11 +401,16 @@ impl Drop for Daemon {
                 .filter(|s| s.pgrp == s.pid)
                 .map(|s| s.pgrp)
                 .collect();
+            let subtree = self.cgroup_subtree();
             let _ = self.child.kill();
             let _ = self.child.wait();
             let own_group = nix::unistd::getpgrp().as_raw() as u32;
             for group in groups.into_iter().filter(|g| *g != own_group) {
                 let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
+            }
+            // Processes that left their session's group are still in its cgroup.
+            if let Some(subtree) = subtree {
+                procfs::kill_and_remove_cgroup(&subtree);
             }
         }
         if std::thread::panicking() {

@@ -1,6 +1,6 @@
 //! Process facts read from `/proc`: children and their states, open file descriptors,
-//! and lookups by name, for checking that the daemon reaps, closes and kills what it
-//! should.
+//! lookups by name and cgroups, for checking that the daemon reaps, closes and kills what
+//! it should.
 //!
 //! Tests run in parallel inside one process, so prefer scoped lookups
 //! ([`children_of`], [`descendants_of`] of the daemon's pid) or a unique command line
@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::path::{Path, PathBuf};
 
 /// The fields of `/proc/<pid>/stat` the tests use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +179,73 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
         .collect();
     pids.sort();
     pids
+}
+
+/// The mount point of the cgroup v2 hierarchy (the first `cgroup2` line of
+/// `/proc/self/mountinfo`), if one is mounted.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        let mount = fields.get(4).map(PathBuf::from);
+        mount.filter(|_| fields.get(sep + 1) == Some(&"cgroup2"))
+    })
+}
+
+/// The cgroup v2 directory of `pid`: its `0::` line of `/proc/<pid>/cgroup` under
+/// [`cgroup2_mount`]. `None` when the process is gone or there is no cgroup v2.
+pub fn cgroup_dir(pid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(cgroup2_mount()?.join(path.trim_start_matches('/')))
+}
+
+/// The processes in the cgroup `dir` (its `cgroup.procs`), empty when it is gone.
+pub fn cgroup_procs(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The controllers the cgroup `dir` offers its children (its `cgroup.controllers`).
+pub fn cgroup_controllers(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("cgroup.controllers"))
+        .map(|t| t.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The child cgroups of `dir` whose names start with `prefix`, sorted.
+pub fn child_cgroups(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(prefix)))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Kills everything in the cgroup `dir` and below (`cgroup.kill`), waits for it to
+/// empty and removes it, deepest first. Best effort, for cleaning up after a test.
+pub fn kill_and_remove_cgroup(dir: &Path) {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        let populated = || {
+            fs::read_to_string(dir.join("cgroup.events"))
+                .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
+        };
+        let _ = crate::wait_until(crate::TIMEOUT, || !populated());
+    }
+    remove_cgroup_tree(dir);
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    for child in child_cgroups(dir, "") {
+        remove_cgroup_tree(&child);
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 #[cfg(test)]
