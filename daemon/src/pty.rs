@@ -81,6 +81,9 @@ pub fn spawn(
         }
         None => std::env::current_dir().map_err(|e| format!("daemon cwd: {e}"))?,
     };
+    // The child changes directory before it execs: a program path relative to a
+    // relative cwd would be looked up from the wrong place.
+    let cwd = std::path::absolute(&cwd).map_err(|e| format!("cwd {}: {e}", cwd.display()))?;
     let program = resolve_program(spec, &cwd)?;
     let mut cmd = command(spec, &program, &cwd);
     // SAFETY: the hook runs in the child between fork and exec, where only

@@ -4,7 +4,10 @@
 //! it. One SIGCHLD-driven loop calls `waitpid(-1)` and hands each session's status to
 //! its lifecycle task; anything else is an adopted orphan and is simply reaped.
 //! Spawning happens under the same lock as reaping, so a child can neither be reaped
-//! before its waiter is registered nor race std's own wait on a failed exec.
+//! before its waiter is registered nor race std's own wait on a failed exec. Every fork
+//! of ptyd goes through [`Reaper::spawn_child`], which `pty::spawn` also relies on: a
+//! PTY opened under the lock is marked close-on-exec before any other child can be
+//! forked and inherit it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,7 +56,7 @@ impl Reaper {
     }
 
     /// Runs `spawn` (which forks) and registers the child it returns, atomically with
-    /// respect to reaping.
+    /// respect to reaping and to every other spawn.
     pub fn spawn_child<T>(
         &self,
         spawn: impl FnOnce() -> Result<(T, u32), String>,
