@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-command -v python3 >/dev/null || need_pkgs+=(python3)
+# The system python3 too: the tests run it as another user, who cannot read a per-user one.
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v prlimit >/dev/null || need_pkgs+=(util-linux)
 command -v systemd-socket-activate >/dev/null || need_pkgs+=(systemd)

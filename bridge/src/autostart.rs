@@ -56,8 +56,11 @@ pub fn find_ptyd(
     bail!("cannot find ptyd next to this executable or in PATH; pass --ptyd-bin")
 }
 
-/// Variables systemd hands the bridge that must not reach a ptyd it starts.
+/// Variables systemd hands the bridge, and the bridge's secrets, that must not reach a
+/// ptyd it starts (nor, through it, every shell).
 const SYSTEMD_ENV: &[&str] = &[
+    "PTYD_BRIDGE_TOKEN",
+    "CREDENTIALS_DIRECTORY",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::host::PublicUrl;
+use crate::auth::token::Secret;
+
 /// Defaults, with units in their types.
 pub mod defaults {
     use std::time::Duration;
@@ -47,6 +50,28 @@ pub mod defaults {
     pub const MAX_DEAD: usize = 1024;
     /// Name of the profile used when a request names none.
     pub const PROFILE: &str = "default";
+    /// How long a WebSocket ticket stays valid.
+    pub const TICKET_TTL: Duration = Duration::from_secs(30);
+    /// A client that has not sent a whole request head within this is disconnected.
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Open HTTP connections at most.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// Connections that have not yet made an authenticated request, at most; past this the
+    /// oldest of them is closed, so that they can never crowd out `/health` or a user.
+    pub const MAX_ANONYMOUS_CONNECTIONS: usize = 256;
+    /// Wrong credentials from one address before it is locked out...
+    pub const AUTH_FAILURE_LIMIT: u32 = 10;
+    /// ...for the rest of this window.
+    pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+}
+
+/// Whether requests need a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every API call and upgrade carries this token, its cookie or a ticket.
+    Token(Secret),
+    /// Anyone who reaches the port may run commands (`--no-auth`; loopback only).
+    Disabled,
 }
 
 /// The label every terminal the bridge spawns carries, so a restarted bridge can find them.
@@ -121,8 +146,24 @@ pub struct Config {
     pub flow_low: u64,
     /// Origins allowed besides the bridge's own (`http://127.0.0.1:PORT` and friends).
     pub allowed_origins: Vec<String>,
-    /// Bearer token every API call and upgrade must carry; none on loopback-only setups.
-    pub token: Option<String>,
+    /// Whether and how requests authenticate.
+    pub auth: AuthMode,
+    /// Host names the bridge answers to besides its bind address and the loopback names.
+    pub allowed_hosts: Vec<String>,
+    /// Where browsers reach the bridge (behind a proxy); names the `ws_url`s.
+    pub public_url: Option<PublicUrl>,
+    /// Lifetime of a WebSocket ticket.
+    pub ticket_ttl: Duration,
+    /// Time a client has to send a whole request head.
+    pub header_timeout: Duration,
+    /// Open HTTP connections at most.
+    pub max_connections: usize,
+    /// Connections without an authenticated request at most (oldest closed first).
+    pub max_anonymous_connections: usize,
+    /// Wrong credentials per address and window before a lockout.
+    pub auth_failure_limit: u32,
+    /// The lockout window.
+    pub auth_failure_window: Duration,
     /// Programs browsers may start, by name.
     pub profiles: BTreeMap<String, Profile>,
     /// The profile used when a request names none.
@@ -158,7 +199,16 @@ impl Default for Config {
             flow_high: defaults::FLOW_HIGH,
             flow_low: defaults::FLOW_LOW,
             allowed_origins: Vec::new(),
-            token: None,
+            // A library user who configures nothing still gets a bridge that needs a secret.
+            auth: AuthMode::Token(Secret::random()),
+            allowed_hosts: Vec::new(),
+            public_url: None,
+            ticket_ttl: defaults::TICKET_TTL,
+            header_timeout: defaults::HEADER_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_anonymous_connections: defaults::MAX_ANONYMOUS_CONNECTIONS,
+            auth_failure_limit: defaults::AUTH_FAILURE_LIMIT,
+            auth_failure_window: defaults::AUTH_FAILURE_WINDOW,
             profiles,
             default_profile: defaults::PROFILE.to_string(),
             reconnect_initial: defaults::RECONNECT_INITIAL,
@@ -176,11 +226,14 @@ impl Default for Config {
 pub enum ConfigError {
     /// Listening beyond loopback lets anyone on the network run shells as this user.
     #[error(
-        "refusing to listen on {0} without an auth token: anyone who can reach it could run \
-         commands as this user; set --token, PTYD_BRIDGE_TOKEN or --token-file, or listen on \
-         a loopback address such as 127.0.0.1"
+        "refusing to listen on {0} without authentication: anyone who can reach it could run \
+         commands as this user; drop --no-auth (a token is then generated, or set \
+         --token-file or PTYD_BRIDGE_TOKEN), or listen on a loopback address such as 127.0.0.1"
     )]
     NonLoopbackWithoutToken(SocketAddr),
+    /// A limit that must be positive is zero.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
     /// A timing that must be positive is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -206,11 +259,21 @@ pub enum ConfigError {
 impl Config {
     /// Checks the settings that would make the bridge unsafe or unable to work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.token.as_deref() == Some("") {
-            return Err(ConfigError::EmptyToken);
+        match &self.auth {
+            AuthMode::Token(t) if t.is_empty() => return Err(ConfigError::EmptyToken),
+            AuthMode::Disabled if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::NonLoopbackWithoutToken(self.listen))
+            }
+            _ => {}
         }
-        if !self.listen.ip().is_loopback() && self.token.is_none() {
-            return Err(ConfigError::NonLoopbackWithoutToken(self.listen));
+        for (name, n) in [
+            ("max-connections", self.max_connections),
+            ("max-anonymous-connections", self.max_anonymous_connections),
+            ("auth-failure-limit", self.auth_failure_limit as usize),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
         }
         for (name, d) in [
             ("heartbeat-interval", self.heartbeat_interval),
@@ -220,6 +283,9 @@ impl Config {
             ("idle-timeout", self.idle_timeout),
             ("reconnect-initial", self.reconnect_initial),
             ("reconnect-max", self.reconnect_max),
+            ("ticket-ttl", self.ticket_ttl),
+            ("header-timeout", self.header_timeout),
+            ("auth-failure-window", self.auth_failure_window),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -256,14 +322,23 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_needs_a_token() {
-        let mut c = Config { listen: "0.0.0.0:0".parse().unwrap(), ..Config::default() };
+    fn authentication_is_on_by_default_and_only_loopback_may_turn_it_off() {
+        assert!(matches!(Config::default().auth, AuthMode::Token(_)));
+        let mut c = Config {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            auth: AuthMode::Disabled,
+            ..Config::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::NonLoopbackWithoutToken(_))));
-        c.token = Some("s3cret".into());
+        c.auth = AuthMode::Token(Secret::new("s3cret"));
         c.validate().unwrap();
-        c.token = Some(String::new());
+        c.auth = AuthMode::Token(Secret::new(""));
         assert_eq!(c.validate(), Err(ConfigError::EmptyToken));
-        let v6 = Config { listen: "[::1]:0".parse().unwrap(), ..Config::default() };
+        let v6 = Config {
+            listen: "[::1]:0".parse().unwrap(),
+            auth: AuthMode::Disabled,
+            ..Config::default()
+        };
         v6.validate().unwrap();
     }
 

@@ -19,6 +19,20 @@ pub enum AppError {
     /// A foreign `Origin`. 403.
     #[error("{0}")]
     Forbidden(String),
+    /// A `Host` that is not one of the bridge's names (DNS rebinding). 421.
+    #[error("{0}")]
+    MisdirectedHost(String),
+    /// Locked out after repeated wrong credentials. 429 with `Retry-After`.
+    #[error("{message}")]
+    TooManyAttempts {
+        /// What happened and for how long.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// A bounded table is full (e.g. outstanding WebSocket tickets). 503.
+    #[error("{0}")]
+    Busy(String),
     /// No terminal with this id. 404.
     #[error("{0}")]
     NotFound(String),
@@ -54,6 +68,9 @@ impl AppError {
             AppError::BadRequest(_) => "BadRequest",
             AppError::Unauthorized(_) => "Unauthorized",
             AppError::Forbidden(_) => "Forbidden",
+            AppError::MisdirectedHost(_) => "MisdirectedHost",
+            AppError::TooManyAttempts { .. } => "TooManyAttempts",
+            AppError::Busy(_) => "Busy",
             AppError::NotFound(_) => "NotFound",
             AppError::Gone(_) => "Gone",
             AppError::AtCapacity { .. } => "AtCapacity",
@@ -70,6 +87,9 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            AppError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Gone(_) => StatusCode::GONE,
             AppError::AtCapacity { .. } | AppError::IpcError(_) | AppError::ShuttingDown(_) => {
@@ -98,7 +118,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.name(), "message": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
-        if let AppError::AtCapacity { retry_after, .. } = &self {
+        if let AppError::AtCapacity { retry_after, .. }
+        | AppError::TooManyAttempts { retry_after, .. } = &self
+        {
             // Whole seconds, rounded up, at least one: the header has no finer unit.
             let secs = retry_after.as_millis().div_ceil(1000).max(1);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

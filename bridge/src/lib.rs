@@ -17,8 +17,10 @@ pub mod autostart;
 pub mod config;
 pub mod daemon_link;
 pub mod error;
+pub mod fds;
 pub mod metrics;
 pub mod routes;
+pub mod server;
 pub mod terminals;
 pub mod ws;
 
@@ -81,7 +83,7 @@ impl Bridge {
         let registry = Arc::new(Registry::new(config.grace, config.claim_timeout, config.max_dead));
         let backoff = Backoff::new(config.reconnect_initial, config.reconnect_max);
         let daemon = DaemonLink::new(config.socket.clone(), backoff, metrics.clone());
-        let auth = Arc::new(Auth::new(local_addr, &config.allowed_origins, config.token.clone()));
+        let auth = Arc::new(Auth::new(&config, local_addr));
         let shutdown = CancellationToken::new();
         let (first_tx, first_rx) = oneshot::channel();
         let supervisor =
@@ -115,13 +117,20 @@ impl Bridge {
     ) -> std::io::Result<()> {
         let Bridge { state, supervisor } = self;
         let token = state.shutdown.clone();
-        let signal = async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: closing sockets; terminals keep running in ptyd");
             token.cancel();
+        });
+        let config = &state.config;
+        let limits = server::Limits {
+            header_timeout: config.header_timeout,
+            max_connections: config.max_connections,
+            max_anonymous: config.max_anonymous_connections,
+            shutdown_timeout: config.shutdown_timeout,
         };
-        let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service).with_graceful_shutdown(signal).await;
+        let result =
+            server::serve(listener, app(state.clone()), limits, state.shutdown.clone()).await;
         state.shutdown.cancel();
         state.tracker.close();
         let limit = state.config.shutdown_timeout;

@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
 
+use ptyd_bridge::auth::host::PublicUrl;
+use ptyd_bridge::auth::token::{self, Secret};
 use ptyd_bridge::autostart::{ensure_daemon, Autostart};
-use ptyd_bridge::config::{defaults, Config, Profile};
+use ptyd_bridge::config::{defaults, AuthMode, Config, Profile};
 
 mod notify;
 
@@ -70,12 +73,41 @@ struct Args {
     /// Also allow this Origin (repeatable; comma-separated in the environment)
     #[arg(long, env = "PTYD_BRIDGE_ALLOWED_ORIGIN", value_delimiter = ',')]
     allowed_origin: Vec<String>,
-    /// Require this token on every API call and upgrade
+    /// The token every API call and upgrade must carry. On the command line every local
+    /// user can read it (ps, /proc/PID/cmdline): prefer PTYD_BRIDGE_TOKEN or --token-file.
+    /// With none configured, one is generated and kept in
+    /// $XDG_RUNTIME_DIR/ptyd-bridge/token (mode 0600), and a login URL is printed
     #[arg(long, env = "PTYD_BRIDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the token from this file (surrounding whitespace ignored)
+    /// Read the token from this file (surrounding whitespace ignored); under systemd,
+    /// `LoadCredential=token:PATH` is read from $CREDENTIALS_DIRECTORY/token by itself
     #[arg(long, env = "PTYD_BRIDGE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Serve without authentication: any local user (and any page that reaches the port)
+    /// can run commands as this user. Refused on non-loopback addresses
+    #[arg(long, env = "PTYD_BRIDGE_NO_AUTH")]
+    no_auth: bool,
+    /// Also answer to this Host name, e.g. a proxy's (repeatable; comma-separated in the
+    /// environment). Other Host headers get 421, against DNS rebinding
+    #[arg(long, env = "PTYD_BRIDGE_ALLOWED_HOST", value_delimiter = ',')]
+    allowed_host: Vec<String>,
+    /// Where browsers reach the bridge, e.g. https://term.example.com behind a TLS proxy:
+    /// names the ws_url (wss:// for https://) and is an allowed host and origin
+    #[arg(long, env = "PTYD_BRIDGE_PUBLIC_URL")]
+    public_url: Option<PublicUrl>,
+    /// How long a WebSocket ticket is valid [default: 30s]
+    #[arg(long, env = "PTYD_BRIDGE_TICKET_TTL", value_parser = humantime::parse_duration)]
+    ticket_ttl: Option<Duration>,
+    /// Close a connection that has not sent a whole request head within this [default: 10s]
+    #[arg(long, env = "PTYD_BRIDGE_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
+    /// Open HTTP connections at most [default: 1024]
+    #[arg(long, env = "PTYD_BRIDGE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections without an authenticated request at most; the oldest is closed to make
+    /// room, so /health and logged-in users always get through [default: 256]
+    #[arg(long, env = "PTYD_BRIDGE_MAX_ANONYMOUS_CONNECTIONS")]
+    max_anonymous_connections: Option<usize>,
     /// Profile used when a request names none [default: default]
     #[arg(long, env = "PTYD_BRIDGE_DEFAULT_PROFILE")]
     default_profile: Option<String>,
@@ -139,6 +171,17 @@ struct BridgeTable {
     allowed_origin: Vec<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    no_auth: bool,
+    #[serde(default, alias = "allowed_hosts")]
+    allowed_host: Vec<String>,
+    public_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    ticket_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    max_anonymous_connections: Option<usize>,
     default_profile: Option<String>,
     ptyd_bin: Option<PathBuf>,
     #[serde(default)]
@@ -158,6 +201,25 @@ struct BridgeTable {
 struct Startup {
     log_format: LogFormat,
     autostart: Option<Autostart>,
+    credential: Credential,
+}
+
+/// Where the credential came from, to tell the operator (never the token itself, except
+/// in the login URL of a generated one, on stdout).
+#[derive(Debug, PartialEq, Eq)]
+enum Credential {
+    /// `--token` on the command line, visible to every user.
+    Flag,
+    /// `PTYD_BRIDGE_TOKEN`.
+    Env,
+    /// The `[bridge]` table's `token`.
+    ConfigFile,
+    /// A file: `--token-file`, the `[bridge]` table's `token_file`, or systemd's credential.
+    File(PathBuf),
+    /// Generated now or at an earlier start, kept in this file.
+    Generated(PathBuf, token::Origin),
+    /// `--no-auth`.
+    Disabled,
 }
 
 fn load_file(path: &Option<PathBuf>) -> anyhow::Result<FileConfig> {
@@ -167,16 +229,61 @@ fn load_file(path: &Option<PathBuf>) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-fn read_token(path: &PathBuf) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading token file {}", path.display()))?;
-    let token = text.trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
-    Ok(token)
+fn read_token(path: &std::path::Path) -> anyhow::Result<Secret> {
+    token::read(path).with_context(|| format!("reading token file {}", path.display()))
 }
 
-fn build_config(args: Args, file: FileConfig) -> anyhow::Result<(Config, Startup)> {
+/// The credential, from the first source that has one: `--no-auth`, `--token` or
+/// `PTYD_BRIDGE_TOKEN`, `--token-file`, the file's `token` and `token_file`, systemd's
+/// `$CREDENTIALS_DIRECTORY/token`, else the generated token file.
+fn resolve_credential(
+    args_token: Option<(String, bool)>,
+    args_file: Option<PathBuf>,
+    b: &BridgeTable,
+    no_auth: bool,
+) -> anyhow::Result<(AuthMode, Credential)> {
+    let configured =
+        args_token.is_some() || args_file.is_some() || b.token.is_some() || b.token_file.is_some();
+    if no_auth {
+        if configured {
+            bail!("--no-auth conflicts with a configured token; choose one");
+        }
+        return Ok((AuthMode::Disabled, Credential::Disabled));
+    }
+    if let Some((t, from_flag)) = args_token {
+        let source = if from_flag { Credential::Flag } else { Credential::Env };
+        return Ok((AuthMode::Token(Secret::new(t)), source));
+    }
+    if let Some(path) = args_file.or_else(|| b.token_file.clone().filter(|_| b.token.is_none())) {
+        return Ok((AuthMode::Token(read_token(&path)?), Credential::File(path)));
+    }
+    if let Some(t) = &b.token {
+        return Ok((AuthMode::Token(Secret::new(t.clone())), Credential::ConfigFile));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+        let path = PathBuf::from(dir).join("token");
+        if path.exists() {
+            return Ok((AuthMode::Token(read_token(&path)?), Credential::File(path)));
+        }
+    }
+    let path = token::default_token_path();
+    let (secret, origin) = token::load_or_create(&path)
+        .with_context(|| format!("keeping the generated token in {}", path.display()))?;
+    Ok((AuthMode::Token(secret), Credential::Generated(path, origin)))
+}
+
+fn build_config(
+    mut args: Args,
+    token_from_flag: bool,
+    file: FileConfig,
+) -> anyhow::Result<(Config, Startup)> {
     let b = file.bridge;
+    let (auth, credential) = resolve_credential(
+        args.token.take().map(|t| (t, token_from_flag)),
+        args.token_file.take(),
+        &b,
+        args.no_auth || b.no_auth,
+    )?;
     let mut c = Config::default();
     if let Some(listen) = args.listen.or(b.listen) {
         c.listen = listen;
@@ -203,13 +310,20 @@ fn build_config(args: Args, file: FileConfig) -> anyhow::Result<(Config, Startup
     c.flow_low = args.flow_low.or(b.flow_low).unwrap_or(defaults::FLOW_LOW);
     c.allowed_origins =
         if args.allowed_origin.is_empty() { b.allowed_origin } else { args.allowed_origin };
-    c.token = match (args.token, args.token_file, b.token, b.token_file) {
-        (Some(t), ..) => Some(t),
-        (None, Some(path), ..) => Some(read_token(&path)?),
-        (None, None, Some(t), _) => Some(t),
-        (None, None, None, Some(path)) => Some(read_token(&path)?),
-        (None, None, None, None) => None,
+    c.auth = auth;
+    c.allowed_hosts = if args.allowed_host.is_empty() { b.allowed_host } else { args.allowed_host };
+    c.public_url = match args.public_url {
+        Some(url) => Some(url),
+        None => b.public_url.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
     };
+    c.ticket_ttl = pick(args.ticket_ttl, b.ticket_ttl, defaults::TICKET_TTL);
+    c.header_timeout = pick(args.header_timeout, b.header_timeout, defaults::HEADER_TIMEOUT);
+    c.max_connections =
+        args.max_connections.or(b.max_connections).unwrap_or(defaults::MAX_CONNECTIONS);
+    c.max_anonymous_connections = args
+        .max_anonymous_connections
+        .or(b.max_anonymous_connections)
+        .unwrap_or(defaults::MAX_ANONYMOUS_CONNECTIONS);
     // Configured profiles add to (or replace) the login-shell default.
     c.profiles.extend(b.profiles);
     if let Some(name) = args.default_profile.or(b.default_profile) {
@@ -225,7 +339,37 @@ fn build_config(args: Args, file: FileConfig) -> anyhow::Result<(Config, Startup
             .unwrap_or(defaults::DAEMON_START_TIMEOUT),
     });
     let log_format = args.log_format.or(b.log_format).unwrap_or(LogFormat::Text);
-    Ok((c, Startup { log_format, autostart }))
+    Ok((c, Startup { log_format, autostart, credential }))
+}
+
+/// Logs where the credential came from and what that means, without the token.
+fn announce_credential(credential: &Credential, config: &Config) {
+    match credential {
+        Credential::Flag => tracing::warn!(
+            "--token on the command line is visible to every local user (ps, \
+             /proc/PID/cmdline); prefer --token-file or PTYD_BRIDGE_TOKEN"
+        ),
+        Credential::Env => tracing::info!("authentication: token from PTYD_BRIDGE_TOKEN"),
+        Credential::ConfigFile => tracing::info!("authentication: token from the config file"),
+        Credential::File(path) => {
+            tracing::info!("authentication: token from {}", path.display())
+        }
+        Credential::Generated(path, token::Origin::Created) => tracing::info!(
+            "authentication: generated a token in {}; the login URL is printed on stdout",
+            path.display()
+        ),
+        Credential::Generated(path, token::Origin::Reused) => tracing::info!(
+            "authentication: using the token generated earlier in {}; the login URL is \
+             printed on stdout",
+            path.display()
+        ),
+        Credential::Disabled => tracing::warn!(
+            "authentication is disabled (--no-auth): any local user, and any web page that \
+             can reach {}, can run commands as uid {}",
+            config.listen,
+            nix::unistd::getuid()
+        ),
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -255,9 +399,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// Variables that carry the credential: read once, then removed from the environment so
+/// that neither an autostarted ptyd nor the shells it runs can read them.
+const SECRET_ENV: &[&str] = &["PTYD_BRIDGE_TOKEN", "CREDENTIALS_DIRECTORY"];
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let built = load_file(&args.config).and_then(|file| build_config(args, file));
+    // Before anything opens a descriptor of its own: a lock or a pipe the caller left open
+    // must not be held by the bridge (nor by a ptyd it starts).
+    ptyd_bridge::fds::close_inherited();
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let token_from_flag = matches.value_source("token") == Some(ValueSource::CommandLine);
+    let built = load_file(&args.config).and_then(|file| build_config(args, token_from_flag, file));
+    for var in SECRET_ENV {
+        // No other thread runs yet (the runtime starts below), so no one reads it meanwhile.
+        std::env::remove_var(var);
+    }
     let (config, startup) = match built {
         Ok(c) => c,
         Err(e) => {
@@ -266,6 +426,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(startup.log_format);
+    announce_credential(&startup.credential, &config);
     // Refuse unsafe settings before binding anything.
     if let Err(e) = config.validate() {
         tracing::error!("{e}");
@@ -301,12 +462,28 @@ async fn run(config: Config, startup: Startup) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let login = match (&startup.credential, &config.auth) {
+        (Credential::Generated(..), AuthMode::Token(t)) => Some(t.clone()),
+        _ => None,
+    };
     let bridge = ptyd_bridge::Bridge::start(config, addr).await?;
     // Tests and scripts read the bound port from this line; a closed stdout is no error.
+    // The login URL is the one place the token is printed: on stdout, to the person who
+    // started the bridge, never in a log line.
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
+        if let (Some(token), Credential::Generated(path, _)) = (login, &startup.credential) {
+            let base = bridge.state().auth.public_url().http_base();
+            // Under systemd stdout is the journal, which others may read: name the file.
+            let line = if std::env::var_os("JOURNAL_STREAM").is_some() {
+                format!("open {base}/?token=<the token in {}> to log in", path.display())
+            } else {
+                format!("open {base}/?token={} to log in", token.expose())
+            };
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
     }
     tracing::info!("listening on http://{addr}");
     if !ptyd_bridge::assets::available() {
@@ -349,8 +526,8 @@ env = { LANG = "C.UTF-8" }
     #[test]
     fn flags_win_over_the_file_and_the_daemon_table_names_the_socket() {
         let file: FileConfig = toml::from_str(FILE).unwrap();
-        let args = Args::try_parse_from(["ptyd-bridge", "--grace", "200ms"]).unwrap();
-        let (c, startup) = build_config(args, file).unwrap();
+        let args = Args::try_parse_from(["ptyd-bridge", "--grace", "200ms", "--no-auth"]).unwrap();
+        let (c, startup) = build_config(args, false, file).unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/test/ptyd.sock"));
         assert_eq!(c.grace, Duration::from_millis(200));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
@@ -376,11 +553,22 @@ env = { LANG = "C.UTF-8" }
         std::fs::write(&path, "  s3cret\n").unwrap();
         let flag = path.to_str().unwrap();
         let args = Args::try_parse_from(["ptyd-bridge", "--token-file", flag]).unwrap();
-        let (c, _) = build_config(args, FileConfig::default()).unwrap();
-        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        let (c, startup) = build_config(args, false, FileConfig::default()).unwrap();
+        assert_eq!(c.auth, AuthMode::Token(Secret::new("s3cret")));
+        assert_eq!(startup.credential, Credential::File(path.clone()));
         std::fs::write(&path, "\n").unwrap();
         let args = Args::try_parse_from(["ptyd-bridge", "--token-file", flag]).unwrap();
-        assert!(build_config(args, FileConfig::default()).is_err());
+        assert!(build_config(args, false, FileConfig::default()).is_err());
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn no_auth_is_explicit_and_excludes_a_token() {
+        let args = Args::try_parse_from(["ptyd-bridge", "--no-auth"]).unwrap();
+        let (c, startup) = build_config(args, false, FileConfig::default()).unwrap();
+        assert_eq!((c.auth, startup.credential), (AuthMode::Disabled, Credential::Disabled));
+        let args = Args::try_parse_from(["ptyd-bridge", "--no-auth", "--token", "x"]).unwrap();
+        let err = build_config(args, true, FileConfig::default()).err().unwrap();
+        assert!(err.to_string().contains("conflicts"), "{err}");
     }
 }

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use ipc_proto::{SessionId, SpawnRequest};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{PROFILE_LABEL, TERMINAL_LABEL};
 use crate::error::AppError;
@@ -30,13 +31,31 @@ pub fn router(state: AppState) -> Router {
         .route("/api/login", post(auth::login))
         .route("/api/terminals", post(create).get(list))
         .route("/api/terminals/{id}", get(show).delete(delete))
+        .route("/api/terminals/{id}/ticket", post(auth::ticket))
         .route("/ws/terminal/{id}", get(ws::upgrade))
         .route("/", get(assets::index))
         .route("/t/{id}", get(assets::index))
         .route("/assets/{file}", get(assets::asset))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(cors(&state.config.allowed_origins))
         .with_state(state)
+}
+
+/// CORS for the configured extra origins (pages that embed a terminal): preflights are
+/// answered, and credentials (the cookie, `Authorization`) may be sent, which is why the
+/// origins are listed one by one and never `*`.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600))
 }
 
 /// Parses a terminal id from the path; 400 when it is not a UUID.
@@ -100,7 +119,6 @@ struct Created {
 /// `POST /api/terminals`: starts a profile's program in a new ptyd session.
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
     let req: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -155,12 +173,8 @@ async fn create(
     tracing::info_span!("terminal", terminal = %id).in_scope(|| {
         tracing::info!(pid = reply.pid, profile = %name, "Created terminal {id}");
     });
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| state.local_addr.to_string());
-    let ws_url = format!("ws://{host}/ws/terminal/{id}");
+    // From configuration, never from the request's Host: a rebinding page controls that.
+    let ws_url = format!("{}/ws/terminal/{id}", state.auth.public_url().ws_base());
     let created =
         Created { id, ws_url, pid: reply.pid, status: Status::Disconnected, profile: name };
     Ok((StatusCode::CREATED, Json(created)))

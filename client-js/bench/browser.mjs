@@ -54,9 +54,9 @@ try {
   const afterFlood = await heap();
 
   // The same output through the transport alone, in Node: the ceiling without rendering.
-  const r = await fetch(`${stack.url}/api/terminals`, { method: "POST", body: "{}" });
+  const r = await fetch(`${stack.url}/api/terminals`, { method: "POST", body: "{}", headers: stack.auth });
   const { ws_url } = await r.json();
-  const conn = connect(ws_url, { WebSocket });
+  const conn = connect(ws_url, { WebSocket, token: stack.token });
   await new Promise((ok) => conn.on("status", (s) => s === "active" && ok()));
   let seen = "";
   const done = new Promise((ok) =>

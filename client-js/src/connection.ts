@@ -36,8 +36,17 @@ export interface ConnectOptions {
   WebSocket?: WebSocketConstructor;
   /** `fetch`, to ask whether a lost terminal is dead; defaults to `globalThis.fetch`. */
   fetch?: typeof fetch;
-  /** The bridge's token, when it requires one. */
+  /**
+   * The bridge's token, for clients without the login cookie (Node, another origin). It
+   * is sent only as a bearer header to mint tickets, never in a URL, and turns tickets on.
+   */
   token?: string;
+  /**
+   * Open every socket with a single-use ticket from `POST /api/terminals/{id}/ticket`
+   * (authenticated by the cookie, or by `token`). On by default when `token` is given;
+   * the web page turns it on. Off: the upgrade relies on the cookie alone.
+   */
+  tickets?: boolean;
   /** Resume after this output offset (e.g. one saved before a page reload). */
   since?: number;
   /**
@@ -92,6 +101,7 @@ export class TerminalConnection {
   };
   private readonly opts: Required<Omit<ConnectOptions, "since" | "token" | "fetch">> &
     Pick<ConnectOptions, "token" | "fetch">;
+  private opening = 0;
   private resumable: boolean;
   private acked = 0;
   private lostAt = 0;
@@ -110,6 +120,7 @@ export class TerminalConnection {
       WebSocket: WS,
       fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
       token: options.token,
+      tickets: options.tickets ?? options.token !== undefined,
       grace: options.grace ?? 10_000,
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
       flowControl: options.flowControl ?? false,
@@ -152,6 +163,7 @@ export class TerminalConnection {
 
   /** Closes this connection for good; the terminal keeps running for its grace. */
   close(): void {
+    this.opening++;
     this.clearRetry();
     this.setStatus("closed");
     const ws = this.ws;
@@ -159,15 +171,90 @@ export class TerminalConnection {
     ws?.close(1000, "client closed");
   }
 
-  private socketUrl(): string {
+  private socketUrl(ticket?: string): string {
     const u = new URL(this.url);
+    u.searchParams.delete("ticket");
     if (this.resumable) u.searchParams.set("since", String(this.offset));
-    if (this.opts.token) u.searchParams.set("token", this.opts.token);
+    if (ticket) u.searchParams.set("ticket", ticket);
     return u.toString();
   }
 
+  /** The bridge's HTTP URL for `path`, from the socket URL. */
+  private apiUrl(path: string): string {
+    const api = new URL(this.url);
+    api.protocol = api.protocol === "wss:" ? "https:" : "http:";
+    api.pathname = api.pathname.replace(/\/ws\/terminal\/[^/]+$/, "") + path;
+    api.search = "";
+    return api.toString();
+  }
+
+  private terminalId(): string | undefined {
+    return this.id ?? new URL(this.url).pathname.split("/").pop();
+  }
+
+  private authHeaders(): Record<string, string> {
+    return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
+  }
+
   private open(): void {
-    const ws = new this.opts.WebSocket(this.socketUrl());
+    if (!this.opts.tickets) {
+      this.openSocket(this.socketUrl());
+      return;
+    }
+    // A newer attempt (or close()) makes an older ticket request moot.
+    const attempt = ++this.opening;
+    void this.mintTicket().then(
+      (ticket) => {
+        if (attempt === this.opening && this.status !== "closed" && this.status !== "dead") {
+          this.openSocket(this.socketUrl(ticket));
+        }
+      },
+      (err: TicketError) => {
+        if (attempt !== this.opening || this.status === "closed" || this.status === "dead") return;
+        if (err.kind === "gone") {
+          this.setStatus("dead");
+        } else if (err.kind === "refused") {
+          this.emit("error", { code: err.code, message: err.message });
+          this.setStatus("closed");
+        } else {
+          // The bridge is unreachable right now: like a dropped socket, retry in the grace.
+          this.onClose(1006, err.message);
+        }
+      },
+    );
+  }
+
+  /** A single-use ticket for this terminal's socket. */
+  private async mintTicket(): Promise<string> {
+    const id = this.terminalId();
+    const fetchFn = this.opts.fetch;
+    if (!id || !fetchFn) throw new TicketError("refused", "NoFetch", "tickets need fetch and an id");
+    let r: Response;
+    try {
+      r = await fetchFn(this.apiUrl(`/api/terminals/${id}/ticket`), {
+        method: "POST",
+        headers: this.authHeaders(),
+        credentials: "include",
+      });
+    } catch (e) {
+      throw new TicketError("network", "Network", String(e));
+    }
+    if (r.status === 201) return String((await r.json()).ticket);
+    let body: { error?: string; message?: string } = {};
+    try {
+      body = await r.json();
+    } catch {
+      // Not JSON: a proxy's page; the status says enough.
+    }
+    const code = body.error ?? `HTTP${r.status}`;
+    const message = body.message ?? `ticket request answered ${r.status}`;
+    if (r.status === 404 || r.status === 410) throw new TicketError("gone", code, message);
+    if (r.status >= 500) throw new TicketError("network", code, message);
+    throw new TicketError("refused", code, message);
+  }
+
+  private openSocket(url: string): void {
+    const ws = new this.opts.WebSocket(url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     ws.onmessage = (ev) => {
@@ -293,17 +380,14 @@ export class TerminalConnection {
 
   /** From the API: "gone" (404/410), "waiting" (200: still there), or "unknown". */
   private async terminalState(): Promise<"gone" | "waiting" | "unknown"> {
-    const id = this.id ?? new URL(this.url).pathname.split("/").pop();
+    const id = this.terminalId();
     const fetchFn = this.opts.fetch;
     if (!id || !fetchFn) return "unknown";
-    const api = new URL(this.url);
-    api.protocol = api.protocol === "wss:" ? "https:" : "http:";
-    api.pathname = `/api/terminals/${id}`;
-    api.search = "";
     try {
-      const headers: Record<string, string> = {};
-      if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
-      const r = await fetchFn(api.toString(), { headers, credentials: "same-origin" });
+      const r = await fetchFn(this.apiUrl(`/api/terminals/${id}`), {
+        headers: this.authHeaders(),
+        credentials: "include",
+      });
       if (r.status === 404 || r.status === 410) return "gone";
       return r.ok ? "waiting" : "unknown";
     } catch {
@@ -332,6 +416,17 @@ export class TerminalConnection {
     ...args: Parameters<ConnectionEvents[K]>
   ): void {
     for (const h of this.handlers[event]) (h as (...a: unknown[]) => void)(...args);
+  }
+}
+
+/** Why a ticket could not be had: the terminal is gone, the bridge refused, or no answer. */
+class TicketError extends Error {
+  constructor(
+    readonly kind: "gone" | "refused" | "network",
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
   }
 }
 

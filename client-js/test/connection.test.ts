@@ -193,10 +193,9 @@ describe("connect", () => {
     expect(FakeSocket.all.length).toBe(1);
   });
 
-  it("follows dropped notices and passes the token", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, token: "s3cret", since: 10 });
+  it("follows dropped notices", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, since: 10 });
     const u = new URL(last().url);
-    expect(u.searchParams.get("token")).toBe("s3cret");
     expect(u.searchParams.get("since")).toBe("10");
     const drops: Array<[number, number]> = [];
     conn.on("dropped", (o, b) => drops.push([o, b]));
@@ -205,6 +204,52 @@ describe("connect", () => {
     last().control({ type: "dropped", offset: 10, bytes: 40 });
     expect(drops).toEqual([[10, 40]]);
     expect(conn.offset).toBe(50);
+  });
+
+  it("with a token, opens every socket with a fresh ticket and never puts the token in a URL", async () => {
+    let minted = 0;
+    const calls: Array<[string, RequestInit | undefined]> = [];
+    const api = vi.fn(async (url: string | URL | Request, init?: RequestInit) => {
+      calls.push([String(url), init]);
+      if (String(url).endsWith("/ticket")) {
+        minted++;
+        return new Response(JSON.stringify({ ticket: `t${minted}` }), { status: 201 });
+      }
+      return new Response("{}", { status: 200 });
+    });
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: api, token: "s3cret", since: 10 });
+    await vi.advanceTimersByTimeAsync(0);
+    const first = new URL(last().url);
+    expect(first.searchParams.get("ticket")).toBe("t1");
+    expect(first.searchParams.get("since")).toBe("10");
+    expect(first.searchParams.has("token")).toBe(false);
+    expect(calls[0][0]).toBe(`http://127.0.0.1:3000/api/terminals/${ID}/ticket`);
+    expect(calls[0][1]?.method).toBe("POST");
+    expect((calls[0][1]?.headers as Record<string, string>).authorization).toBe("Bearer s3cret");
+    hello(last(), 20);
+    last().drop(1006);
+    await vi.advanceTimersByTimeAsync(300);
+    const second = new URL(last().url);
+    expect(second.searchParams.get("ticket")).toBe("t2");
+    expect(second.searchParams.get("since")).toBe("20");
+    expect(conn.status).toBe("reconnecting");
+  });
+
+  it("a refused ticket closes with the bridge's reason; a gone terminal is dead", async () => {
+    const refuse = vi.fn(
+      async () => new Response(JSON.stringify({ error: "Unauthorized", message: "no" }), { status: 401 }),
+    );
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: refuse, tickets: true });
+    const errors: string[] = [];
+    conn.on("error", (e) => errors.push(e.code));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(conn.status).toBe("closed");
+    expect(errors).toEqual(["Unauthorized"]);
+    expect(FakeSocket.all.length).toBe(0);
+    const gone = vi.fn(async () => new Response("{}", { status: 410 }));
+    const dead = connect(URL_, { WebSocket: FakeSocket, fetch: gone, tickets: true });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(dead.status).toBe("dead");
   });
 
   it("ignores control messages it does not know, and reports unreadable ones", () => {

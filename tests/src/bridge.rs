@@ -3,7 +3,10 @@
 //! [`Bridge::start`] runs `ptyd-bridge --socket <daemon socket> --listen 127.0.0.1:0
 //! --no-spawn-daemon <extra args>` in its own temporary directory (its `HOME`; `SHELL` is
 //! `/bin/sh`), with stdout and stderr in `<tmp>/bridge.log`, and returns once the log shows
-//! `listening on http://ADDR`. Dropping it kills the process (SIGKILL) and, when the test
+//! `listening on http://ADDR`. Unless the arguments say how to authenticate (`--token`,
+//! `--token-file`, `--no-auth`) or [`Bridge::start_generated`] lets the bridge generate its
+//! token, the bridge gets `--token-file <tmp>/token`; [`Bridge::request`] and the upgrades
+//! send that token as a bearer header unless the caller sends its own credential. Dropping it kills the process (SIGKILL) and, when the test
 //! is panicking, prints the log's tail; with `PTYD_TEST_KEEP_LOGS=1` the directory is kept. [`http`] speaks just enough HTTP/1.1
 //! (`Connection: close`); [`WsClient`] wraps tokio-tungstenite and tracks terminal offsets.
 
@@ -50,6 +53,16 @@ pub struct Bridge {
     log: PathBuf,
     addr: Option<SocketAddr>,
     status: Option<ExitStatus>,
+    token: Option<String>,
+}
+
+/// How a launched bridge authenticates.
+enum AuthSetup {
+    /// The helper writes a token file and passes `--token-file`, unless the arguments
+    /// configure authentication themselves.
+    Helper,
+    /// The bridge generates its own token; it is read back from the login URL line.
+    Generated,
 }
 
 impl Bridge {
@@ -83,11 +96,33 @@ impl Bridge {
         Ok(bridge)
     }
 
+    /// A bridge that generates its own token (nothing configured, as a user would run it);
+    /// [`Bridge::token`] is read from the login URL it prints.
+    pub async fn start_generated(daemon_socket: &Path, args: &[&str]) -> Result<Bridge> {
+        let mut all = vec!["--no-spawn-daemon"];
+        all.extend_from_slice(args);
+        let mut bridge = Self::launch_inner(daemon_socket, &all, &[], AuthSetup::Generated)?;
+        bridge.wait_listening(TIMEOUT).await?;
+        let line = bridge.wait_for_log("/?token=", TIMEOUT).await?;
+        let token = line.split("/?token=").nth(1).and_then(|t| t.split_whitespace().next());
+        bridge.token = Some(token.context("no token in the login URL")?.to_string());
+        Ok(bridge)
+    }
+
     /// Like [`Bridge::launch`], with extra environment variables.
     pub fn launch_with_env(
         daemon_socket: &Path,
         args: &[&str],
         env: &[(&str, &str)],
+    ) -> Result<Bridge> {
+        Self::launch_inner(daemon_socket, args, env, AuthSetup::Helper)
+    }
+
+    fn launch_inner(
+        daemon_socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        auth: AuthSetup,
     ) -> Result<Bridge> {
         let bin = bridge_bin()?;
         let dir = tempfile::Builder::new().prefix("ptyd-bridge-test-").tempdir()?;
@@ -105,6 +140,20 @@ impl Bridge {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        let configured = args.iter().any(|a| ["--token", "--token-file", "--no-auth"].contains(a))
+            || env.iter().any(|(k, _)| *k == "PTYD_BRIDGE_TOKEN" || *k == "PTYD_BRIDGE_NO_AUTH");
+        let mut token = None;
+        if let Some(i) = args.iter().position(|a| *a == "--token") {
+            token = args.get(i + 1).map(|t| t.to_string());
+        } else if let Some((_, t)) = env.iter().find(|(k, _)| *k == "PTYD_BRIDGE_TOKEN") {
+            token = Some(t.to_string());
+        } else if !configured && matches!(auth, AuthSetup::Helper) {
+            let t = format!("test-token-{}", crate::unique_suffix());
+            let path = dir.path().join("token");
+            std::fs::write(&path, &t)?;
+            cmd.arg("--token-file").arg(&path);
+            token = Some(t);
+        }
         cmd.args(args)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
@@ -117,7 +166,7 @@ impl Bridge {
             .stdout(file.try_clone()?)
             .stderr(file);
         let child = cmd.spawn().with_context(|| format!("cannot run {}", bin.display()))?;
-        Ok(Bridge { child, dir, log, addr: None, status: None })
+        Ok(Bridge { child, dir, log, addr: None, status: None, token })
     }
 
     async fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
@@ -149,6 +198,11 @@ impl Bridge {
     /// The bridge's own origin, `http://127.0.0.1:PORT`.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// The token the helper sends, if the bridge requires one.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The bridge's pid.
@@ -204,7 +258,8 @@ impl Bridge {
         status.with_context(|| format!("the bridge still runs after {timeout:?}"))
     }
 
-    /// An HTTP request to the bridge.
+    /// An HTTP request to the bridge, with the helper's bearer token unless `headers`
+    /// carry an `Authorization` or `Cookie` of their own.
     pub async fn request(
         &self,
         method: &str,
@@ -212,7 +267,32 @@ impl Bridge {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Result<HttpResponse> {
+        let all = self.with_token(headers);
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        http(self.addr(), method, path, &all, body).await
+    }
+
+    /// An HTTP request with exactly `headers`: no credential unless they carry one.
+    pub async fn request_anonymous(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<HttpResponse> {
         http(self.addr(), method, path, headers, body).await
+    }
+
+    fn with_token(&self, headers: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> =
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let has_credential = headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie")
+        });
+        if let (Some(token), false) = (&self.token, has_credential) {
+            all.push(("Authorization".into(), format!("Bearer {token}")));
+        }
+        all
     }
 
     /// `GET path`.
@@ -269,8 +349,24 @@ impl Bridge {
         WsClient::new(ws).await
     }
 
-    /// A raw upgrade of `path_and_query` with extra headers.
+    /// An upgrade of `path_and_query` with extra headers, authenticated like
+    /// [`Bridge::request`] (unless the path carries a `ticket=`).
     pub async fn upgrade(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tungstenite::Error> {
+        let all = if path_and_query.contains("ticket=") {
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        } else {
+            self.with_token(headers)
+        };
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.upgrade_anonymous(path_and_query, &all).await
+    }
+
+    /// An upgrade with exactly `headers`.
+    pub async fn upgrade_anonymous(
         &self,
         path_and_query: &str,
         headers: &[(&str, &str)],

@@ -32,3 +32,11 @@ pub use wait::{wait_until, wait_until_async, wait_until_with};
 
 /// A generous default timeout for conditions in tests (slow CI machines included).
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A string unique to this test process and call, for names that must not collide
+/// between tests running in parallel.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}

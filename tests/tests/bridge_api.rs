@@ -125,14 +125,14 @@ async fn foreign_origins_are_refused_on_post_and_upgrade() -> Result<()> {
 }
 
 #[tokio::test]
-async fn non_loopback_without_a_token_refuses_to_start() -> Result<()> {
+async fn non_loopback_without_authentication_refuses_to_start() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
-    let mut bridge =
-        Bridge::launch(daemon.socket(), &["--no-spawn-daemon", "--listen", "0.0.0.0:0"])?;
+    let args = ["--no-spawn-daemon", "--listen", "0.0.0.0:0", "--no-auth"];
+    let mut bridge = Bridge::launch(daemon.socket(), &args)?;
     let status = bridge.wait_exit(TIMEOUT).await?;
     ensure!(!status.success(), "{status}");
     let log = bridge.log();
-    ensure!(log.contains("refusing to listen on 0.0.0.0:0 without an auth token"), "{log}");
+    ensure!(log.contains("refusing to listen on 0.0.0.0:0 without authentication"), "{log}");
     // With a token it starts.
     let with_token =
         Bridge::start(daemon.socket(), &["--listen", "0.0.0.0:0", "--token", "t0ken"]).await?;
@@ -141,11 +141,12 @@ async fn non_loopback_without_a_token_refuses_to_start() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_token_is_required_by_header_cookie_or_query() -> Result<()> {
+async fn a_token_is_required_by_header_cookie_or_ticket() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let bridge = Bridge::start(daemon.socket(), &["--token", "s3cret"]).await?;
-    ensure!(bridge.get("/health").await?.status == 200, "health needs no token");
-    let r = bridge.get("/api/terminals").await?;
+    let anonymous = |path: &'static str| bridge.request_anonymous("GET", path, &[], None);
+    ensure!(anonymous("/health").await?.status == 200, "health needs no token");
+    let r = anonymous("/api/terminals").await?;
     ensure!(r.status == 401 && r.json()?["error"] == "Unauthorized", "{r:?}");
     let bearer = [("Authorization", "Bearer s3cret")];
     ensure!(
@@ -159,9 +160,11 @@ async fn a_token_is_required_by_header_cookie_or_query() -> Result<()> {
     ensure!(r.status == 201, "{r:?}");
     let id = r.json()?["id"].as_str().context("id")?.to_string();
 
-    let r = bridge.post("/api/login", r#"{"token":"wrong"}"#).await?;
+    let login =
+        |body: &'static str| bridge.request_anonymous("POST", "/api/login", &[], Some(body));
+    let r = login(r#"{"token":"wrong"}"#).await?;
     ensure!(r.status == 401, "{r:?}");
-    let r = bridge.post("/api/login", r#"{"token":"s3cret"}"#).await?;
+    let r = login(r#"{"token":"s3cret"}"#).await?;
     ensure!(r.status == 204, "{r:?}");
     let cookie = r.header("set-cookie").context("no cookie")?.to_string();
     ensure!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
@@ -171,11 +174,14 @@ async fn a_token_is_required_by_header_cookie_or_query() -> Result<()> {
     );
 
     let path = format!("/ws/terminal/{id}");
-    let e = bridge.upgrade(&path, &[]).await.err().context("upgrade without token worked")?;
+    let e = bridge.upgrade_anonymous(&path, &[]).await.err().context("upgrade without token")?;
     ensure!(upgrade_status(&e) == Some(401), "{e}");
-    let ws = bridge.upgrade(&format!("{path}?token=s3cret"), &[]).await?;
+    // The long-lived token never goes into a URL: `?token=` is not a credential.
+    let e = bridge.upgrade_anonymous(&format!("{path}?token=s3cret"), &[]).await.err();
+    ensure!(e.as_ref().and_then(upgrade_status) == Some(401), "{e:?}");
+    let ws = bridge.upgrade_anonymous(&path, &[("Cookie", &pair)]).await?;
     drop(ws);
-    let ws = bridge.upgrade(&path, &[("Cookie", &pair)]).await?;
+    let ws = bridge.upgrade_anonymous(&path, &[("Authorization", "Bearer s3cret")]).await?;
     drop(ws);
     Ok(())
 }
@@ -243,7 +249,10 @@ async fn starts_ptyd_when_none_answers() -> Result<()> {
     // As under systemd: the bridge's notify socket must not be handed on to its ptyd.
     let notify = dir.path().join("notify.sock");
     let _notify = std::os::unix::net::UnixDatagram::bind(&notify)?;
-    let env = [("NOTIFY_SOCKET", notify.to_str().context("path")?)];
+    let env = [
+        ("NOTIFY_SOCKET", notify.to_str().context("path")?),
+        ("PTYD_BRIDGE_TOKEN", "for-the-bridge-only"),
+    ];
     let mut bridge = Bridge::start_with_env(&socket, &[], &env).await?;
     let kids = ptyd_tests::children_of(bridge.pid());
     let ptyd = kids.iter().find(|k| k.2 == "ptyd").map(|k| k.0).context("no ptyd child")?;
@@ -259,10 +268,13 @@ async fn starts_ptyd_when_none_answers() -> Result<()> {
     let stat = ptyd_tests::proc_stat(ptyd).context("no stat")?;
     ensure!(stat.session == ptyd, "ptyd runs in its own session: {stat:?}");
     let environ = std::fs::read(format!("/proc/{ptyd}/environ"))?;
-    ensure!(
-        !environ.split(|b| *b == 0).any(|v| v.starts_with(b"NOTIFY_SOCKET=")),
-        "the started ptyd inherited NOTIFY_SOCKET"
-    );
+    for var in [&b"NOTIFY_SOCKET="[..], b"PTYD_BRIDGE_TOKEN="] {
+        ensure!(
+            !environ.split(|b| *b == 0).any(|v| v.starts_with(var)),
+            "the started ptyd inherited {}",
+            String::from_utf8_lossy(var)
+        );
+    }
     ensure!(dir.path().join("run").join("ptyd.log").is_file(), "ptyd.log beside the socket");
     ensure!(bridge.get("/readyz").await?.status == 200);
     bridge.create("").await?;
@@ -301,5 +313,65 @@ async fn server_pings_are_answered_by_real_clients() -> Result<()> {
     }
     ensure!(bridge.log().contains("Received pong response (frame"), "{}", bridge.log_tail());
     bridge.wait_status(&id, "Active", TIMEOUT).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn neither_the_bridge_nor_the_ptyd_it_starts_holds_an_inherited_descriptor() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("run").join("ptyd.sock");
+    let lock = dir.path().join("lock");
+    let log = dir.path().join("bridge.log");
+    // As `flock L ptyd-bridge` or `ptyd-bridge | tee log`: fd 7 holds a lock, fd 8 is the
+    // write end of a pipe nobody else holds, both without close-on-exec.
+    let script = r#"exec 7>"$1"; flock 7; exec 8> >(cat >/dev/null); shift; exec "$@""#;
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", script, "bash"])
+        .arg(&lock)
+        .arg(ptyd_tests::bridge::bridge_bin()?)
+        .args(["--listen", "127.0.0.1:0", "--no-auth", "--socket"])
+        .arg(&socket)
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    struct Kill(Vec<u32>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                let pid = nix::unistd::Pid::from_raw(*pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let mut guard = Kill(vec![child.id()]);
+    let listening = ptyd_tests::wait_until_async(TIMEOUT, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
+    })
+    .await;
+    ensure!(listening, "the bridge did not start: {:?}", std::fs::read_to_string(&log));
+    let bridge = child.id();
+    let ptyd = ptyd_tests::children_of(bridge)
+        .iter()
+        .find(|k| k.2 == "ptyd")
+        .map(|k| k.0)
+        .context("no ptyd child")?;
+    guard.0.push(ptyd);
+    for (who, pid) in [("ptyd-bridge", bridge), ("its ptyd", ptyd)] {
+        let fds = ptyd_tests::fd_targets(pid)?;
+        for (fd, target) in &fds {
+            ensure!(
+                !target.contains(lock.to_str().unwrap_or("lock")) && !target.starts_with("pipe:"),
+                "{who} holds inherited fd {fd} -> {target}: {fds:?}"
+            );
+        }
+    }
+    // The lock can be taken again at once while both run.
+    let free = std::process::Command::new("flock").args(["-n"]).arg(&lock).arg("true").status()?;
+    ensure!(free.success(), "the lock is still held");
+    child.kill()?;
+    child.wait()?;
     Ok(())
 }

@@ -61,6 +61,7 @@ fn every_error_and_state_has_an_entry() -> Result<()> {
         "## Heartbeat timeout",
         "## Grace expired / 410 Gone",
         "## Idle timeout",
+        "## Unauthorized, locked out or misdirected",
         "## Post-incident template",
     ] {
         ensure!(text.lines().any(|l| l == heading), "RUNBOOK.md has no {heading:?} section");
@@ -149,6 +150,11 @@ fn every_quoted_log_line_is_written_by_the_code() -> Result<()> {
         "session idle with no client attached or lease held; killing it",
         "session ended; released pty slot",
         "Status transition:",
+        "refused a request with a wrong credential",
+        "locked out after repeated wrong credentials",
+        "refused a request for a foreign host",
+        "authentication is disabled (--no-auth)",
+        "authentication: generated a token in",
     ] {
         ensure!(text.contains(line), "RUNBOOK.md does not quote {line:?}");
         ensure!(code.contains(line), "no code logs {line:?}, yet RUNBOOK.md quotes it");

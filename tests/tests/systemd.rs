@@ -211,6 +211,23 @@ fn system_units_verify() -> Result<()> {
 }
 
 #[test]
+fn no_shipped_unit_puts_a_token_on_a_command_line() -> Result<()> {
+    let dir = workspace_root().join("systemd");
+    for unit in
+        ["ptyd-bridge.service", "user/ptyd-bridge.service", "ptyd.service", "user/ptyd.service"]
+    {
+        let text = std::fs::read_to_string(dir.join(unit))?;
+        for line in text.lines().filter(|l| l.starts_with("Exec")) {
+            ensure!(!line.contains("--token") && !line.contains("TOKEN="), "{unit}: {line}");
+        }
+        ensure!(!text.contains("Environment=PTYD_BRIDGE_TOKEN="), "{unit} sets the token");
+    }
+    let system = std::fs::read_to_string(dir.join("ptyd-bridge.service"))?;
+    ensure!(system.contains("LoadCredential=token:"), "the system bridge loads no credential");
+    Ok(())
+}
+
+#[test]
 fn user_units_verify() -> Result<()> {
     verify_units(&["user/ptyd.socket", "user/ptyd.service", "user/ptyd-bridge.service"], true)
 }

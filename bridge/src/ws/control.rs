@@ -141,6 +141,10 @@ impl<'a> Control<'a> {
                 ))
             }
             Some(Err(RecvError::TooLarge { size, max })) => return self.too_large(size, max),
+            Some(Err(RecvError::Violation { code, why })) => {
+                tracing::warn!("WebSocket protocol violation ({code}): {why}");
+                return Step::Done(Outcome::Violation { code, why });
+            }
             Some(Err(RecvError::Transport(e))) => return Step::Done(Outcome::Broken(e)),
             Some(Ok(msg)) => msg,
         };

@@ -192,6 +192,9 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
                 Outcome::TooLarge { .. } => {
                     tracing::warn!("WebSocket closed for terminal {id}: message too large");
                 }
+                Outcome::Violation { why, .. } => {
+                    tracing::warn!("WebSocket closed for terminal {id}: {why}");
+                }
                 _ => {}
             }
             if let Some(timer) = state.registry.disconnect(id, gen, now) {
@@ -270,12 +273,24 @@ fn from_axum(m: axum_ws::Message) -> WsMessage {
 }
 
 /// Classifies a read error. The WebSocket library is a private dependency of axum, so its
-/// size-limit error is recognized by its text ("Message too long: 70000 > 65536").
+/// errors are recognized by their text: the size limit ("Message too long: 70000 >
+/// 65536"), invalid UTF-8 ("UTF-8 encoding error") and protocol violations ("WebSocket
+/// protocol error: ...").
 fn recv_error(e: &axum::Error, max: usize) -> RecvError {
     let text = e.to_string();
     if let Some(rest) = text.split("Message too long: ").nth(1) {
         let size = rest.split(" > ").next().and_then(|s| s.trim().parse().ok());
         return RecvError::TooLarge { size, max };
+    }
+    if text.contains("UTF-8 encoding error") {
+        let why = "invalid UTF-8 in a text message".to_string();
+        return RecvError::Violation { code: close::INVALID_DATA, why };
+    }
+    if let Some(rest) = text.split("WebSocket protocol error: ").nth(1) {
+        // The library files a vanished peer under protocol errors; it is the transport's.
+        if !rest.starts_with("Connection reset without closing handshake") {
+            return RecvError::Violation { code: close::PROTOCOL_ERROR, why: rest.to_string() };
+        }
     }
     RecvError::Transport(text)
 }
@@ -332,8 +347,16 @@ mod tests {
             "Space limit exceeded: Message too long: 70000 > 65536",
         ));
         assert_eq!(recv_error(&e, 65536), RecvError::TooLarge { size: Some(70000), max: 65536 });
-        let e =
-            axum::Error::new(std::io::Error::other("Connection reset without closing handshake"));
+        let e = axum::Error::new(std::io::Error::other(
+            "WebSocket protocol error: Connection reset without closing handshake",
+        ));
         assert!(matches!(recv_error(&e, 1), RecvError::Transport(_)));
+        let e = axum::Error::new(std::io::Error::other("UTF-8 encoding error: invalid"));
+        assert!(matches!(recv_error(&e, 1), RecvError::Violation { code: 1007, .. }));
+        let e = axum::Error::new(std::io::Error::other(
+            "WebSocket protocol error: Reserved bits are non-zero",
+        ));
+        let RecvError::Violation { code, why } = recv_error(&e, 1) else { panic!() };
+        assert_eq!((code, why.as_str()), (1002, "Reserved bits are non-zero"));
     }
 }

@@ -16,6 +16,10 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The bridge is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (a malformed frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not valid UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// The request was refused by policy (e.g. a `since` past the end of the output).
     pub const POLICY: u16 = 1008;
     /// A message over the size limit.

@@ -79,6 +79,14 @@ pub enum RecvError {
         /// The limit.
         max: usize,
     },
+    /// The client broke the WebSocket protocol (RFC 6455 § 7.4.1): invalid UTF-8 in a
+    /// text message (1007), or a malformed frame such as reserved bits or opcodes (1002).
+    Violation {
+        /// The close code to answer with.
+        code: u16,
+        /// What was wrong.
+        why: String,
+    },
     /// The connection failed.
     Transport(String),
 }
@@ -160,6 +168,13 @@ pub enum Outcome {
         /// The limit.
         max: usize,
     },
+    /// The client broke the WebSocket protocol.
+    Violation {
+        /// 1002 or 1007.
+        code: u16,
+        /// What was wrong.
+        why: String,
+    },
     /// The connection to ptyd broke.
     IpcLost(String),
     /// The registry stopped this socket.
@@ -189,6 +204,7 @@ impl Outcome {
             Outcome::TooLarge { size: None, max } => {
                 CloseFrame::new(close::TOO_BIG, format!("message exceeds the {max}-byte limit"))
             }
+            Outcome::Violation { code, why } => CloseFrame::new(*code, why.clone()),
             Outcome::IpcLost(why) => CloseFrame::new(close::INTERNAL, format!("IpcError: {why}")),
             Outcome::Stopped(StopReason::TakenOver) => {
                 CloseFrame::new(close::TAKEN_OVER, "taken over by another connection")

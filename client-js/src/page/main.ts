@@ -142,7 +142,11 @@ async function main(): Promise<void> {
     const id = idFromPath() ?? (await createTerminal(term.cols, term.rows));
     document.title = `ptyd · ${id.slice(0, 8)}`;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, { flowControl: true });
+    // Each socket opens with a single-use ticket minted with the login cookie.
+    const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, {
+      flowControl: true,
+      tickets: true,
+    });
     window.ptydConn = conn;
     showStatus(conn.status);
     conn.on("status", (s) => {

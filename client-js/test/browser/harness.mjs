@@ -23,12 +23,29 @@ export async function waitFor(what, check, timeout = 10_000, every = 25) {
   throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
 }
 
-/** ptyd and ptyd-bridge, with `bridgeArgs` (e.g. a short --grace). */
+/** The token each stack's bridge generated, by its base URL, for `openTerminal`. */
+const tokens = new Map();
+
+/**
+ * ptyd and ptyd-bridge, with `bridgeArgs` (e.g. a short --grace). Unless the arguments
+ * configure authentication, the bridge generates its token as for a user, and `token` and
+ * `loginUrl` come from the login line it prints.
+ */
 export async function startStack(bridgeArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), "ptyd-browser-"));
   const socket = join(dir, "ptyd.sock");
-  // A home without rc files keeps the shell's prompt and behaviour plain.
-  const env = { ...process.env, HOME: dir, SHELL: "/bin/bash", PTYD_SOCKET: socket, RUST_LOG: "info" };
+  // A home without rc files keeps the shell's prompt and behaviour plain; the runtime
+  // directory (where the bridge keeps its token) is this stack's own.
+  const env = {
+    ...process.env,
+    HOME: dir,
+    XDG_RUNTIME_DIR: dir,
+    SHELL: "/bin/bash",
+    PTYD_SOCKET: socket,
+    RUST_LOG: "info",
+  };
+  for (const k of Object.keys(env)) if (k.startsWith("PTYD_BRIDGE_")) delete env[k];
+  const generated = !bridgeArgs.some((a) => ["--token", "--token-file", "--no-auth"].includes(a));
   delete env.PROMPT_COMMAND;
   const procs = [];
   const daemon = spawn(join(BIN, "ptyd"), ["--socket", socket], { env, stdio: ["ignore", "ignore", "pipe"] });
@@ -43,17 +60,24 @@ export async function startStack(bridgeArgs = []) {
   procs.push(bridge);
   let log = "";
   bridge.stderr.on("data", (d) => (log += d));
-  const url = await new Promise((ok, fail) => {
+  const [url, loginUrl] = await new Promise((ok, fail) => {
     let out = "";
     bridge.stdout.on("data", (d) => {
       out += d;
       const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) ok(m[1]);
+      const login = out.match(/open (http:\/\/\S+) to log in/);
+      if (m && (login || !generated)) ok([m[1], login?.[1]]);
     });
     bridge.on("exit", (code) => fail(new Error(`ptyd-bridge exited (${code}): ${log}`)));
   });
+  const token = loginUrl ? new URL(loginUrl).searchParams.get("token") : undefined;
+  if (token) tokens.set(url, token);
   return {
     url,
+    token,
+    loginUrl,
+    /** Headers for API calls from Node. */
+    auth: token ? { authorization: `Bearer ${token}` } : {},
     dir,
     ptyctl,
     bridgeLog: () => log,
@@ -87,8 +111,15 @@ export async function waitForLine(page, predicate, what, timeout = 10_000) {
   return waitFor(what, async () => (await bufferLines(page)).find(predicate), timeout, 50);
 }
 
-/** Opens `path`, waits for Active and a prompt. */
+/**
+ * Opens `path` (logging in with the stack's generated token, as the printed login URL
+ * does, unless `path` carries a token of its own), waits for Active and a prompt.
+ */
 export async function openTerminal(page, base, path = "/") {
+  const token = tokens.get(base);
+  if (token && !path.includes("token=")) {
+    path += `${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+  }
   await page.goto(base + path);
   await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
   await waitForLine(page, (l) => /[$#] ?$/.test(l.trimEnd()), "a shell prompt");

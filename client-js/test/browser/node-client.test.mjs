@@ -15,10 +15,11 @@ after(async () => {
 });
 
 it("drives a terminal from Node and sees its exit", async () => {
-  const r = await fetch(`${stack.url}/api/terminals`, { method: "POST", body: "{}" });
+  const r = await fetch(`${stack.url}/api/terminals`, { method: "POST", body: "{}", headers: stack.auth });
   assert.equal(r.status, 201);
   const { ws_url } = await r.json();
-  const conn = connect(ws_url, { WebSocket });
+  // The token mints a ticket per socket; it never goes into the URL.
+  const conn = connect(ws_url, { WebSocket, token: stack.token });
   let output = "";
   conn.on("data", (bytes) => (output += Buffer.from(bytes).toString("utf8")));
   const exited = new Promise((ok) => conn.on("exit", ok));

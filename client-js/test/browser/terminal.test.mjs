@@ -2,7 +2,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import {
   bufferLines,
   launchBrowser,
@@ -200,6 +200,115 @@ describe("with an auth token", () => {
     await page.goto(run.stack.url + "/");
     await page.waitForSelector('#status[data-status="dead"]');
     assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
+    await page.close();
+  });
+});
+
+describe("with the generated token (the default)", () => {
+  const run = useStack([]);
+
+  it("the printed login URL opens a terminal and leaves the address bar", async () => {
+    assert.ok(run.stack.loginUrl, "the bridge printed a login URL");
+    const page = await run.browser.newPage();
+    await page.goto(run.stack.loginUrl);
+    await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+    assert.doesNotMatch(page.url(), /token/, "the token leaves the address bar");
+    await enter(page, "echo lo''gged-in");
+    await waitForLine(page, (l) => l.trim() === "logged-in", "logged-in");
+    // A reload keeps working: the cookie, and a fresh ticket for the new socket.
+    await page.reload();
+    await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+    await page.close();
+  });
+
+  it("a visitor without the token gets no terminal", async () => {
+    const page = await run.browser.newPage();
+    await page.goto(run.stack.url + "/");
+    await page.waitForSelector('#status[data-status="dead"]');
+    assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
+    await page.close();
+  });
+});
+
+/** A static server on its own port for the embedding page and the built library. */
+async function embeddingSite() {
+  const { createServer } = await import("node:http");
+  const { readFile } = await import("node:fs/promises");
+  const lib = resolve(import.meta.dirname, "../../dist/lib");
+  const page = `<!doctype html><meta charset="utf-8"><title>embed</title>
+<script type="module">
+import { connect } from "/lib/index.js";
+window.openRemote = async (bridge, token) => {
+  const r = await fetch(bridge + "/api/terminals", {
+    method: "POST",
+    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+    body: "{}",
+  });
+  if (r.status !== 201) throw new Error("create answered " + r.status);
+  const { ws_url } = await r.json();
+  const conn = connect(ws_url, { token });
+  let out = "";
+  conn.on("data", (b) => (out += new TextDecoder().decode(b)));
+  await new Promise((ok) => conn.on("status", (s) => s === "active" && ok()));
+  conn.write("echo cross-ori''gin\\r");
+  const deadline = Date.now() + 10000;
+  while (!/^cross-origin\\r?$/m.test(out)) {
+    if (Date.now() > deadline) throw new Error("no echo: " + out);
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
+  conn.close();
+  return out;
+};
+</script>`;
+  const server = createServer(async (req, res) => {
+    if (req.url === "/") {
+      res.writeHead(200, { "content-type": "text/html" }).end(page);
+    } else if (req.url?.startsWith("/lib/") && !req.url.includes("..")) {
+      try {
+        const body = await readFile(join(lib, req.url.slice(5)));
+        res.writeHead(200, { "content-type": "text/javascript" }).end(body);
+      } catch {
+        res.writeHead(404).end();
+      }
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  return { origin: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
+}
+
+describe("embedded in a page of another origin (CORS)", () => {
+  const run = {};
+  before(async () => {
+    run.allowed = await embeddingSite();
+    run.other = await embeddingSite();
+    run.stack = await startStack(["--allowed-origin", run.allowed.origin]);
+    run.browser = await launchBrowser();
+  });
+  after(async () => {
+    await run.browser?.close();
+    await run.stack?.stop();
+    run.allowed?.close();
+    run.other?.close();
+  });
+
+  it("an allowed origin creates and drives a terminal with the library", async () => {
+    const page = await run.browser.newPage();
+    await page.goto(run.allowed.origin + "/");
+    const out = await page.evaluate(([b, t]) => window.openRemote(b, t), [run.stack.url, run.stack.token]);
+    assert.match(out, /^cross-origin\r?$/m);
+    await page.close();
+  });
+
+  it("another origin is refused by the browser's CORS check", async () => {
+    const page = await run.browser.newPage();
+    await page.goto(run.other.origin + "/");
+    const err = await page.evaluate(
+      ([b, t]) => window.openRemote(b, t).then(() => "worked", (e) => String(e)),
+      [run.stack.url, run.stack.token],
+    );
+    assert.match(err, /Failed to fetch|403/, err);
     await page.close();
   });
 });

@@ -1,0 +1,252 @@
+//! The HTTP/1 connection loop around the router, with the limits that keep the bridge
+//! answering under abuse: a client must send a whole request head within
+//! `header_timeout` (hyper's header-read timeout); open connections are capped; and
+//! connections that have not made an authenticated request yet ("anonymous") are capped
+//! on their own, the oldest closed first when a new one arrives, so that half-sent
+//! requests can never crowd out `/health` or a logged-in user. WebSocket upgrades are
+//! handed to the router's handler and leave this loop's accounting once upgraded.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// The loop's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send a whole request head.
+    pub header_timeout: Duration,
+    /// Open connections at most; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Anonymous connections at most; past it the oldest is closed.
+    pub max_anonymous: usize,
+    /// How long shutdown lets open requests finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// A connection's handle in request extensions: the auth guard marks it authenticated.
+#[derive(Clone, Debug)]
+pub struct ConnMark {
+    id: u64,
+    table: Arc<Table>,
+    authenticated: Arc<AtomicBool>,
+}
+
+impl ConnMark {
+    /// The connection made an authenticated request: it is no longer evicted to make room.
+    pub fn authenticated(&self) {
+        if !self.authenticated.swap(true, Ordering::Relaxed) {
+            self.table.promote(self.id);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    open: usize,
+    next_id: u64,
+    anonymous: VecDeque<(u64, CancellationToken)>,
+}
+
+/// The open connections.
+#[derive(Debug)]
+struct Table {
+    limits: Limits,
+    inner: Mutex<Inner>,
+}
+
+/// A registered connection: dropping it removes it from the table.
+struct Admitted {
+    table: Arc<Table>,
+    id: u64,
+    evict: CancellationToken,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut inner = self.table.lock();
+        inner.open -= 1;
+        inner.anonymous.retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl Table {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new connection, closing the oldest anonymous one if either cap is
+    /// reached; `None` when every open connection is authenticated and the cap is reached.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let mut inner = self.lock();
+        let full = inner.open >= self.limits.max_connections;
+        if full || inner.anonymous.len() >= self.limits.max_anonymous {
+            match inner.anonymous.pop_front() {
+                // Its task sees the token and ends at once; its `Admitted` then lowers
+                // `open`, so the cap is exceeded by the evicted ones only while they close.
+                Some((_, evict)) => evict.cancel(),
+                None if full => return None,
+                None => {}
+            }
+        }
+        inner.open += 1;
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let evict = CancellationToken::new();
+        inner.anonymous.push_back((id, evict.clone()));
+        Some(Admitted { table: self.clone(), id, evict })
+    }
+
+    fn promote(&self, id: u64) {
+        self.lock().anonymous.retain(|(other, _)| *other != id);
+    }
+
+    /// Closes the oldest anonymous connection, to free a descriptor.
+    fn evict_oldest(&self) -> bool {
+        let evicted = self.lock().anonymous.pop_front();
+        evicted.map(|(_, token)| token.cancel()).is_some()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets open requests finish (at most
+/// `limits.shutdown_timeout`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let table = Arc::new(Table { limits, inner: Mutex::default() });
+    let tasks = TaskTracker::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors: make room by closing the oldest anonymous connection
+                // rather than refusing everyone until something else closes.
+                let evicted = table.evict_oldest();
+                warn!(error = %e, evicted, "accept failed");
+                tokio::time::sleep(Duration::from_millis(if evicted { 1 } else { 50 })).await;
+                continue;
+            }
+        };
+        let Some(admitted) = table.admit() else {
+            warn!(client = %peer, max = limits.max_connections, "connection limit reached; closing a new connection");
+            continue;
+        };
+        let mark = ConnMark {
+            id: admitted.id,
+            table: table.clone(),
+            authenticated: Arc::new(AtomicBool::new(false)),
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(mark.clone());
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        tasks.spawn(serve_one(conn, admitted, peer, shutdown.clone()));
+    }
+    drop(listener);
+    tasks.close();
+    if tokio::time::timeout(limits.shutdown_timeout, tasks.wait()).await.is_err() {
+        warn!("HTTP connections still open {:?} after shutdown began", limits.shutdown_timeout);
+    }
+    Ok(())
+}
+
+type Conn<S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<tokio::net::TcpStream>, S>;
+
+/// Drives one connection until it ends, is evicted, or (after finishing the request in
+/// flight) the server shuts down.
+async fn serve_one<S>(conn: Conn<S>, admitted: Admitted, peer: SocketAddr, stop: CancellationToken)
+where
+    S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(client = %peer, "HTTP connection ended: {e}");
+                }
+                break;
+            }
+            _ = admitted.evict.cancelled() => {
+                debug!(client = %peer, "closed an anonymous connection to make room");
+                break;
+            }
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    drop(admitted);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max_connections: usize, max_anonymous: usize) -> Arc<Table> {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(1),
+            max_connections,
+            max_anonymous,
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        Arc::new(Table { limits, inner: Mutex::default() })
+    }
+
+    #[test]
+    fn anonymous_connections_make_room_oldest_first() {
+        let t = table(10, 2);
+        let a = t.admit().unwrap();
+        let b = t.admit().unwrap();
+        let c = t.admit().unwrap();
+        assert!(a.evict.is_cancelled(), "the oldest anonymous one goes");
+        assert!(!b.evict.is_cancelled() && !c.evict.is_cancelled());
+        drop(a);
+        assert_eq!(t.lock().open, 2);
+    }
+
+    #[test]
+    fn authenticated_connections_are_kept_and_the_cap_holds() {
+        let t = table(2, 2);
+        let a = t.admit().unwrap();
+        t.promote(a.id);
+        let b = t.admit().unwrap();
+        let c = t.admit().unwrap();
+        assert!(b.evict.is_cancelled(), "at the cap an anonymous one makes room");
+        assert!(!a.evict.is_cancelled());
+        t.promote(c.id);
+        drop(b);
+        assert!(t.admit().is_none(), "every open connection is authenticated");
+        drop(c);
+        assert!(t.admit().is_some());
+    }
+}
