@@ -47,6 +47,14 @@ pub enum AppError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A per-principal limit of ptyd refused the spawn. 429 with `Retry-After`.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// ptyd's text, e.g. "session quota reached: 4/4 for uid 1000".
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// ptyd is unreachable or the connection broke. 503.
     #[error("{0}")]
     IpcError(String),
@@ -74,6 +82,7 @@ impl AppError {
             AppError::NotFound(_) => "NotFound",
             AppError::Gone(_) => "Gone",
             AppError::AtCapacity { .. } => "AtCapacity",
+            AppError::QuotaExceeded { .. } => "QuotaExceeded",
             AppError::IpcError(_) => "IpcError",
             AppError::SpawnFailed(_) => "SpawnFailed",
             AppError::ShuttingDown(_) => "ShuttingDown",
@@ -88,7 +97,9 @@ impl AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
-            AppError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooManyAttempts { .. } | AppError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Gone(_) => StatusCode::GONE,
@@ -105,6 +116,7 @@ impl AppError {
             ClientError::Ipc(_) => AppError::IpcError(e.to_string()),
             ClientError::Daemon { code, message } => match code {
                 ErrorCode::AtCapacity => AppError::AtCapacity { message, retry_after },
+                ErrorCode::QuotaExceeded => AppError::QuotaExceeded { message, retry_after },
                 ErrorCode::SpawnFailed => AppError::SpawnFailed(message),
                 ErrorCode::ShuttingDown => AppError::ShuttingDown(message),
                 ErrorCode::HandleNotFound => AppError::NotFound(message),
@@ -119,7 +131,8 @@ impl IntoResponse for AppError {
         let body = serde_json::json!({ "error": self.name(), "message": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
         if let AppError::AtCapacity { retry_after, .. }
-        | AppError::TooManyAttempts { retry_after, .. } = &self
+        | AppError::TooManyAttempts { retry_after, .. }
+        | AppError::QuotaExceeded { retry_after, .. } = &self
         {
             // Whole seconds, rounded up, at least one: the header has no finer unit.
             let secs = retry_after.as_millis().div_ceil(1000).max(1);

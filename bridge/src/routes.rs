@@ -157,6 +157,8 @@ async fn create(
         // The bridge governs idleness (socket idle timeout, then the grace).
         idle_timeout_ms: Some(0),
         replay_bytes: Some(config.replay_bytes),
+        // A person's terminal: it may use the slots ptyd reserves for interactive sessions.
+        interactive: true,
         ..SpawnRequest::new(&profile.command, &profile.args)
     };
     let reply = client.spawn(request).await.map_err(|e| {

@@ -24,6 +24,16 @@ pub mod defaults {
     pub const MAX_RETAINED: usize = 1024;
     /// Largest replay window a spawn may ask for.
     pub const MAX_REPLAY_BYTES: usize = 16 * 1024 * 1024;
+    /// Memory exited sessions may keep in all (their output and records), oldest dropped
+    /// first: bounds retention by size as well as by time and count.
+    pub const MAX_RETAINED_BYTES: usize = 64 * 1024 * 1024;
+    /// A connection with nothing open (no attachment, wait, lease, subscription or owned
+    /// session) that sends nothing for this long is closed; zero disables it.
+    pub const IPC_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    /// A frame that has begun must be complete within this time.
+    pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Bytes all connections together may hold in unfinished frames.
+    pub const MAX_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
 }
 
 /// How ptyd runs. Built by `main.rs` from flags, environment and the TOML file.
@@ -44,6 +54,19 @@ pub struct Config {
     pub retention: Duration,
     /// Cap on retained exited sessions.
     pub max_retained: usize,
+    /// Cap on the memory retained exited sessions keep.
+    pub max_retained_bytes: usize,
+    /// Close connections with nothing open after this long without a frame; zero: never.
+    pub ipc_idle_timeout: Duration,
+    /// A frame that has begun must be complete within this time.
+    pub frame_timeout: Duration,
+    /// Bytes all connections together may hold in unfinished frames.
+    pub max_partial_frame_bytes: usize,
+    /// Per-principal admission: the most sessions one uid may run at once.
+    pub max_sessions_per_uid: Option<usize>,
+    /// Slots only interactive sessions (browser terminals, `ptyctl attach`) may take, so
+    /// agents filling the pool cannot lock people out.
+    pub interactive_reserve: usize,
     /// A group whose members may connect besides the daemon's uid and root.
     pub allow_gid: Option<u32>,
     /// The largest frame accepted.
@@ -65,6 +88,12 @@ impl Default for Config {
             kill_grace: defaults::KILL_GRACE,
             retention: defaults::RETENTION,
             max_retained: defaults::MAX_RETAINED,
+            max_retained_bytes: defaults::MAX_RETAINED_BYTES,
+            ipc_idle_timeout: defaults::IPC_IDLE_TIMEOUT,
+            frame_timeout: defaults::FRAME_TIMEOUT,
+            max_partial_frame_bytes: defaults::MAX_PARTIAL_FRAME_BYTES,
+            max_sessions_per_uid: None,
+            interactive_reserve: 0,
             allow_gid: None,
             max_frame_len: ipc_proto::MAX_FRAME_LEN,
             session_limits: Limits::default(),

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::{SinkExt, StreamExt};
 use ipc_proto::{
     DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply, ProtoError, Request,
@@ -18,11 +20,14 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::admission::Peer;
+use crate::frame_budget::{Budgeted, FrameBudget, Pending};
 use crate::handlers::{self, ReplyError};
 use crate::pool::PtyPool;
 use crate::session::Session;
 
 type Codec = FrameCodec<Request, DaemonMessage>;
+type Reader = FramedRead<OwnedReadHalf, Budgeted<Codec>>;
 /// The queue of frames waiting to be written to this client.
 pub type Outgoing = mpsc::Sender<Frame<DaemonMessage>>;
 
@@ -36,6 +41,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A client connection after the credential check.
 pub struct Connection {
+    /// Who is on the other end (SO_PEERCRED at accept).
+    pub peer: Peer,
     /// The pool.
     pub pool: Arc<PtyPool>,
     /// Frames to this client.
@@ -53,6 +60,16 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether anything is open on this connection that it must stay for: an attachment,
+    /// a pending wait, a lease, the event feed, or a session that ends with it.
+    fn holds_anything(&self) -> bool {
+        self.attachments.values().any(|t| !t.is_finished())
+            || !self.waits.is_empty()
+            || !self.leases.is_empty()
+            || self.events.is_some()
+            || self.owned.iter().any(|s| s.exit_status().is_none())
+    }
+
     /// Queues a reply to request `id`.
     pub async fn reply(&self, id: u64, msg: DaemonMessage) {
         let _ = self.out.send(Frame::new(id, msg)).await;
@@ -74,15 +91,24 @@ impl Connection {
     }
 }
 
-/// Serves one connection until the client leaves, breaks the protocol, or `stop` fires.
-pub async fn serve(stream: UnixStream, pool: Arc<PtyPool>, stop: CancellationToken) {
+/// Serves one connection until the client leaves, breaks the protocol, idles, or `stop`
+/// fires. Its unfinished frames count against `budget`.
+pub async fn serve(
+    stream: UnixStream,
+    peer: Peer,
+    pool: Arc<PtyPool>,
+    budget: Arc<FrameBudget>,
+    stop: CancellationToken,
+) {
     let (rd, wr) = stream.into_split();
     let max = pool.config.max_frame_len;
-    let mut reader = FramedRead::new(rd, Codec::new(max));
+    let pending = Pending::default();
+    let mut reader = FramedRead::new(rd, Budgeted::new(Codec::new(max), budget, pending.clone()));
     let (out, out_rx) = mpsc::channel(OUT_DEPTH);
     let writer = tokio::spawn(write_loop(FramedWrite::new(wr, Codec::new(max)), out_rx));
 
     let mut conn = Connection {
+        peer,
         pool,
         out,
         attachments: HashMap::new(),
@@ -92,7 +118,7 @@ pub async fn serve(stream: UnixStream, pool: Arc<PtyPool>, stop: CancellationTok
         events: None,
     };
     if handshake(&mut reader, &conn, &stop).await {
-        read_loop(&mut reader, &mut conn, &stop).await;
+        read_loop(&mut reader, &mut conn, &pending, &stop).await;
     }
 
     if stop.is_cancelled() {
@@ -127,11 +153,7 @@ async fn settle(conn: &mut Connection) {
     }
 }
 
-async fn handshake(
-    reader: &mut FramedRead<OwnedReadHalf, Codec>,
-    conn: &Connection,
-    stop: &CancellationToken,
-) -> bool {
+async fn handshake(reader: &mut Reader, conn: &Connection, stop: &CancellationToken) -> bool {
     let first = tokio::select! {
         first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
         _ = stop.cancelled() => return false,
@@ -171,16 +193,63 @@ async fn handshake(
     }
 }
 
+/// Why a connection is closed for the time it took.
+fn overdue(conn: &Connection, pending: &Pending, last_frame: Instant) -> Option<String> {
+    let config = &conn.pool.config;
+    if let Some(since) = pending.since() {
+        if since.elapsed() >= config.frame_timeout {
+            return Some(format!(
+                "a frame begun {} ago is still unfinished (frame timeout {})",
+                humantime::format_duration(round_ms(since.elapsed())),
+                humantime::format_duration(config.frame_timeout)
+            ));
+        }
+    }
+    let idle = config.ipc_idle_timeout;
+    if !idle.is_zero() && last_frame.elapsed() >= idle && !conn.holds_anything() {
+        return Some(format!(
+            "idle for {} with nothing open (ipc idle timeout)",
+            humantime::format_duration(idle)
+        ));
+    }
+    None
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
 async fn read_loop(
-    reader: &mut FramedRead<OwnedReadHalf, Codec>,
+    reader: &mut Reader,
     conn: &mut Connection,
+    pending: &Pending,
     stop: &CancellationToken,
 ) {
+    let config = conn.pool.config.clone();
+    // The timeouts are checked a few times per period: reading a frame is cancel-safe.
+    let shortest = [config.frame_timeout, config.ipc_idle_timeout]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min()
+        .unwrap_or(config.frame_timeout);
+    let mut check = tokio::time::interval((shortest / 4).max(Duration::from_millis(10)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_frame = Instant::now();
     loop {
         let next = tokio::select! {
             next = reader.next() => next,
+            _ = check.tick() => {
+                if let Some(why) = overdue(conn, pending, last_frame) {
+                    info!("closing connection: {why}");
+                    let err = ErrorReply { code: ErrorCode::Timeout, message: why };
+                    conn.reply(0, DaemonMessage::Error(err)).await;
+                    return;
+                }
+                continue;
+            }
             _ = stop.cancelled() => return,
         };
+        last_frame = Instant::now();
         match next {
             None => return,
             Some(Err(ProtoError::Io(e))) => {
@@ -202,12 +271,12 @@ async fn read_loop(
                 send_error(conn, invalid.id, ReplyError::new(ErrorCode::BadRequest, message)).await;
             }
             Some(Ok(Ok(frame))) if frame.id == 0 => {
-                // Without an id no reply can be matched: the client is broken, so close.
+                // No reply can be matched to it, but the stream is in step: say so (without
+                // an id) and go on, as PROTOCOL.md promises.
                 let message = "requests must carry a nonzero id".to_string();
-                warn!(%message, "closing connection");
+                debug!(%message, kind = frame.body.kind(), "refused a request");
                 let err = ErrorReply { code: ErrorCode::BadRequest, message };
                 conn.reply(0, DaemonMessage::Error(err)).await;
-                return;
             }
             Some(Ok(Ok(frame))) => {
                 let id = frame.id;

@@ -7,15 +7,18 @@
 //! threads, the RAII handle), `cgroup` (a cgroup per session) and `reaper` (every child
 //! is waited for).
 
+pub mod admission;
 pub mod cgroup;
 pub mod config;
 pub mod connection;
 pub mod fds;
+pub mod frame_budget;
 pub mod handlers;
 pub mod lifecycle;
 pub mod pool;
 pub mod pty;
 pub mod reaper;
+pub mod retention;
 pub mod ring;
 pub mod server;
 pub mod session;
@@ -44,6 +47,7 @@ pub async fn run(
     let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Into::into));
     let server = tokio::spawn(server::serve(listener, pool.clone(), stop.clone()));
     let status = tokio::spawn(report_status(pool.clone()));
+    let sweeper = tokio::spawn(pool.clone().sweep_retained());
     tracing::info!(capacity = pool.capacity(), "ptyd ready");
     systemd::ready(&usage(&pool));
     let watchdog = match (systemd::watchdog_interval(), socket_path) {
@@ -57,7 +61,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     systemd::stopping();
-    for task in [Some(status), watchdog].into_iter().flatten() {
+    for task in [Some(status), Some(sweeper), watchdog].into_iter().flatten() {
         task.abort();
     }
     stop.cancel();

@@ -64,13 +64,9 @@ pub async fn run(
     session.finish(status);
     pool.emit(DaemonEventKind::Exited, &session, |e| e.exit = Some(status));
     info!(%status, active_count = pool.active(), "session ended; released pty slot");
-    pool.retire(session.id);
+    // Its record is the pool's now; the sweeper forgets it when its retention ends.
+    pool.retire(&session);
     scopeguard::ScopeGuard::into_inner(on_panic);
-
-    tokio::select! {
-        _ = tokio::time::sleep(pool.config.retention) => pool.forget(session.id),
-        _ = pool.stop.cancelled() => {}
-    }
 }
 
 const IDLE: &str = "idle timeout";

@@ -57,6 +57,31 @@ struct Args {
     /// How long an exited session's status stays available to wait/info/attach [default: 5m]
     #[arg(long, env = "PTYD_RETENTION", value_parser = humantime::parse_duration)]
     retention: Option<Duration>,
+    /// Exited sessions kept at most, oldest forgotten first [default: 1024]
+    #[arg(long, env = "PTYD_MAX_RETAINED")]
+    max_retained: Option<usize>,
+    /// Memory exited sessions may keep in all (output and records), oldest forgotten first
+    /// (K, M, G suffixes) [default: 64M]
+    #[arg(long, env = "PTYD_MAX_RETAINED_BYTES", value_parser = parse_bytes)]
+    max_retained_bytes: Option<u64>,
+    /// Close a client connection that has nothing open (no attachment, wait, lease,
+    /// subscription or owned session) and sends nothing for this long; 0 = never [default: 10m]
+    #[arg(long, env = "PTYD_IPC_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    ipc_idle_timeout: Option<Duration>,
+    /// A frame that has begun must arrive whole within this time [default: 10s]
+    #[arg(long, env = "PTYD_FRAME_TIMEOUT", value_parser = humantime::parse_duration)]
+    frame_timeout: Option<Duration>,
+    /// Bytes all connections together may hold in unfinished frames; a connection that
+    /// would pass it is closed (K, M, G suffixes) [default: 64M]
+    #[arg(long, env = "PTYD_MAX_PARTIAL_FRAME_BYTES", value_parser = parse_bytes)]
+    max_partial_frame_bytes: Option<u64>,
+    /// The most sessions one uid may run at once; more fail with QuotaExceeded [default: no limit]
+    #[arg(long, env = "PTYD_MAX_SESSIONS_PER_UID", value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions_per_uid: Option<u64>,
+    /// Slots kept for interactive sessions (spawned with "interactive": true, as browser
+    /// terminals are), so that agents filling the pool cannot lock people out [default: 0]
+    #[arg(long, env = "PTYD_INTERACTIVE_RESERVE")]
+    interactive_reserve: Option<usize>,
     /// Also let members of this group (name or gid) connect; otherwise only the daemon's user and root may
     #[arg(long, env = "PTYD_ALLOW_GROUP")]
     allow_group: Option<String>,
@@ -100,6 +125,15 @@ struct DaemonTable {
     kill_grace: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
+    max_retained: Option<usize>,
+    max_retained_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    ipc_idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    frame_timeout: Option<Duration>,
+    max_partial_frame_bytes: Option<ByteSize>,
+    max_sessions_per_uid: Option<u64>,
+    interactive_reserve: Option<usize>,
     allow_group: Option<String>,
     cgroup: Option<CgroupMode>,
     session_pids_max: Option<u64>,
@@ -175,6 +209,47 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
     config.idle_timeout = args.idle_timeout.or(file.idle_timeout).unwrap_or(defaults::IDLE_TIMEOUT);
     config.kill_grace = args.kill_grace.or(file.kill_grace).unwrap_or(defaults::KILL_GRACE);
     config.retention = args.retention.or(file.retention).unwrap_or(defaults::RETENTION);
+    config.max_retained = args.max_retained.or(file.max_retained).unwrap_or(defaults::MAX_RETAINED);
+    let bytes = |flag: Option<u64>, file: Option<ByteSize>, name: &str, default: usize| {
+        let n = match (flag, file) {
+            (Some(n), _) | (None, Some(ByteSize::Number(n))) => n,
+            (None, Some(ByteSize::Text(t))) => {
+                parse_bytes(&t).map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+            }
+            (None, None) => return Ok::<_, anyhow::Error>(default),
+        };
+        usize::try_from(n).map_err(|_| anyhow::anyhow!("{name}: {n} is too large"))
+    };
+    config.max_retained_bytes = bytes(
+        args.max_retained_bytes,
+        file.max_retained_bytes,
+        "max_retained_bytes",
+        defaults::MAX_RETAINED_BYTES,
+    )?;
+    config.ipc_idle_timeout =
+        args.ipc_idle_timeout.or(file.ipc_idle_timeout).unwrap_or(defaults::IPC_IDLE_TIMEOUT);
+    config.frame_timeout =
+        args.frame_timeout.or(file.frame_timeout).unwrap_or(defaults::FRAME_TIMEOUT);
+    anyhow::ensure!(!config.frame_timeout.is_zero(), "frame-timeout must be above zero");
+    config.max_partial_frame_bytes = bytes(
+        args.max_partial_frame_bytes,
+        file.max_partial_frame_bytes,
+        "max_partial_frame_bytes",
+        defaults::MAX_PARTIAL_FRAME_BYTES,
+    )?;
+    config.max_sessions_per_uid =
+        args.max_sessions_per_uid.or(file.max_sessions_per_uid).map(|n| n as usize);
+    anyhow::ensure!(
+        config.max_sessions_per_uid != Some(0),
+        "max-sessions-per-uid must be at least 1"
+    );
+    config.interactive_reserve = args.interactive_reserve.or(file.interactive_reserve).unwrap_or(0);
+    anyhow::ensure!(
+        config.interactive_reserve < config.capacity,
+        "interactive-reserve ({}) must be below the capacity ({})",
+        config.interactive_reserve,
+        config.capacity
+    );
     config.allow_gid =
         args.allow_group.or(file.allow_group).map(|g| resolve_group(&g)).transpose()?;
     config.session_limits.pids_max = args.session_pids_max.or(file.session_pids_max);

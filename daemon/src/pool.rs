@@ -1,21 +1,24 @@
 //! The capacity-bounded PTY pool: slots as owned semaphore permits, and the registry
 //! of sessions by id.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use ipc_proto::{DaemonEvent, DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
+use crate::admission::{Admission, Class, Peer, Refusal, Slot};
 use crate::cgroup::SessionCgroup;
 use crate::config::{defaults, Config};
 use crate::lifecycle;
 use crate::pty::{self, PtyHandle, SpawnSpec};
 use crate::reaper::Reaper;
+use crate::retention::{Bounds, Retained};
 use crate::session::{now_ms, Session, SessionMeta, Subscription};
 
 /// Pool failures, worded as the spec words them.
@@ -27,6 +30,9 @@ pub enum PoolError {
         /// The capacity.
         max: usize,
     },
+    /// A per-principal limit (per uid, or the agents' share) refused the spawn.
+    #[error("{0}")]
+    QuotaExceeded(Refusal),
     /// No such session (never existed, or its retention ended).
     #[error("pty handle not found: {0}")]
     HandleNotFound(SessionId),
@@ -46,6 +52,7 @@ impl PoolError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PoolError::AtCapacity { .. } => ErrorCode::AtCapacity,
+            PoolError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             PoolError::HandleNotFound(_) => ErrorCode::HandleNotFound,
             PoolError::SpawnFailed(_) => ErrorCode::SpawnFailed,
             PoolError::BadRequest(_) => ErrorCode::BadRequest,
@@ -58,9 +65,11 @@ impl PoolError {
 pub struct PtyPool {
     /// Settings.
     pub config: Arc<Config>,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
-    exited: Mutex<VecDeque<SessionId>>,
+    retained: Mutex<Retained>,
+    /// Wakes the retention sweeper when a session is retired.
+    retired: tokio::sync::Notify,
     reaper: Arc<Reaper>,
     /// Cancelled when the daemon stops: every session ends.
     pub stop: CancellationToken,
@@ -83,11 +92,21 @@ impl std::fmt::Debug for PtyPool {
 impl PtyPool {
     /// An empty pool.
     pub fn new(config: Arc<Config>, reaper: Arc<Reaper>) -> Arc<PtyPool> {
+        let bounds = Bounds {
+            time: config.retention,
+            count: config.max_retained,
+            bytes: config.max_retained_bytes,
+        };
         Arc::new(PtyPool {
-            permits: Arc::new(Semaphore::new(config.capacity)),
+            admission: Admission::new(
+                config.capacity,
+                config.max_sessions_per_uid,
+                config.interactive_reserve,
+            ),
             config,
             sessions: Mutex::default(),
-            exited: Mutex::default(),
+            retained: Mutex::new(Retained::new(bounds)),
+            retired: tokio::sync::Notify::new(),
             reaper,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -97,7 +116,7 @@ impl PtyPool {
 
     /// Slots in use.
     pub fn active(&self) -> usize {
-        self.config.capacity - self.permits.available_permits()
+        self.admission.active()
     }
 
     /// Capacity.
@@ -105,21 +124,34 @@ impl PtyPool {
         self.config.capacity
     }
 
-    /// Starts a session. With `attach`, the returned subscription exists before the
-    /// child's first byte is read.
+    /// Admits a session for `peer`: a slot, or why there is none (refused at once, never
+    /// queued).
+    pub fn admit(&self, peer: &Peer, class: Class) -> Result<Slot, PoolError> {
+        self.admission.admit(peer, class).map_err(|refusal| match refusal {
+            Refusal::AtCapacity { max } => {
+                warn!(max, "pool is at capacity");
+                PoolError::AtCapacity { max }
+            }
+            quota => {
+                warn!(%peer, "{quota}");
+                PoolError::QuotaExceeded(quota)
+            }
+        })
+    }
+
+    /// Starts a session for `peer`. With `attach`, the returned subscription exists before
+    /// the child's first byte is read.
     pub async fn spawn(
         self: &Arc<Self>,
+        peer: &Peer,
         req: SpawnRequest,
     ) -> Result<(Arc<Session>, Option<Subscription>), PoolError> {
         if self.stop.is_cancelled() {
             return Err(PoolError::ShuttingDown);
         }
         validate(&req)?;
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let max = self.config.capacity;
-            warn!(max, "pool is at capacity");
-            return Err(PoolError::AtCapacity { max });
-        };
+        let class = if req.interactive { Class::Interactive } else { Class::Agent };
+        let permit = self.admit(peer, class)?;
         let spec = SpawnSpec {
             command: req.command.clone(),
             args: req.args.clone(),
@@ -241,21 +273,50 @@ impl PtyPool {
         all
     }
 
-    /// Notes that `id` has exited, dropping the oldest exited records past the cap.
-    pub(crate) fn retire(&self, id: SessionId) {
-        let mut exited = self.exited.lock().unwrap();
-        exited.push_back(id);
-        while exited.len() > self.config.max_retained {
-            if let Some(old) = exited.pop_front() {
-                self.sessions.lock().unwrap().remove(&old);
-            }
+    /// Keeps `session`'s record now that it has exited, forgetting the oldest exited ones
+    /// past the retention bounds (time, count, bytes).
+    pub(crate) fn retire(&self, session: &Session) {
+        let gone = self.retained().retire(session.id, session.retained_bytes(), Instant::now());
+        self.forget_all(gone);
+        self.retired.notify_one();
+    }
+
+    fn retained(&self) -> std::sync::MutexGuard<'_, Retained> {
+        self.retained.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_all(&self, ids: Vec<SessionId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut sessions = self.sessions.lock().unwrap();
+        for id in ids {
+            sessions.remove(&id);
         }
     }
 
-    /// Forgets an exited session once its retention is over.
-    pub(crate) fn forget(&self, id: SessionId) {
-        self.exited.lock().unwrap().retain(|e| *e != id);
-        self.sessions.lock().unwrap().remove(&id);
+    /// Forgets exited sessions as their retention ends, until the daemon stops.
+    pub async fn sweep_retained(self: Arc<Self>) {
+        loop {
+            let next = self.retained().next_expiry();
+            tokio::select! {
+                _ = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = self.retired.notified() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            let gone = self.retained().expired(Instant::now());
+            self.forget_all(gone);
+        }
+    }
+
+    /// Exited sessions retained, and the bytes they keep.
+    pub fn retained_usage(&self) -> (usize, usize) {
+        self.retained().usage()
     }
 
     /// Publishes a daemon-wide event about `session`; `fill` sets the kind's fields.
@@ -315,6 +376,20 @@ fn validate(req: &SpawnRequest) -> Result<(), PoolError> {
         return Err(PoolError::BadRequest(
             "env names must be non-empty and contain no '=' or NUL".into(),
         ));
+    }
+    // exec takes C strings: a NUL would cut the string short (or fail the spawn with a
+    // misleading error), so it is the request that is wrong, and the field is named.
+    let nul = |field: String, value: &str| {
+        value.contains('\0').then(|| {
+            PoolError::BadRequest(format!("{field} contains a NUL byte, which exec cannot pass"))
+        })
+    };
+    let fields = std::iter::once(nul("command".into(), &req.command))
+        .chain(req.args.iter().enumerate().map(|(i, a)| nul(format!("args[{i}]"), a)))
+        .chain(req.env.iter().map(|(k, v)| nul(format!("env[{k:?}]"), v)))
+        .chain(req.cwd.iter().map(|c| nul("cwd".into(), c)));
+    if let Some(err) = fields.flatten().next() {
+        return Err(err);
     }
     Ok(())
 }

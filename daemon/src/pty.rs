@@ -22,8 +22,8 @@ use nix::libc;
 use nix::pty::{openpty, OpenptyResult, Winsize};
 use nix::sys::signal::{killpg, SigHandler, Signal};
 use nix::unistd::{access, AccessFlags, Pid};
-use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admission::Slot;
 use crate::cgroup::{SessionCgroup, EMPTY_LIMIT};
 use crate::reaper::Reaper;
 
@@ -254,13 +254,13 @@ pub struct PtyHandle {
     pgid: Pid,
     cgroup: Option<SessionCgroup>,
     cleaned: bool,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl PtyHandle {
-    /// Takes ownership of `pid`'s process group, its cgroup and the pool slot `permit`.
-    pub fn new(pid: u32, permit: OwnedSemaphorePermit, cgroup: Option<SessionCgroup>) -> Self {
-        PtyHandle { pgid: Pid::from_raw(pid as i32), cgroup, cleaned: false, _permit: permit }
+    /// Takes ownership of `pid`'s process group, its cgroup and the pool slot `slot`.
+    pub fn new(pid: u32, slot: Slot, cgroup: Option<SessionCgroup>) -> Self {
+        PtyHandle { pgid: Pid::from_raw(pid as i32), cgroup, cleaned: false, _slot: slot }
     }
 
     /// The session's cgroup directory, when it has one.

@@ -43,6 +43,11 @@ impl OutputRing {
         offset
     }
 
+    /// Bytes of memory the window takes (its allocation, not just what it holds now).
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Offset of the oldest byte still held.
     pub fn start(&self) -> u64 {
         self.end - self.buf.len() as u64

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
+use crate::admission::Peer;
 use crate::connection;
+use crate::frame_budget::FrameBudget;
 use crate::pool::PtyPool;
 
 /// How long connections get to flush their last frames once the sessions have ended.
@@ -23,6 +25,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn serve(listener: UnixListener, pool: Arc<PtyPool>, stop: CancellationToken) {
     let conns = TaskTracker::new();
     let conn_stop = CancellationToken::new();
+    let budget = FrameBudget::new(pool.config.max_partial_frame_bytes);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -49,7 +52,9 @@ pub async fn serve(listener: UnixListener, pool: Arc<PtyPool>, stop: Cancellatio
             conns.spawn(refuse(stream, message));
             continue;
         }
-        conns.spawn(connection::serve(stream, pool.clone(), conn_stop.clone()).instrument(span));
+        let peer = Peer { uid, gid, pid };
+        let conn = connection::serve(stream, peer, pool.clone(), budget.clone(), conn_stop.clone());
+        conns.spawn(conn.instrument(span));
     }
     drop(listener);
     info!(active_count = pool.active(), "stopped accepting; ending sessions");

@@ -324,6 +324,18 @@ impl Session {
         Ok(())
     }
 
+    /// The memory this session's record keeps once exited: its output window and its
+    /// descriptive fields, plus a fixed allowance for the structures around them.
+    pub fn retained_bytes(&self) -> usize {
+        const OVERHEAD: usize = 1024;
+        let meta = &self.meta;
+        let text = meta.command.len()
+            + meta.args.iter().map(String::len).sum::<usize>()
+            + meta.cwd.as_ref().map_or(0, String::len)
+            + meta.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        OVERHEAD + text + self.state().ring.held()
+    }
+
     /// The exit status, once the session has ended.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.state().exit

@@ -85,6 +85,14 @@ struct IdOnly {
     id: u64,
 }
 
+/// The envelope's `type`, as whatever JSON it is: serde's tagged enums would also take a
+/// number as the variant's index, which would make the enum's order wire format.
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type", default)]
+    kind: Option<serde_json::Value>,
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -158,16 +166,29 @@ fn decode_body<T: DeserializeOwned>(
         )));
     }
     let header = frame.split_to(header_len);
-    match serde_json::from_slice::<EnvelopeIn<T>>(&header) {
-        Ok(env) => Ok(Ok(Frame { id: env.id, body: env.body, data: frame })),
+    let parsed = serde_json::from_slice::<EnvelopeIn<T>>(&header);
+    let id = match &parsed {
+        Ok(env) => env.id,
         Err(err) => match serde_json::from_slice::<IdOnly>(&header) {
             // The header is a JSON object: the message is wrong, the stream is fine.
-            Ok(IdOnly { id }) => Ok(Err(InvalidMessage { id, reason: err.to_string() })),
-            Err(_) => Err(ProtoError::Malformed(format!(
-                "invalid header (a JSON object with a numeric id): {err}"
-            ))),
+            Ok(IdOnly { id }) => id,
+            Err(_) => {
+                return Err(ProtoError::Malformed(format!(
+                    "invalid header (a JSON object with a numeric id): {err}"
+                )))
+            }
         },
+    };
+    if let Ok(TypeOnly { kind: Some(kind) }) = serde_json::from_slice::<TypeOnly>(&header) {
+        if !kind.is_string() {
+            let reason = format!("\"type\" must be a string naming the message, not {kind}");
+            return Ok(Err(InvalidMessage { id, reason }));
+        }
     }
+    Ok(match parsed {
+        Ok(env) => Ok(Frame { id: env.id, body: env.body, data: frame }),
+        Err(err) => Err(InvalidMessage { id, reason: err.to_string() }),
+    })
 }
 
 impl<In, Out: Serialize> Encoder<Frame<Out>> for FrameCodec<In, Out> {
@@ -303,6 +324,18 @@ mod tests {
         let frame = ServerCodec::default().decode(&mut buf).unwrap().unwrap().unwrap();
         assert_eq!(frame.id, 3);
         assert_eq!(frame.body, Request::Unknown);
+    }
+
+    #[test]
+    fn a_numeric_type_is_not_a_variant_index() {
+        let header = br#"{"id":4,"type":1}"#;
+        let mut buf = BytesMut::new();
+        buf.put_u32((4 + header.len()) as u32);
+        buf.put_u32(header.len() as u32);
+        buf.put_slice(header);
+        let invalid = ServerCodec::default().decode(&mut buf).unwrap().unwrap().unwrap_err();
+        assert_eq!(invalid.id, 4);
+        assert!(invalid.reason.contains("must be a string"), "{}", invalid.reason);
     }
 
     #[test]

@@ -8,6 +8,10 @@ use std::fmt;
 pub enum ErrorCode {
     /// The pool has no free slot: "pty pool is at capacity ({max})".
     AtCapacity,
+    /// A per-principal limit refused the spawn: "session quota reached: {used}/{limit} for
+    /// uid {uid}", or the agents' share of a pool with slots reserved for interactive
+    /// sessions. Other principals may still spawn; retry when one of yours ends.
+    QuotaExceeded,
     /// No session has this id: "pty handle not found: <uuid>".
     HandleNotFound,
     /// The PTY or the child could not be created: "pty spawn failed: <details>".

@@ -179,6 +179,10 @@ pub struct SpawnRequest {
     /// whose client went away).
     #[serde(default)]
     pub close_with_connection: bool,
+    /// A person's terminal (a browser terminal): it may use the slots the daemon reserves
+    /// for interactive sessions (`--interactive-reserve`). Agents leave it false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactive: bool,
 }
 
 impl SpawnRequest {
@@ -199,6 +203,7 @@ impl SpawnRequest {
             replay_bytes: None,
             attach: None,
             close_with_connection: false,
+            interactive: false,
         }
     }
 }

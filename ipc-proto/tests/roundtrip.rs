@@ -206,6 +206,7 @@ fn spawn_request_every_field() {
         replay_bytes: Some(65_536),
         attach: Some(AttachMode { lossless: true }),
         close_with_connection: true,
+        interactive: true,
     };
     assert_request(Frame::new(u64::MAX, Request::Spawn(req)));
 }
@@ -663,6 +664,7 @@ fn events_dropped_event() {
 fn error_reply_every_code() {
     let cases = [
         (ErrorCode::AtCapacity, "pty pool is at capacity (64)".to_string()),
+        (ErrorCode::QuotaExceeded, "session quota reached: 2/2 for uid 1000".to_string()),
         (ErrorCode::HandleNotFound, format!("pty handle not found: {}", sid())),
         (
             ErrorCode::SpawnFailed,

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod docs;
 pub mod logfile;
 pub mod output;
+pub mod outsider;
 pub mod procfs;
 pub mod raw;
 pub mod wait;

@@ -8,84 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use ipc_proto::SpawnRequest;
-use nix::unistd::{Group, Uid, User};
+use ptyd_tests::outsider::{
+    executable_by_others, open_up, outsider_uid, ptyctl_as_outsider, require_root, setpriv,
+    OUTSIDER, OUTSIDER_GROUP,
+};
 use ptyd_tests::{Daemon, DaemonOptions, TIMEOUT};
 
-const OUTSIDER: &str = "nobody";
-const OUTSIDER_GROUP: &str = "nogroup";
-
-fn setpriv() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join("setpriv")).find(|p| p.is_file()).context(
-        "setpriv not found in PATH: these tests switch to the nobody user with setpriv \
-             from util-linux (apt-get install util-linux)",
-    )
-}
-
-/// Whether a user that is neither the owner nor in the group can execute `path`:
-/// the file is world-executable and every directory above it world-searchable.
-fn executable_by_others(path: &Path) -> bool {
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
-    mode(path) & 0o001 != 0 && path.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0)
-}
-
-/// Opens the daemon to everybody at the file-system level: its directory 0755 and its
-/// socket 0777, so only the credential check stands between `nobody` and the daemon.
-/// Returns a ptyctl that `nobody` can execute.
-fn open_up(daemon: &Daemon) -> Result<PathBuf> {
-    std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o755))?;
-    std::fs::set_permissions(daemon.socket(), std::fs::Permissions::from_mode(0o777))?;
-    let ptyctl = ptyd_tests::ptyctl_bin()?;
-    if executable_by_others(&ptyctl) {
-        return Ok(ptyctl);
-    }
-    let copy = daemon.dir().join("ptyctl");
-    std::fs::copy(&ptyctl, &copy)
-        .with_context(|| format!("cannot copy {} for {OUTSIDER}", ptyctl.display()))?;
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
-    Ok(copy)
-}
-
-/// Runs `ptyctl --socket <socket> ls` as nobody:nogroup with no supplementary groups;
-/// returns its pid (the peer pid the daemon sees: setpriv execs ptyctl) and its output.
+/// `ptyctl ls` as the outsider.
 async fn ls_as_outsider(ptyctl: &Path, daemon: &Daemon) -> Result<(u32, Output)> {
-    let child = tokio::process::Command::new(setpriv()?)
-        .arg(format!("--reuid={OUTSIDER}"))
-        .arg(format!("--regid={OUTSIDER_GROUP}"))
-        .arg("--clear-groups")
-        .arg(ptyctl)
-        .arg("--socket")
-        .arg(daemon.socket())
-        .arg("ls")
-        .env_remove("PTYD_SOCKET")
-        .env_remove("PTYD_CONFIG")
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot run setpriv")?;
-    let pid = child.id().context("setpriv exited before its pid was read")?;
-    let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
-        .await
-        .context("ptyctl ls as nobody did not finish")??;
-    Ok((pid, output))
-}
-
-fn outsider_uid() -> Result<u32> {
-    let user = User::from_name(OUTSIDER)?.with_context(|| format!("no user {OUTSIDER}"))?;
-    Group::from_name(OUTSIDER_GROUP)?.with_context(|| format!("no group {OUTSIDER_GROUP}"))?;
-    Ok(user.uid.as_raw())
-}
-
-fn require_root() -> Result<()> {
-    if !Uid::effective().is_root() {
-        bail!("this test must run as root to connect as {OUTSIDER} with setpriv");
-    }
-    Ok(())
+    ptyctl_as_outsider(ptyctl, daemon, &["ls"]).await
 }
 
 /// Refused `ptyctl ls` runs in a row: the refusal races the client's hello (see

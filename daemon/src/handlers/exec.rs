@@ -26,10 +26,12 @@ pub async fn handle(conn: &mut Connection, id: u64, req: ExecRequest) -> Result<
         replay_bytes: None,
         attach: Some(AttachMode { lossless: true }),
         close_with_connection: true,
+        // A command run to completion is an agent's, never a person's terminal.
+        interactive: false,
     };
     let started = Instant::now();
     // Spawned in the read loop, so that it is ordered with the requests around it.
-    let (session, sub) = conn.pool.spawn(spawn).await?;
+    let (session, sub) = conn.pool.spawn(&conn.peer, spawn).await?;
     conn.own(session.clone());
     let Some(sub) = sub else {
         return Err(ReplyError::new(

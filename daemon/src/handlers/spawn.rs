@@ -8,7 +8,7 @@ use crate::ring::Replay;
 
 pub async fn handle(conn: &mut Connection, id: u64, req: SpawnRequest) -> Result<(), ReplyError> {
     let owned = req.close_with_connection;
-    let (session, sub) = conn.pool.spawn(req).await?;
+    let (session, sub) = conn.pool.spawn(&conn.peer, req).await?;
     if owned {
         conn.owned.retain(|s| s.exit_status().is_none());
         conn.own(session.clone());

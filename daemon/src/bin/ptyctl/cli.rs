@@ -68,6 +68,11 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         replay_bytes: Option<usize>,
 
+        /// A person's terminal, not an agent's: it may use the slots the daemon reserves for
+        /// interactive sessions (ptyd --interactive-reserve)
+        #[arg(long)]
+        interactive: bool,
+
         /// The command and its arguments (put `--` before them if they start with `-`)
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<String>,

@@ -143,11 +143,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 print!("{}", table::sessions(&list, SystemTime::now()));
             }
         }
-        Command::Spawn { opts, idle_timeout, replay_bytes, command } => {
+        Command::Spawn { opts, idle_timeout, replay_bytes, interactive, command } => {
             let size = opts.size.unwrap_or(Size { cols: 80, rows: 24 });
             let mut req = spawn_request(opts, command, size)?;
             req.idle_timeout_ms = idle_timeout.map(millis);
             req.replay_bytes = replay_bytes;
+            req.interactive = interactive;
             let reply = connect(socket).await?.spawn(req).await?;
             println!("{}", reply.session);
         }
