@@ -122,61 +122,52 @@ impl CgroupTree {
     /// that are gone, and creates this daemon's subtree with the controllers `limits`
     /// need. Blocking; call before the runtime starts (ptyd may move itself into a leaf).
     pub fn setup(limits: Limits) -> Result<Setup, CgroupError> {
-        let refuse = |hierarchy: &str, why: &str| {
-            let (flag, controller) = limits.wanted()[0];
-            CgroupError::ControllerMissing {
-                flag,
-                controller,
-                hierarchy: hierarchy.to_string(),
-                why: why.to_string(),
-            }
+        let wanted = limits.wanted();
+        let refuse = |(flag, controller): (&'static str, &'static str), hierarchy: &str, why| {
+            CgroupError::ControllerMissing { flag, controller, hierarchy: hierarchy.into(), why }
         };
-        let hier = match find_hierarchy() {
-            Ok(h) => h,
-            Err(why) if limits.wanted().is_empty() => return Ok(Setup::Unavailable(why)),
-            Err(why) => return Err(refuse("none found", &why)),
+        let hier = match (find_hierarchy(), wanted.first()) {
+            (Ok(hier), _) => hier,
+            (Err(why), None) => return Ok(Setup::Unavailable(why)),
+            (Err(why), Some(&first)) => return Err(refuse(first, "none found", why)),
         };
         let mount = hier.mount.display().to_string();
-        let available = read_words(&hier.own.join("cgroup.controllers"));
-        for (flag, controller) in limits.wanted() {
-            if !available.iter().any(|c| c == controller) {
-                return Err(CgroupError::ControllerMissing {
-                    flag,
-                    controller,
-                    hierarchy: mount,
-                    why: format!(
-                        "ptyd's cgroup {} offers only [{}] in {}",
-                        hier.name,
-                        available.join(" "),
-                        hier.own.join("cgroup.controllers").display()
-                    ),
-                });
-            }
+        let controllers_file = hier.own.join("cgroup.controllers");
+        let available = read_words(&controllers_file);
+        if let Some(&missing) = wanted.iter().find(|(_, c)| !available.iter().any(|a| a == c)) {
+            let why = format!(
+                "ptyd's cgroup {} offers only [{}] in {}",
+                hier.name,
+                available.join(" "),
+                controllers_file.display()
+            );
+            return Err(refuse(missing, &mount, why));
         }
+        match (Self::build(&hier, limits), wanted.first()) {
+            (Ok(tree), _) => Ok(Setup::Contained(tree)),
+            (Err(why), None) => Ok(Setup::Unavailable(why)),
+            (Err(why), Some(&first)) => Err(refuse(first, &mount, why)),
+        }
+    }
+
+    /// Clears stale subtrees, enables the controllers `limits` need and makes the subtree.
+    fn build(hier: &Hierarchy, limits: Limits) -> Result<Arc<CgroupTree>, String> {
         remove_stale_subtrees(&hier.own);
         let controllers: Vec<&str> = limits.wanted().into_iter().map(|(_, c)| c).collect();
-        if let Err(why) = enable_controllers(&hier, &controllers) {
-            return Err(refuse(&mount, &why));
-        }
+        enable_controllers(hier, &controllers)?;
         let dir = hier.own.join(format!("ptyd-{}", std::process::id()));
-        match make_subtree(&dir, &controllers) {
-            Ok(()) => {}
-            Err(why) if controllers.is_empty() => return Ok(Setup::Unavailable(why)),
-            Err(why) => return Err(refuse(&mount, &why)),
-        }
-        let watcher = match Watcher::new() {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = remove_dir_tree(&dir);
-                let why = format!("cannot create an inotify instance to watch cgroups: {e}");
-                return match controllers.is_empty() {
-                    true => Ok(Setup::Unavailable(why)),
-                    false => Err(refuse(&mount, &why)),
-                };
-            }
-        };
-        info!(cgroup = %dir.display(), ?limits, "sessions run in cgroups of their own");
-        Ok(Setup::Contained(Arc::new(CgroupTree { dir, limits, watcher })))
+        make_subtree(&dir, &controllers)?;
+        let watcher = Watcher::new().map_err(|e| {
+            let _ = remove_dir_tree(&dir);
+            format!("cannot create an inotify instance to watch cgroups: {e}")
+        })?;
+        info!(
+            cgroup = %dir.display(),
+            pids_max = ?limits.pids_max,
+            memory_max = ?limits.memory_max,
+            "sessions run in cgroups of their own"
+        );
+        Ok(Arc::new(CgroupTree { dir, limits, watcher }))
     }
 
     /// This daemon's subtree.

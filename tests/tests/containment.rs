@@ -213,33 +213,68 @@ async fn with_cgroup_off_ptyd_says_it_falls_back_and_sessions_still_work() -> Re
     Ok(())
 }
 
+/// A cgroup of this test's own that the test process moves into, so that the ptyds it
+/// starts there see only the subtrees this test makes (ptyds of other tests, starting
+/// in parallel, clean up their own base). Moves the process back and removes the cgroup
+/// on drop.
+struct PrivateBase {
+    dir: PathBuf,
+    home: PathBuf,
+}
+
+impl PrivateBase {
+    fn enter() -> Result<Option<PrivateBase>> {
+        let home = cgroup_dir(std::process::id()).context("no cgroup v2 for this process")?;
+        let dir = home.join(format!("ptyd-tests-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("skipping: cannot create {}: {e}", dir.display());
+            return Ok(None);
+        }
+        let base = PrivateBase { dir, home };
+        std::fs::write(base.dir.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("moving the test into {}", base.dir.display()))?;
+        Ok(Some(base))
+    }
+}
+
+impl Drop for PrivateBase {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.home.join("cgroup.procs"), std::process::id().to_string());
+        ptyd_tests::procfs::kill_and_remove_cgroup(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn a_ptyd_that_starts_removes_the_subtree_of_one_that_is_gone() -> Result<()> {
-    // The first daemon learns where subtrees live; it is killed without a chance to
-    // clean up, leaving a session and a process in a subtree of a dead ptyd.
-    let first = Daemon::start(DaemonOptions::new()).await?;
-    let Some(stale) =
-        subtree_or_skip(&first, "a_ptyd_that_starts_removes_the_subtree_of_one_that_is_gone")
-    else {
+    let probe = Daemon::start(DaemonOptions::new()).await?;
+    let test = "a_ptyd_that_starts_removes_the_subtree_of_one_that_is_gone";
+    if subtree_or_skip(&probe, test).is_none() {
         return Ok(());
-    };
-    let base = stale.parent().context("subtree without a parent")?.to_path_buf();
+    }
+    drop(probe);
+    let Some(base) = PrivateBase::enter()? else { return Ok(()) };
+    // What a ptyd killed without a chance to clean up leaves: its subtree, a session
+    // cgroup in it and a process in that.
     let dead_pid = {
         let mut child = std::process::Command::new("true").spawn()?;
         child.wait()?;
         child.id()
     };
-    let stale = base.join(format!("ptyd-{dead_pid}"));
+    let stale = base.dir.join(format!("ptyd-{dead_pid}"));
     let session = stale.join("session-stale");
     std::fs::create_dir_all(&session)?;
     let mut sleeper = std::process::Command::new("sleep").arg(marker(4)).spawn()?;
     std::fs::write(session.join("cgroup.procs"), sleeper.id().to_string())?;
     ensure!(cgroup_procs(&session) == [sleeper.id()], "{:?}", cgroup_procs(&session));
-    drop(first);
 
-    // Any ptyd that starts now removes it (other tests start theirs in parallel), so
-    // the test checks the outcome, not which daemon logged it.
-    let _second = Daemon::start(DaemonOptions::new()).await?;
+    // The cleanup happens before the daemon is ready.
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    ensure!(!stale.exists(), "{} survived a new ptyd's start", stale.display());
+    ensure!(
+        daemon.log().contains("removed the cgroup subtree of a ptyd that is gone"),
+        "the removal is logged:\n{}",
+        daemon.log()
+    );
     let mut reaped = None;
     ensure!(
         wait_until_async(TIMEOUT, || {
@@ -250,6 +285,7 @@ async fn a_ptyd_that_starts_removes_the_subtree_of_one_that_is_gone() -> Result<
         "the stale session's process survived a new ptyd's start"
     );
     ensure!(reaped.is_some_and(|s| s.code().is_none()), "it was killed, not ended: {reaped:?}");
-    ensure!(!stale.exists(), "{} survived a new ptyd's start", stale.display());
+    drop(daemon);
+    drop(base);
     Ok(())
 }

@@ -50,6 +50,12 @@ fn new_inotify() -> io::Result<Inotify> {
     Ok(Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?)
 }
 
+/// Watches `dir`'s `cgroup.events`, which the kernel marks modified when `populated`
+/// changes.
+fn watch_events(inotify: &Inotify, dir: &Path) -> io::Result<WatchDescriptor> {
+    Ok(inotify.add_watch(&dir.join("cgroup.events"), AddWatchFlags::IN_MODIFY)?)
+}
+
 impl Watcher {
     /// Creates the inotify instance.
     pub(super) fn new() -> io::Result<Watcher> {
@@ -75,7 +81,12 @@ impl Watcher {
     /// Waits until the cgroup `dir` is empty, for at most `limit`; returns whether it is.
     pub(super) async fn wait_empty(&self, dir: &Path, limit: Duration) -> io::Result<bool> {
         let reg = self.registered().await?;
-        let wd = reg.inotify().add_watch(&dir.join("cgroup.events"), AddWatchFlags::IN_MODIFY)?;
+        // Only this daemon removes its session cgroups, and only after waiting, so the
+        // events file is all there is to watch.
+        let wd = match watch_events(reg.inotify(), dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            other => other?,
+        };
         let notify = Arc::new(Notify::new());
         reg.waiters().insert(wd, notify.clone());
         let _unwatch = scopeguard::guard((), |()| {
@@ -128,9 +139,20 @@ impl Registered {
 
 /// [`Watcher::wait_empty`] without a runtime (at start and at exit): an inotify
 /// instance of its own and poll(2).
+///
+/// Another starting ptyd may be removing the same stale subtree. The kernel rate-limits
+/// `cgroup.events` notifications and drops a pending one when the cgroup is removed, and
+/// cgroupfs raises no `IN_DELETE_SELF`, so the parent directory is watched for the
+/// removal too.
 pub(super) fn wait_empty_blocking(dir: &Path, limit: Duration) -> io::Result<bool> {
     let inotify = new_inotify()?;
-    inotify.add_watch(&dir.join("cgroup.events"), AddWatchFlags::IN_MODIFY)?;
+    if let Some(parent) = dir.parent() {
+        inotify.add_watch(parent, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR)?;
+    }
+    match watch_events(&inotify, dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        other => other?,
+    };
     let deadline = Instant::now() + limit;
     while populated(dir) {
         let left = deadline.saturating_duration_since(Instant::now());
