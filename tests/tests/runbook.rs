@@ -155,6 +155,9 @@ fn every_quoted_log_line_is_written_by_the_code() -> Result<()> {
         "refused a request for a foreign host",
         "authentication is disabled (--no-auth)",
         "authentication: generated a token in",
+        "sessions run in cgroups of their own",
+        "falling back to process groups",
+        "removed the cgroup subtree of a ptyd that is gone",
     ] {
         ensure!(text.contains(line), "RUNBOOK.md does not quote {line:?}");
         ensure!(code.contains(line), "no code logs {line:?}, yet RUNBOOK.md quotes it");

@@ -69,6 +69,25 @@ impl PublicUrl {
     pub fn authority(&self) -> &str {
         &self.authority
     }
+
+    /// The browser origin of pages served under it: `http(s)://authority`.
+    pub fn origin(&self) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
+    }
+}
+
+/// The bridge's own host names without a port: the loopback names, and the bound
+/// address when it is a specific, non-loopback one.
+pub fn own_hosts(listen: SocketAddr) -> Vec<String> {
+    let mut hosts = vec!["127.0.0.1".to_string(), "localhost".to_string(), "[::1]".to_string()];
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        hosts.push(match listen.ip() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    hosts
 }
 
 /// The names the bridge answers to.
@@ -82,13 +101,7 @@ impl HostPolicy {
     /// without a port allows it bare and with the bound port) and the public URL's.
     pub fn new(listen: SocketAddr, extra: &[String], public: Option<&PublicUrl>) -> HostPolicy {
         let port = listen.port();
-        let mut bare = vec!["127.0.0.1".to_string(), "localhost".to_string(), "[::1]".to_string()];
-        if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
-            bare.push(match listen.ip() {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("[{v6}]"),
-            });
-        }
+        let bare = own_hosts(listen);
         let mut names: Vec<String> = bare.iter().map(|h| format!("{h}:{port}")).collect();
         if port == 80 {
             names.extend(bare);

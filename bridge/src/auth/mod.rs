@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use self::failures::Failures;
-use self::host::{HostPolicy, PublicUrl};
+use self::host::{own_hosts, HostPolicy, PublicUrl};
 use self::tickets::Tickets;
 use self::token::Secret;
 use crate::config::{AuthMode, Config};
@@ -75,26 +75,15 @@ impl Auth {
         let public = config.public_url.clone().unwrap_or_else(|| PublicUrl::for_listen(listen));
         let hosts = HostPolicy::new(listen, &config.allowed_hosts, config.public_url.as_ref());
         let port = listen.port();
-        let mut bare = vec!["127.0.0.1".to_string(), "localhost".to_string(), "[::1]".to_string()];
-        if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
-            bare.push(match listen.ip() {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("[{v6}]"),
-            });
-        }
         let mut origins = Vec::new();
-        for host in bare {
+        for host in own_hosts(listen) {
             origins.push(format!("http://{host}:{port}"));
             // Browsers leave the default port out of the Origin header.
             if port == 80 {
                 origins.push(format!("http://{host}"));
             }
         }
-        if let Some(public) = &config.public_url {
-            let base = public.http_base();
-            let origin = base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-            origins.push(origin);
-        }
+        origins.extend(config.public_url.as_ref().map(PublicUrl::origin));
         origins.extend(config.allowed_origins.iter().map(|o| normalize(o)));
         Auth {
             origins,
