@@ -43,8 +43,8 @@ export interface ConnectOptions {
   token?: string;
   /**
    * Open every socket with a single-use ticket from `POST /api/terminals/{id}/ticket`
-   * (authenticated by the cookie, or by `token`). On by default when `token` is given;
-   * the web page turns it on. Off: the upgrade relies on the cookie alone.
+   * (authenticated by the cookie, or by `token`). On by default wherever `fetch` exists.
+   * Off: the upgrade relies on the cookie (or a bridge run with `--no-auth`).
    */
   tickets?: boolean;
   /** Resume after this output offset (e.g. one saved before a page reload). */
@@ -120,7 +120,7 @@ export class TerminalConnection {
       WebSocket: WS,
       fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
       token: options.token,
-      tickets: options.tickets ?? options.token !== undefined,
+      tickets: options.tickets ?? (options.fetch ?? globalThis.fetch) !== undefined,
       grace: options.grace ?? 10_000,
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
       flowControl: options.flowControl ?? false,

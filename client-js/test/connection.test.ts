@@ -66,7 +66,7 @@ afterEach(() => vi.useRealTimers());
 
 describe("connect", () => {
   it("tracks offsets, emits data with its end offset, and goes active on hello", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     const statuses: Status[] = [];
     const data: Array<[string, number]> = [];
     conn.on("status", (s) => statuses.push(s));
@@ -87,7 +87,7 @@ describe("connect", () => {
   });
 
   it("sends input as binary and resize as JSON, and nothing else unasked", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     conn.write("early"); // not active yet: dropped rather than queued into a stale socket
     hello(last());
     conn.write("ls\r");
@@ -99,7 +99,7 @@ describe("connect", () => {
   });
 
   it("reconnects with since= after a drop, with growing delays", async () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, grace: 10_000 });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive, grace: 10_000 });
     hello(last());
     last().output("12345");
     last().drop(1006);
@@ -123,7 +123,7 @@ describe("connect", () => {
     const offline = vi.fn(async () => {
       throw new TypeError("network down");
     });
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: offline, grace: 1_000 });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: offline, grace: 1_000 });
     hello(last());
     last().drop(1006);
     for (let i = 0; i < 10 && conn.status === "reconnecting"; i++) {
@@ -136,7 +136,7 @@ describe("connect", () => {
   it("keeps reconnecting for the grace hello announced, and longer while the API says it waits", async () => {
     let alive = true;
     const api = vi.fn(async () => new Response("{}", { status: alive ? 200 : 410 }));
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: api });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: api });
     last().open();
     last().control({ type: "hello", id: ID, offset: 0, end: 0, dropped: 0, version: 1, grace_ms: 60_000 });
     last().drop(1006);
@@ -156,7 +156,7 @@ describe("connect", () => {
 
   it("is dead at once when the API says the terminal is gone (410)", async () => {
     const gone = vi.fn(async () => new Response("{}", { status: 410 }));
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: gone });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: gone });
     hello(last());
     last().drop(1006);
     await vi.advanceTimersByTimeAsync(250);
@@ -169,7 +169,7 @@ describe("connect", () => {
   });
 
   it("reports exit and ends dead without reconnecting", async () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     const exits: unknown[] = [];
     conn.on("exit", (e) => exits.push(e));
     hello(last());
@@ -182,7 +182,7 @@ describe("connect", () => {
   });
 
   it("does not fight another tab that took the terminal over", async () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     const errors: string[] = [];
     conn.on("error", (e) => errors.push(e.code));
     hello(last());
@@ -194,7 +194,7 @@ describe("connect", () => {
   });
 
   it("follows dropped notices", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, since: 10 });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive, since: 10 });
     const u = new URL(last().url);
     expect(u.searchParams.get("since")).toBe("10");
     const drops: Array<[number, number]> = [];
@@ -239,7 +239,7 @@ describe("connect", () => {
     const refuse = vi.fn(
       async () => new Response(JSON.stringify({ error: "Unauthorized", message: "no" }), { status: 401 }),
     );
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: refuse, tickets: true });
+    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: refuse });
     const errors: string[] = [];
     conn.on("error", (e) => errors.push(e.code));
     await vi.advanceTimersByTimeAsync(0);
@@ -247,13 +247,13 @@ describe("connect", () => {
     expect(errors).toEqual(["Unauthorized"]);
     expect(FakeSocket.all.length).toBe(0);
     const gone = vi.fn(async () => new Response("{}", { status: 410 }));
-    const dead = connect(URL_, { WebSocket: FakeSocket, fetch: gone, tickets: true });
+    const dead = connect(URL_, { WebSocket: FakeSocket, fetch: gone });
     await vi.advanceTimersByTimeAsync(0);
     expect(dead.status).toBe("dead");
   });
 
   it("ignores control messages it does not know, and reports unreadable ones", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     const errors: string[] = [];
     conn.on("error", (e) => errors.push(e.code));
     hello(last());
@@ -266,7 +266,7 @@ describe("connect", () => {
 
 describe("flow control", () => {
   it("acks after hello, every ackEvery bytes rendered, and when caught up", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive, flowControl: true, ackEvery: 10 });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive, flowControl: true, ackEvery: 10 });
     hello(last(), 100);
     const acks = () => last().controls().filter((m) => m.type === "ack").map((m) => m.offset);
     expect(acks()).toEqual([100]);
@@ -282,7 +282,7 @@ describe("flow control", () => {
   });
 
   it("sends no acks without flow control", () => {
-    const conn = connect(URL_, { WebSocket: FakeSocket, fetch: fetchAlive });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     hello(last());
     last().output("abc");
     conn.rendered(3);

@@ -143,10 +143,7 @@ async function main(): Promise<void> {
     document.title = `ptyd · ${id.slice(0, 8)}`;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     // Each socket opens with a single-use ticket minted with the login cookie.
-    const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, {
-      flowControl: true,
-      tickets: true,
-    });
+    const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, { flowControl: true });
     window.ptydConn = conn;
     showStatus(conn.status);
     conn.on("status", (s) => {
