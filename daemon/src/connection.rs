@@ -24,7 +24,7 @@ use crate::admission::Peer;
 use crate::frame_budget::{Budgeted, FrameBudget, Pending};
 use crate::handlers::{self, ReplyError};
 use crate::pool::PtyPool;
-use crate::session::Session;
+use crate::session::{EndReason, Session};
 
 type Codec = FrameCodec<Request, DaemonMessage>;
 type Reader = FramedRead<OwnedReadHalf, Budgeted<Codec>>;
@@ -135,8 +135,8 @@ pub async fn serve(
     }
     for session in &conn.owned {
         if session.exit_status().is_none() {
-            info!(session = %session.id, "ending session: the connection that owned it closed");
-            session.end.cancel();
+            info!(session_id = %session.id, "ending session: the connection that owned it closed");
+            session.request_end(EndReason::OwnerGone);
         }
     }
     drop(conn);

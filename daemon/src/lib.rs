@@ -11,10 +11,10 @@ pub mod admission;
 pub mod cgroup;
 pub mod config;
 pub mod connection;
+pub mod events;
 pub mod fds;
 pub mod frame_budget;
 pub mod handlers;
-pub mod lifecycle;
 pub mod pool;
 pub mod pty;
 pub mod reaper;
@@ -79,7 +79,7 @@ fn usage(pool: &pool::PtyPool) -> String {
 
 /// Keeps systemd's STATUS= line at the pool's usage.
 async fn report_status(pool: Arc<pool::PtyPool>) {
-    let mut events = pool.subscribe_events();
+    let mut events = pool.events.subscribe();
     loop {
         match events.recv().await {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

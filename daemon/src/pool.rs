@@ -1,25 +1,25 @@
-//! The capacity-bounded PTY pool: slots as owned semaphore permits, and the registry
-//! of sessions by id.
+//! The PTY pool: admission (a [`Slot`] per session, from `admission.rs`) and the
+//! registry of sessions by id, running and retained. `spawn` is validate → admit → fork
+//! → start (`session/start.rs`) → insert.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
-use ipc_proto::{DaemonEvent, DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
-use tokio::sync::broadcast;
+use ipc_proto::{DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 use crate::admission::{Admission, Class, Peer, Refusal, Slot};
 use crate::cgroup::SessionCgroup;
 use crate::config::{defaults, Config};
-use crate::lifecycle;
+use crate::events::EventBus;
 use crate::pty::{self, PtyHandle, SpawnSpec};
 use crate::reaper::Reaper;
 use crate::retention::{Bounds, Retained};
-use crate::session::{now_ms, Session, SessionMeta, Subscription};
+use crate::session::{self, Session, Subscription};
 
 /// Pool failures, worded as the spec words them.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +74,10 @@ pub struct PtyPool {
     /// Cancelled when the daemon stops: every session ends.
     pub stop: CancellationToken,
     tasks: TaskTracker,
-    events: broadcast::Sender<DaemonEvent>,
+    /// The daemon-wide event feed.
+    pub events: EventBus,
 }
 
-/// Daemon-wide events buffered per subscriber before it counts as lagging.
-const EVENT_DEPTH: usize = 1024;
 
 impl std::fmt::Debug for PtyPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +109,7 @@ impl PtyPool {
             reaper,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            events: broadcast::channel(EVENT_DEPTH).0,
+            events: EventBus::default(),
         })
     }
 
@@ -151,7 +150,7 @@ impl PtyPool {
         }
         validate(&req)?;
         let class = if req.interactive { Class::Interactive } else { Class::Agent };
-        let permit = self.admit(peer, class)?;
+        let slot = self.admit(peer, class)?;
         let spec = SpawnSpec {
             command: req.command.clone(),
             args: req.args.clone(),
@@ -182,68 +181,18 @@ impl PtyPool {
         };
         // From here on the handle owns the slot, the group and the cgroup: any early
         // return kills them.
-        let handle = PtyHandle::new(spawned.pid, permit, cgroup);
-        let meta = SessionMeta {
-            command: req.command.clone(),
-            args: req.args.clone(),
-            cwd: req.cwd.clone(),
-            labels: req.labels.clone(),
-            idle_timeout: req
-                .idle_timeout_ms
-                .map(std::time::Duration::from_millis)
-                .unwrap_or(self.config.idle_timeout),
-        };
-        let replay = req.replay_bytes.unwrap_or(self.config.replay_bytes);
-        // Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
-        let (input_tx, input_rx) = flume::bounded(16);
-        let session = Arc::new(Session::new(
-            id,
-            spawned.pid,
-            meta,
-            replay,
-            (req.cols, req.rows),
-            spawned.master,
-            input_tx,
-        ));
-        let sub = match req.attach {
-            Some(mode) => {
-                session
-                    .subscribe(Some(0), mode.lossless)
-                    .map_err(|e| PoolError::BadRequest(e.to_string()))?
-                    .2
-            }
-            None => None,
-        };
-        let name = id.to_string();
-        let short = &name[..8];
-        pty::start_writer(short, spawned.writer, input_rx)
-            .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty writer thread: {e}")))?;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let sink = session.clone();
-        pty::start_reader(
-            short,
-            spawned.reader,
-            move |data| sink.push_output(data),
-            move || {
-                let _ = done_tx.send(());
-            },
-        )
-        .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
-
+        let handle = PtyHandle::new(spawned.pid, slot, cgroup);
+        let started = session::start::start(self, id, &req, spawned, handle)?;
+        let session = started.session;
         self.sessions.lock().unwrap().insert(id, session.clone());
-        info!(session = %id, pid = spawned.pid, command = %req.command, active_count = self.active(), "spawned pty");
-        // A root span: the session outlives the connection that spawned it.
-        let span = tracing::info_span!(parent: None, "session", id = %id, pid = spawned.pid);
+        info!(session_id = %id, pid = session.pid, command = %req.command, active_count = self.active(), "spawned pty");
         // Announced before its lifecycle starts, so `spawned` always precedes `exited`.
-        self.emit(DaemonEventKind::Spawned, &session, |e| {
+        self.events.emit(DaemonEventKind::Spawned, &session, |e| {
             e.pid = Some(session.pid);
             e.command = Some(session.meta.command.clone());
         });
-        let pool = self.clone();
-        self.tasks.spawn(
-            lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool).instrument(span),
-        );
-        Ok((session, sub))
+        self.tasks.spawn(started.lifecycle);
+        Ok((session, started.subscription))
     }
 
     /// The cgroup for session `id`, with its `cgroup.procs` open for the child to join
@@ -317,33 +266,6 @@ impl PtyPool {
     /// Exited sessions retained, and the bytes they keep.
     pub fn retained_usage(&self) -> (usize, usize) {
         self.retained().usage()
-    }
-
-    /// Publishes a daemon-wide event about `session`; `fill` sets the kind's fields.
-    pub fn emit(
-        &self,
-        event: DaemonEventKind,
-        session: &Session,
-        fill: impl FnOnce(&mut DaemonEvent),
-    ) {
-        let mut ev = DaemonEvent {
-            event,
-            session: session.id,
-            at_ms: now_ms(),
-            pid: None,
-            command: None,
-            exit: None,
-            cols: None,
-            rows: None,
-        };
-        fill(&mut ev);
-        // No subscribers is fine: nobody is listening.
-        let _ = self.events.send(ev);
-    }
-
-    /// A feed of daemon-wide events from now on.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<DaemonEvent> {
-        self.events.subscribe()
     }
 
     /// Ends every session and waits until all are reaped.

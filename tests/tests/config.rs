@@ -101,6 +101,6 @@ async fn json_logs_carry_the_session_span() -> Result<()> {
         .map(str::to_string)
         .unwrap_or_default();
     let json: serde_json::Value = serde_json::from_str(&line)?;
-    ensure!(json["span"]["id"] == id.as_str(), "session span missing: {line}");
+    ensure!(json["span"]["session_id"] == id.as_str(), "session span missing: {line}");
     Ok(())
 }

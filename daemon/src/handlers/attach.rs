@@ -11,7 +11,7 @@ use ipc_proto::{
 use super::{session, ReplyError};
 use crate::connection::{Connection, Outgoing};
 use crate::ring::Replay;
-use crate::session::{Session, Subscription};
+use crate::session::{AttachMode, Session, Subscription};
 
 /// Output events carry at most this much, so replays of large windows stay in frame.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -22,7 +22,7 @@ pub async fn handle_attach(
     req: AttachRequest,
 ) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
-    let (replay, end, sub) = session.subscribe(req.since, req.lossless)?;
+    let (replay, end, sub) = session.subscribe(req.since, AttachMode::from_lossless(req.lossless))?;
     let reply =
         AttachReply { session: session.id, offset: replay.offset, dropped: replay.dropped, end };
     conn.reply(id, DaemonMessage::Attached(reply)).await;

@@ -12,7 +12,7 @@ pub async fn handle_subscribe(conn: &mut Connection, id: u64) -> Result<(), Repl
         return Ok(());
     }
     // Subscribe before replying so that no event after the reply can be missed.
-    let mut rx = conn.pool.subscribe_events();
+    let mut rx = conn.pool.events.subscribe();
     conn.reply(id, DaemonMessage::Ok).await;
     let out = conn.out.clone();
     let task = tokio::spawn(async move {

@@ -7,6 +7,7 @@ use ipc_proto::{AttachMode, DaemonMessage, ExecRequest, ExecResult, Frame, Spawn
 
 use super::{answer_later, send_result, ReplyError};
 use crate::connection::Connection;
+use crate::session::EndReason;
 use crate::ring::OutputRing;
 
 /// The most output an exec result carries, so it fits in one frame.
@@ -55,8 +56,8 @@ pub async fn handle(conn: &mut Connection, id: u64, req: ExecRequest) -> Result<
                     match tokio::time::timeout(Duration::from_millis(ms), &mut collect).await {
                         Ok(()) => false,
                         Err(_) => {
-                            tracing::info!(session = %session.id, "exec timed out after {ms} ms; ending its process group");
-                            session.end.cancel();
+                            tracing::info!(session_id = %session.id, "exec timed out after {ms} ms; ending its process group");
+                            session.request_end(EndReason::ExecTimeout);
                             collect.await;
                             true
                         }

@@ -36,7 +36,7 @@ pub async fn handle_resize(
     }
     let session = session(conn, req.session)?;
     session.resize(req.cols, req.rows)?;
-    conn.pool.emit(DaemonEventKind::Resized, &session, |e| {
+    conn.pool.events.emit(DaemonEventKind::Resized, &session, |e| {
         e.cols = Some(req.cols);
         e.rows = Some(req.rows);
     });

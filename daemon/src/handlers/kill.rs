@@ -8,15 +8,16 @@ use nix::unistd::Pid;
 
 use super::{session, ReplyError};
 use crate::connection::Connection;
+use crate::session::EndReason;
 
 pub async fn handle(conn: &mut Connection, id: u64, req: KillRequest) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
     match req.signal.as_deref() {
-        None => session.end.cancel(),
+        None => session.request_end(EndReason::Killed),
         Some(name) => {
             let signal = parse_signal(name)?;
             if session.exit_status().is_none() {
-                tracing::info!(session = %session.id, %signal, "delivering signal to process group");
+                tracing::info!(session_id = %session.id, %signal, "delivering signal to process group");
                 let _ = killpg(Pid::from_raw(session.pid as i32), signal);
             }
         }

@@ -11,7 +11,7 @@ use regex::bytes::Regex;
 use super::query::within;
 use super::{answer_later, send_result, session, ReplyError};
 use crate::connection::Connection;
-use crate::session::{Session, Subscription};
+use crate::session::{AttachMode, Session, Subscription};
 
 /// Output searched by one `wait_for` is capped: older bytes are let go so a flood
 /// cannot grow the buffer without bound (a match longer than this is not found).
@@ -27,7 +27,7 @@ pub fn handle_wait_for(
         Regex::new(&req.pattern).map_err(|e| ReplyError::bad(format!("invalid regex: {e}")))?;
     // Without `since`, only output from this moment on counts.
     let since = req.since.unwrap_or_else(|| session.output_end());
-    let (replay, _, sub) = session.subscribe(Some(since), false)?;
+    let (replay, _, sub) = session.subscribe(Some(since), AttachMode::Lossy)?;
     let out = conn.out.clone();
     answer_later(conn, async move {
         let mut search =
@@ -126,7 +126,7 @@ pub fn handle_wait_quiet(
     if req.quiet_ms == 0 {
         return Err(ReplyError::bad("quiet_ms must be at least 1"));
     }
-    let (_, _, sub) = session.subscribe(Some(session.output_end()), false)?;
+    let (_, _, sub) = session.subscribe(Some(session.output_end()), AttachMode::Lossy)?;
     let out = conn.out.clone();
     answer_later(conn, async move {
         let quiet = Duration::from_millis(req.quiet_ms);

@@ -1,5 +1,11 @@
-//! One PTY session's shared state: its output ring and subscribers, its terminal I/O,
-//! its activity clock and its exit status. The lifecycle task in `lifecycle.rs` drives it.
+//! One PTY session: the record every request works on (`Session`), its only constructor
+//! (`start`), its output and the taps that observe it (`output`, `paste`), and its life
+//! from spawn to retirement (`lifecycle`, with the reasons a session ends).
+
+pub mod lifecycle;
+pub mod output;
+pub mod paste;
+pub mod start;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -12,20 +18,11 @@ use ipc_proto::{ExitStatus, SessionId, SessionInfo, SessionState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::ring::{OutputRing, Replay};
-
-/// Chunks a subscriber may have queued before it counts as slow. With 32 KiB reads this
-/// bounds a subscriber's queue to 1 MiB.
-const SUBSCRIBER_DEPTH: usize = 32;
-
-/// A piece of output at an absolute offset.
-#[derive(Clone, Debug)]
-pub struct Chunk {
-    /// Offset of `data[0]`.
-    pub offset: u64,
-    /// The bytes.
-    pub data: Bytes,
-}
+pub use self::lifecycle::EndReason;
+pub use self::output::{AttachMode, Chunk, OutputTap};
+use self::output::{BeyondEnd, Output};
+use self::paste::PasteMode;
+use crate::ring::Replay;
 
 /// Descriptive fields fixed at spawn.
 #[derive(Debug, Clone)]
@@ -42,67 +39,18 @@ pub struct SessionMeta {
     pub idle_timeout: Duration,
 }
 
-struct Subscriber {
-    id: u64,
-    tx: flume::Sender<Chunk>,
-    lossless: bool,
-}
-
 /// The terminal's live ends; gone once the session has ended.
 struct Io {
     master: OwnedFd,
     input: flume::Sender<Bytes>,
 }
 
-struct State {
-    ring: OutputRing,
-    subscribers: Vec<Subscriber>,
-    next_subscriber: u64,
+/// The terminal: its size, its live ends, and how it ended.
+struct Terminal {
     cols: u16,
     rows: u16,
     io: Option<Io>,
     exit: Option<ExitStatus>,
-    paste: PasteMode,
-}
-
-/// Tracks bracketed-paste mode (DECSET 2004) from the program's output.
-#[derive(Default, Debug)]
-pub struct PasteMode {
-    on: bool,
-    /// The end of the previous chunk, in case a mode sequence is split across reads.
-    tail: Vec<u8>,
-}
-
-const PASTE_ON: &[u8] = b"\x1b[?2004h";
-const PASTE_OFF: &[u8] = b"\x1b[?2004l";
-
-impl PasteMode {
-    /// Updates the mode from a chunk of output.
-    pub fn update(&mut self, data: &[u8]) {
-        if !data.contains(&0x1b) && self.tail.is_empty() {
-            return;
-        }
-        let mut joined = std::mem::take(&mut self.tail);
-        joined.extend_from_slice(data);
-        let last = |pat: &[u8]| joined.windows(pat.len()).rposition(|w| w == pat);
-        match (last(PASTE_ON), last(PASTE_OFF)) {
-            (Some(on), Some(off)) => self.on = on > off,
-            (Some(_), None) => self.on = true,
-            (None, Some(_)) => self.on = false,
-            (None, None) => {}
-        }
-        // Keep a partial escape sequence for the next chunk.
-        let keep = PASTE_ON.len() - 1;
-        let tail = &joined[joined.len().saturating_sub(keep)..];
-        if let Some(esc) = tail.iter().rposition(|b| *b == 0x1b) {
-            self.tail = tail[esc..].to_vec();
-        }
-    }
-
-    /// Whether the program has bracketed paste on.
-    pub fn on(&self) -> bool {
-        self.on
-    }
 }
 
 /// Why a request on a session could not be carried out.
@@ -124,6 +72,12 @@ pub enum SessionError {
     Os(String),
 }
 
+impl From<BeyondEnd> for SessionError {
+    fn from(BeyondEnd { since, end }: BeyondEnd) -> Self {
+        SessionError::SinceBeyondEnd { since, end }
+    }
+}
+
 /// A PTY session.
 pub struct Session {
     /// Its id.
@@ -136,10 +90,13 @@ pub struct Session {
     activity_ms: AtomicU64,
     output_ms: AtomicU64,
     leases: AtomicUsize,
-    state: Mutex<State>,
+    output: Output,
+    paste: Arc<PasteMode>,
+    terminal: Mutex<Terminal>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
-    /// Cancelled to ask the lifecycle task to end the session.
-    pub end: CancellationToken,
+    /// The first reason someone asked the session to end, and the signal for it.
+    end: Mutex<Option<EndReason>>,
+    end_requested: CancellationToken,
 }
 
 impl std::fmt::Debug for Session {
@@ -154,8 +111,8 @@ pub fn now_ms() -> u64 {
 }
 
 impl Session {
-    /// A running session around a spawned child.
-    pub fn new(
+    /// A running session around a spawned child; only `start` builds one.
+    fn new(
         id: SessionId,
         pid: u32,
         meta: SessionMeta,
@@ -165,6 +122,9 @@ impl Session {
         input: flume::Sender<Bytes>,
     ) -> Session {
         let now = now_ms();
+        let output = Output::new(replay_bytes);
+        let paste = Arc::new(PasteMode::default());
+        output.add_tap(paste.clone());
         Session {
             id,
             pid,
@@ -173,24 +133,46 @@ impl Session {
             activity_ms: AtomicU64::new(now),
             output_ms: AtomicU64::new(now),
             leases: AtomicUsize::new(0),
-            state: Mutex::new(State {
-                ring: OutputRing::new(replay_bytes),
-                subscribers: Vec::new(),
-                next_subscriber: 1,
-                cols,
-                rows,
-                io: Some(Io { master, input }),
-                exit: None,
-                paste: PasteMode::default(),
-            }),
+            output,
+            paste,
+            terminal: Mutex::new(Terminal { cols, rows, io: Some(Io { master, input }), exit: None }),
             exit_tx: watch::channel(None).0,
-            end: CancellationToken::new(),
+            end: Mutex::new(None),
+            end_requested: CancellationToken::new(),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn terminal(&self) -> MutexGuard<'_, Terminal> {
         // A panic elsewhere must not take every later request on this session down too.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.terminal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the lifecycle to end the session. The first reason given is the one kept.
+    pub fn request_end(&self, reason: EndReason) {
+        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        if end.is_none() && self.exit_status().is_none() {
+            *end = Some(reason);
+            self.end_requested.cancel();
+        }
+    }
+
+    /// Resolves with the reason once someone asked the session to end.
+    pub(crate) async fn end_requested(&self) -> EndReason {
+        self.end_requested.cancelled().await;
+        let end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        (*end).unwrap_or(EndReason::Killed)
+    }
+
+    /// Why the session ended (or is ending): the reason asked for, `Exited` when the
+    /// program ended by itself, `None` while it runs.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        let asked = *self.end.lock().unwrap_or_else(|p| p.into_inner());
+        asked.or_else(|| self.exit_status().map(|_| EndReason::Exited))
+    }
+
+    /// Adds an observer of the session's output from now on.
+    pub fn add_tap(&self, tap: Arc<dyn OutputTap>) {
+        self.output.add_tap(tap);
     }
 
     /// Marks input, output or a client coming or going.
@@ -205,7 +187,7 @@ impl Session {
 
     /// Connections attached right now.
     pub fn attached(&self) -> usize {
-        self.state().subscribers.len()
+        self.output.subscribers()
     }
 
     /// True while a client is attached or holds a lease: the idle clock does not run.
@@ -232,34 +214,14 @@ impl Session {
 
     /// Whether the program has bracketed-paste mode on.
     pub fn bracketed_paste(&self) -> bool {
-        self.state().paste.on()
+        self.paste.on()
     }
 
-    /// Records output from the reader thread and hands it to every subscriber: lossless
-    /// ones are waited for (this blocks only this session's reader thread), lossy ones
-    /// that are full simply miss the chunk and later see a gap.
+    /// Records output from the reader thread (see [`Output::push`]).
     pub fn push_output(&self, data: &[u8]) {
-        let chunk_data = Bytes::copy_from_slice(data);
-        let (offset, targets) = {
-            let mut st = self.state();
-            let offset = st.ring.push(data);
-            st.paste.update(data);
-            st.subscribers.retain(|s| !s.tx.is_disconnected());
-            let targets: Vec<_> =
-                st.subscribers.iter().map(|s| (s.tx.clone(), s.lossless)).collect();
-            (offset, targets)
-        };
+        self.output.push(data);
         self.touch();
         self.output_ms.store(now_ms(), Ordering::Relaxed);
-        for (tx, lossless) in targets {
-            let chunk = Chunk { offset, data: chunk_data.clone() };
-            // A gone subscriber is pruned on the next push; a full lossy one misses this chunk.
-            if lossless {
-                let _ = tx.send(chunk);
-            } else {
-                let _ = tx.try_send(chunk);
-            }
-        }
     }
 
     /// Replays from `since` and, while the session runs, subscribes to what follows, in
@@ -268,46 +230,32 @@ impl Session {
     pub fn subscribe(
         self: &Arc<Self>,
         since: Option<u64>,
-        lossless: bool,
+        mode: AttachMode,
     ) -> Result<(Replay, u64, Option<Subscription>), SessionError> {
-        let mut st = self.state();
-        let end = st.ring.end();
-        if let Some(since) = since.filter(|s| *s > end) {
-            return Err(SessionError::SinceBeyondEnd { since, end });
-        }
-        let replay = st.ring.since(since);
-        let sub = if st.exit.is_none() {
-            let id = st.next_subscriber;
-            st.next_subscriber += 1;
-            let (tx, rx) = flume::bounded(SUBSCRIBER_DEPTH);
-            st.subscribers.push(Subscriber { id, tx, lossless });
-            Some(Subscription { session: self.clone(), id, rx })
-        } else {
-            None
-        };
-        drop(st);
+        let attached = self.output.subscribe(since, mode)?;
+        let sub = attached.feed.map(|(id, rx)| Subscription { session: self.clone(), id, rx });
         self.touch();
-        Ok((replay, end, sub))
+        Ok((attached.replay, attached.end, sub))
     }
 
     fn unsubscribe(&self, id: u64) {
-        self.state().subscribers.retain(|s| s.id != id);
+        self.output.unsubscribe(id);
         self.touch();
     }
 
     /// What the ring still holds of `[from, to)`.
     pub fn read_range(&self, from: u64, to: u64) -> Replay {
-        self.state().ring.range(from, to)
+        self.output.range(from, to)
     }
 
     /// Total output so far.
     pub fn output_end(&self) -> u64 {
-        self.state().ring.end()
+        self.output.end()
     }
 
     /// Queues bytes for the terminal; waits while the writer thread's queue is full.
     pub async fn input(&self, data: Bytes) -> Result<(), SessionError> {
-        let tx = self.state().io.as_ref().map(|io| io.input.clone());
+        let tx = self.terminal().io.as_ref().map(|io| io.input.clone());
         let tx = tx.ok_or(SessionError::Exited(self.id))?;
         self.touch();
         tx.send_async(data).await.map_err(|_| SessionError::Exited(self.id))
@@ -315,12 +263,12 @@ impl Session {
 
     /// Sets the terminal size; the kernel sends the foreground group SIGWINCH.
     pub fn resize(&self, cols: u16, rows: u16) -> Result<(), SessionError> {
-        let mut st = self.state();
-        let io = st.io.as_ref().ok_or(SessionError::Exited(self.id))?;
+        let mut term = self.terminal();
+        let io = term.io.as_ref().ok_or(SessionError::Exited(self.id))?;
         crate::pty::set_size(&io.master, cols, rows)
             .map_err(|e| SessionError::Os(format!("resize: {e}")))?;
-        st.cols = cols;
-        st.rows = rows;
+        term.cols = cols;
+        term.rows = rows;
         Ok(())
     }
 
@@ -333,12 +281,12 @@ impl Session {
             + meta.args.iter().map(String::len).sum::<usize>()
             + meta.cwd.as_ref().map_or(0, String::len)
             + meta.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        OVERHEAD + text + self.state().ring.held()
+        OVERHEAD + text + self.output.held()
     }
 
     /// The exit status, once the session has ended.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.state().exit
+        self.terminal().exit
     }
 
     /// Resolves when the session has ended.
@@ -352,20 +300,23 @@ impl Session {
     /// Records the exit, closes the terminal and ends every subscription (after they
     /// drain, each attachment sends its exit event).
     pub fn finish(&self, status: ExitStatus) {
-        let mut st = self.state();
-        if st.exit.is_some() {
+        let mut term = self.terminal();
+        if term.exit.is_some() {
             return;
         }
-        st.exit = Some(status);
-        st.io = None;
-        st.subscribers.clear();
-        drop(st);
+        term.exit = Some(status);
+        term.io = None;
+        drop(term);
+        self.output.close();
         self.exit_tx.send_replace(Some(status));
     }
 
     /// The wire view of this session.
     pub fn info(&self) -> SessionInfo {
-        let st = self.state();
+        let (cols, rows, exit) = {
+            let term = self.terminal();
+            (term.cols, term.rows, term.exit)
+        };
         SessionInfo {
             session: self.id,
             pid: self.pid,
@@ -373,15 +324,15 @@ impl Session {
             args: self.meta.args.clone(),
             cwd: self.meta.cwd.clone(),
             labels: self.meta.labels.clone(),
-            cols: st.cols,
-            rows: st.rows,
-            state: if st.exit.is_some() { SessionState::Exited } else { SessionState::Running },
+            cols,
+            rows,
+            state: if exit.is_some() { SessionState::Exited } else { SessionState::Running },
             created_at_ms: self.created_at_ms,
             last_activity_ms: self.activity_ms.load(Ordering::Relaxed),
-            attached: st.subscribers.len() as u32,
-            output_offset: st.ring.end(),
+            attached: self.output.subscribers() as u32,
+            output_offset: self.output.end(),
             idle_timeout_ms: self.meta.idle_timeout.as_millis() as u64,
-            exit: st.exit,
+            exit,
         }
     }
 }
@@ -397,33 +348,5 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.session.unsubscribe(self.id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PasteMode;
-
-    #[test]
-    fn paste_mode_follows_the_last_sequence() {
-        let mut m = PasteMode::default();
-        m.update(b"prompt \x1b[?2004h$ ");
-        assert!(m.on());
-        m.update(b"\x1b[?2004l\r\noutput\x1b[?2004h");
-        assert!(m.on());
-        m.update(b"\x1b[?2004l");
-        assert!(!m.on());
-    }
-
-    #[test]
-    fn paste_mode_sequence_split_across_chunks() {
-        let mut m = PasteMode::default();
-        m.update(b"abc\x1b[?20");
-        assert!(!m.on());
-        m.update(b"04h$ ");
-        assert!(m.on());
-        m.update(b"x\x1b");
-        m.update(b"[?2004l");
-        assert!(!m.on());
     }
 }

@@ -1,7 +1,7 @@
-//! A session's life from spawn to forgetting: wait for the child to exit or for a
-//! reason to end it (kill request, idle timeout, daemon shutdown), end its process group
-//! and cgroup in steps, wait until its cgroup is empty, drain its output, free its slot,
-//! keep its status for the retention period.
+//! A session's life from spawn to retirement: wait for the child to exit or for a reason
+//! to end it ([`EndReason`]: kill request, idle timeout, its owner gone, daemon
+//! shutdown), end its process group and cgroup in steps, wait until its cgroup is empty,
+//! drain its output, free its slot, and hand its record to the pool's retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,41 @@ use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use super::Session;
 use crate::pool::PtyPool;
 use crate::pty::PtyHandle;
-use crate::session::Session;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The program exited by itself.
+    Exited,
+    /// A client asked (`kill`, the bridge's `DELETE` or grace expiry).
+    Killed,
+    /// No input, no output and no client for its idle timeout.
+    IdleTimeout(Duration),
+    /// The connection that spawned it with `close_with_connection` closed.
+    OwnerGone,
+    /// An `exec` ran past its timeout.
+    ExecTimeout,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::Exited => f.write_str("exited"),
+            EndReason::Killed => f.write_str("kill requested"),
+            EndReason::IdleTimeout(d) => {
+                write!(f, "idle timeout ({})", humantime::format_duration(*d))
+            }
+            EndReason::OwnerGone => f.write_str("the connection that owned it closed"),
+            EndReason::ExecTimeout => f.write_str("exec timed out"),
+            EndReason::Shutdown => f.write_str("daemon shutting down"),
+        }
+    }
+}
 
 /// How long to wait for a SIGKILLed child to be reaped before giving up on it
 /// (a process stuck in uninterruptible sleep cannot be helped by waiting longer).
@@ -39,9 +71,11 @@ pub async fn run(
     let status = tokio::select! {
         status = &mut exit => status.ok(),
         reason = end_requested(&session, &pool) => {
-            info!(reason, "ending session");
-            if reason == IDLE {
-                pool.emit(DaemonEventKind::IdleKilled, &session, |_| {});
+            // Kept on the record (the first reason wins), for whoever asks why it ended.
+            session.request_end(reason);
+            info!(%reason, "ending session");
+            if let EndReason::IdleTimeout(_) = reason {
+                pool.events.emit(DaemonEventKind::IdleKilled, &session, |_| {});
             }
             terminate(&handle, &mut exit, grace).await
         }
@@ -62,21 +96,19 @@ pub async fn run(
     // soon as its wait returns never meets a pool still counting the old session.
     drop(handle);
     session.finish(status);
-    pool.emit(DaemonEventKind::Exited, &session, |e| e.exit = Some(status));
+    pool.events.emit(DaemonEventKind::Exited, &session, |e| e.exit = Some(status));
     info!(%status, active_count = pool.active(), "session ended; released pty slot");
     // Its record is the pool's now; the sweeper forgets it when its retention ends.
     pool.retire(&session);
     scopeguard::ScopeGuard::into_inner(on_panic);
 }
 
-const IDLE: &str = "idle timeout";
-
 /// Resolves with the reason once the session should be ended.
-async fn end_requested(session: &Session, pool: &PtyPool) -> &'static str {
+async fn end_requested(session: &Session, pool: &PtyPool) -> EndReason {
     tokio::select! {
-        _ = session.end.cancelled() => "kill requested",
-        _ = pool.stop.cancelled() => "daemon shutting down",
-        _ = idle_expired(session) => IDLE,
+        reason = session.end_requested() => reason,
+        _ = pool.stop.cancelled() => EndReason::Shutdown,
+        _ = idle_expired(session) => EndReason::IdleTimeout(session.meta.idle_timeout),
     }
 }
 

@@ -1,0 +1,90 @@
+//! The only way a session comes to be: around a freshly spawned child, its record, its
+//! I/O threads, and the lifecycle that will end it. Returned as [`Started`], whose
+//! lifecycle future the pool runs once the session is in its registry (so that a child
+//! that exits at once is retired only after it was registered). A session adopted from
+//! another daemon image (live upgrade) will get a second constructor here.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipc_proto::{SessionId, SpawnRequest};
+use tracing::Instrument;
+
+use super::lifecycle;
+use super::{AttachMode, Session, SessionMeta, Subscription};
+use crate::pool::{PoolError, PtyPool};
+use crate::pty::{self, PtyHandle, Spawned};
+
+/// Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
+const INPUT_DEPTH: usize = 16;
+
+/// A session that runs, and the lifecycle the pool must drive for it.
+pub struct Started<F> {
+    /// The record.
+    pub session: Arc<Session>,
+    /// The spawner's subscription from offset 0, when it asked to attach.
+    pub subscription: Option<Subscription>,
+    /// Drives the session to its end; run it once the session is registered.
+    pub lifecycle: F,
+}
+
+/// Builds session `id` for `req` around `spawned`, whose slot, group and cgroup `handle`
+/// owns (any failure here drops the handle, which kills them).
+pub fn start(
+    pool: &Arc<PtyPool>,
+    id: SessionId,
+    req: &SpawnRequest,
+    spawned: Spawned,
+    handle: PtyHandle,
+) -> Result<Started<impl Future<Output = ()> + Send + 'static>, PoolError> {
+    let meta = SessionMeta {
+        command: req.command.clone(),
+        args: req.args.clone(),
+        cwd: req.cwd.clone(),
+        labels: req.labels.clone(),
+        idle_timeout: req
+            .idle_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(pool.config.idle_timeout),
+    };
+    let replay = req.replay_bytes.unwrap_or(pool.config.replay_bytes);
+    let (input_tx, input_rx) = flume::bounded(INPUT_DEPTH);
+    let session = Arc::new(Session::new(
+        id,
+        spawned.pid,
+        meta,
+        replay,
+        (req.cols, req.rows),
+        spawned.master,
+        input_tx,
+    ));
+    // Subscribed before the reader thread starts, so not one byte can be missed.
+    let subscription = match req.attach {
+        Some(mode) => {
+            let mode = AttachMode::from_lossless(mode.lossless);
+            session.subscribe(Some(0), mode).map_err(|e| PoolError::BadRequest(e.to_string()))?.2
+        }
+        None => None,
+    };
+    let name = id.to_string();
+    let short = &name[..8];
+    pty::start_writer(short, spawned.writer, input_rx)
+        .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty writer thread: {e}")))?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let sink = session.clone();
+    pty::start_reader(
+        short,
+        spawned.reader,
+        move |data| sink.push_output(data),
+        move || {
+            let _ = done_tx.send(());
+        },
+    )
+    .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
+    // A root span: the session outlives the connection that spawned it.
+    let span = tracing::info_span!(parent: None, "session", session_id = %id, pid = spawned.pid);
+    let lifecycle =
+        lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool.clone()).instrument(span);
+    Ok(Started { session, subscription, lifecycle })
+}
