@@ -10,6 +10,7 @@ use std::sync::Arc;
 use metrics::{describe_counter, describe_gauge, Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::error::AppError;
 use crate::terminals::StatusCounts;
 
 /// Counters and gauges of one bridge. Cheap to clone.
@@ -32,12 +33,75 @@ struct Inner {
     bytes_in: Counter,
     bytes_out: Counter,
     daemon_reconnects: Counter,
-    /// Refused creations by error name; other names count as "Other".
-    create_failures: Vec<(&'static str, Counter)>,
+    /// Refused creations, indexed by `CreateFailure as usize`.
+    create_failures: [Counter; CreateFailure::ALL.len()],
 }
 
-/// The ptyd errors a creation can meet, each its own series from the start.
-const CREATE_ERRORS: [&str; 4] = ["AtCapacity", "SpawnFailed", "IpcError", "Other"];
+/// Why `POST /api/terminals` failed: the `error` label of
+/// `ptyd_bridge_create_failures_total`. Each is its own series from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateFailure {
+    /// The pool is full.
+    AtCapacity,
+    /// A per-principal limit of ptyd.
+    QuotaExceeded,
+    /// ptyd could not start the program.
+    SpawnFailed,
+    /// ptyd is stopping.
+    ShuttingDown,
+    /// ptyd is unreachable or the connection broke.
+    IpcError,
+    /// Anything else (an unexpected answer of ptyd).
+    Other,
+}
+
+impl CreateFailure {
+    /// Every kind, in declaration order (so `ALL[k as usize] == k`).
+    pub const ALL: [CreateFailure; 6] = [
+        CreateFailure::AtCapacity,
+        CreateFailure::QuotaExceeded,
+        CreateFailure::SpawnFailed,
+        CreateFailure::ShuttingDown,
+        CreateFailure::IpcError,
+        CreateFailure::Other,
+    ];
+
+    /// The label value: the name of the `AppError` it counts, or `Other`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CreateFailure::AtCapacity => "AtCapacity",
+            CreateFailure::QuotaExceeded => "QuotaExceeded",
+            CreateFailure::SpawnFailed => "SpawnFailed",
+            CreateFailure::ShuttingDown => "ShuttingDown",
+            CreateFailure::IpcError => "IpcError",
+            CreateFailure::Other => "Other",
+        }
+    }
+}
+
+impl From<&AppError> for CreateFailure {
+    /// No wildcard: a new `AppError` variant does not compile until it is given a label here.
+    fn from(e: &AppError) -> CreateFailure {
+        match e {
+            AppError::AtCapacity { .. } => CreateFailure::AtCapacity,
+            AppError::QuotaExceeded { .. } => CreateFailure::QuotaExceeded,
+            AppError::SpawnFailed(_) => CreateFailure::SpawnFailed,
+            AppError::ShuttingDown(_) => CreateFailure::ShuttingDown,
+            AppError::IpcError(_) => CreateFailure::IpcError,
+            // What else `AppError::from_client` makes of a ptyd answer.
+            AppError::Internal(_) | AppError::NotFound(_) => CreateFailure::Other,
+            // Refusals before the handler asks ptyd (authentication, the request itself);
+            // they are not counted as failed creations today, and would be `Other` if they were.
+            AppError::BadRequest(_)
+            | AppError::Unauthorized(_)
+            | AppError::Forbidden(_)
+            | AppError::MisdirectedHost(_)
+            | AppError::TooManyAttempts { .. }
+            | AppError::Busy(_)
+            | AppError::Gone(_) => CreateFailure::Other,
+        }
+    }
+}
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,12 +148,12 @@ impl Metrics {
             );
             describe_counter!(
                 "ptyd_bridge_create_failures_total",
-                "Terminal creations refused, by error (AtCapacity, SpawnFailed, IpcError, Other)"
+                "Terminal creations refused, by error (AtCapacity, QuotaExceeded, SpawnFailed, \
+                 ShuttingDown, IpcError, Other)"
             );
-            let create_failures = CREATE_ERRORS
-                .iter()
-                .map(|&e| (e, metrics::counter!("ptyd_bridge_create_failures_total", "error" => e)))
-                .collect();
+            let create_failures = CreateFailure::ALL.map(|kind| {
+                metrics::counter!("ptyd_bridge_create_failures_total", "error" => kind.label())
+            });
             Inner {
                 handle,
                 create_failures,
@@ -118,7 +182,7 @@ impl Metrics {
             &inner.daemon_reconnects,
         ]
         .into_iter()
-        .chain(inner.create_failures.iter().map(|(_, c)| c))
+        .chain(&inner.create_failures)
         {
             c.increment(0);
         }
@@ -163,13 +227,9 @@ impl Metrics {
         self.inner.bytes_out.increment(n as u64);
     }
 
-    /// A terminal creation was refused with `error` (an [`crate::error::AppError`] name).
-    pub fn create_failed(&self, error: &str) {
-        let failures = &self.inner.create_failures;
-        let counter = failures.iter().find(|(e, _)| *e == error).or(failures.last());
-        if let Some((_, c)) = counter {
-            c.increment(1);
-        }
+    /// A terminal creation was refused with `error`.
+    pub fn create_failed(&self, error: &AppError) {
+        self.inner.create_failures[CreateFailure::from(error) as usize].increment(1);
     }
 
     /// Whether ptyd answers; counts the connections made again after a loss.
@@ -210,8 +270,11 @@ mod tests {
         let guard = m.socket_opened();
         m.bytes_out(5);
         m.reconnect();
-        m.create_failed("AtCapacity");
-        m.create_failed("Unauthorized");
+        let retry_after = std::time::Duration::ZERO;
+        m.create_failed(&AppError::AtCapacity { message: "full".into(), retry_after });
+        m.create_failed(&AppError::QuotaExceeded { message: "quota".into(), retry_after });
+        m.create_failed(&AppError::QuotaExceeded { message: "quota".into(), retry_after });
+        m.create_failed(&AppError::Internal("ptyd answered BadRequest: …".into()));
         let text = m.render(StatusCounts { active: 1, disconnected: 2, dead: 3 });
         for needle in [
             "ptyd_bridge_open_sockets 1",
@@ -225,7 +288,9 @@ mod tests {
             "ptyd_bridge_bytes_in_total 0",
             "ptyd_bridge_bytes_out_total 5",
             "ptyd_bridge_create_failures_total{error=\"AtCapacity\"} 1",
+            "ptyd_bridge_create_failures_total{error=\"QuotaExceeded\"} 2",
             "ptyd_bridge_create_failures_total{error=\"SpawnFailed\"} 0",
+            "ptyd_bridge_create_failures_total{error=\"ShuttingDown\"} 0",
             "ptyd_bridge_create_failures_total{error=\"IpcError\"} 0",
             "ptyd_bridge_create_failures_total{error=\"Other\"} 1",
         ] {
@@ -237,5 +302,25 @@ mod tests {
         assert!(Metrics::new()
             .render(StatusCounts::default())
             .contains("ptyd_bridge_bytes_out_total 0"));
+    }
+
+    #[test]
+    fn create_failure_labels_are_the_error_names() {
+        for (i, kind) in CreateFailure::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i, "ALL is in declaration order");
+        }
+        // Every kind but Other counts exactly the AppError of its name.
+        let retry_after = std::time::Duration::ZERO;
+        for e in [
+            AppError::AtCapacity { message: String::new(), retry_after },
+            AppError::QuotaExceeded { message: String::new(), retry_after },
+            AppError::SpawnFailed(String::new()),
+            AppError::ShuttingDown(String::new()),
+            AppError::IpcError(String::new()),
+        ] {
+            assert_eq!(CreateFailure::from(&e).label(), e.name());
+        }
+        let other = AppError::TooManyAttempts { message: String::new(), retry_after };
+        assert_eq!(CreateFailure::from(&other), CreateFailure::Other);
     }
 }

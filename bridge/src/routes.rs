@@ -141,7 +141,7 @@ async fn create(
     }
     let client = state.daemon.control().map_err(|e| {
         let e = AppError::from_client(e, config.retry_after);
-        state.metrics.create_failed(e.name());
+        state.metrics.create_failed(&e);
         e
     })?;
     let labels = BTreeMap::from([
@@ -164,7 +164,7 @@ async fn create(
     let reply = client.spawn(request).await.map_err(|e| {
         let e = AppError::from_client(e, config.retry_after);
         tracing::warn!(profile = %name, "cannot create a terminal: {e}");
-        state.metrics.create_failed(e.name());
+        state.metrics.create_failed(&e);
         e
     })?;
     let id = reply.session;
