@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ipc_proto::{Client, ClientError, DaemonEventKind, ErrorCode, Notice, SessionId};
+use ipc_proto::{Client, ClientError, DaemonEventKind, ErrorCode, IpcError, Notice, SessionId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +54,8 @@ impl Backoff {
 pub struct DaemonLink {
     socket: PathBuf,
     current: RwLock<Option<Client>>,
-    last_error: Mutex<String>,
+    /// Why the last attempt failed; `None` before the first one ended.
+    last_error: Mutex<Option<ClientError>>,
     metrics: Metrics,
     backoff: Backoff,
 }
@@ -65,7 +66,7 @@ impl DaemonLink {
         Arc::new(DaemonLink {
             socket,
             current: RwLock::new(None),
-            last_error: Mutex::new("not connected yet".into()),
+            last_error: Mutex::new(None),
             metrics,
             backoff,
         })
@@ -81,8 +82,8 @@ impl DaemonLink {
         if let Some(c) = self.current.read().unwrap().as_ref() {
             return Ok(c.clone());
         }
-        let why = self.last_error.lock().unwrap().clone();
-        Err(ClientError::Ipc(format!("ptyd is not reachable at {}: {why}", self.socket.display())))
+        let last = self.last_error.lock().unwrap().clone().map(Box::new);
+        Err(IpcError::Unreachable { path: self.socket.clone(), last }.into())
     }
 
     /// Whether the control connection is up.
@@ -95,7 +96,7 @@ impl DaemonLink {
         let client = self.control()?;
         match tokio::time::timeout(timeout, client.list()).await {
             Ok(r) => r.map(drop),
-            Err(_) => Err(ClientError::Ipc(format!("ptyd did not answer within {timeout:?}"))),
+            Err(_) => Err(IpcError::Timeout(timeout).into()),
         }
     }
 
@@ -129,11 +130,7 @@ impl DaemonLink {
     }
 
     fn set_error(&self, e: &ClientError) {
-        let text = match e {
-            ClientError::Ipc(m) => m.clone(),
-            ClientError::Daemon { message, .. } => message.clone(),
-        };
-        *self.last_error.lock().unwrap() = text;
+        *self.last_error.lock().unwrap() = Some(e.clone());
     }
 
     fn publish(&self, client: Option<Client>) {
@@ -278,7 +275,8 @@ impl DaemonLink {
                     // The connection is over; a call on it fails at once with the reason.
                     return Some(match client.list().await {
                         Err(e) => e,
-                        Ok(_) => ClientError::Ipc("ptyd's event stream ended".into()),
+                        // The stream ended on a connection that still answers.
+                        Ok(_) => IpcError::Protocol("ptyd's event stream ended".into()).into(),
                     });
                 }
             }
@@ -287,7 +285,7 @@ impl DaemonLink {
 }
 
 fn timed_out() -> ClientError {
-    ClientError::Ipc(format!("ptyd did not answer within {CONNECT_TIMEOUT:?}"))
+    IpcError::Timeout(CONNECT_TIMEOUT).into()
 }
 
 #[cfg(test)]
@@ -323,9 +321,18 @@ mod tests {
         let task = tokio::spawn(link.clone().run(registry, shutdown.clone(), tx));
         rx.await.unwrap();
         let e = link.control().unwrap_err();
-        assert!(matches!(e, ClientError::Ipc(_)));
+        let ClientError::Ipc(ipc) = &e else { panic!("{e:?}") };
+        assert!(matches!(ipc, IpcError::Unreachable { .. }), "{ipc:?}");
+        // The cause of the last attempt survives: the socket's directory does not exist.
+        assert_eq!(ipc.io_kind(), Some(std::io::ErrorKind::NotFound));
         let text = e.to_string();
-        assert!(text.starts_with("IPC error: ptyd is not reachable at /nonexistent/ptyd.sock"));
+        assert!(
+            text.starts_with(
+                "IPC error: ptyd is not reachable at /nonexistent/ptyd.sock: \
+                 cannot connect to ptyd at /nonexistent/ptyd.sock: "
+            ),
+            "{text}"
+        );
         assert!(link.connect().await.is_err());
         shutdown.cancel();
         task.await.unwrap();

@@ -161,9 +161,10 @@ mod tests {
 
     #[test]
     fn ipc_errors_keep_the_ipc_prefix() {
-        let e = AppError::from_client(ClientError::Ipc("gone".into()), Duration::ZERO);
+        let gone = ipc_proto::IpcError::Closed { stage: ipc_proto::ConnectionStage::Connected };
+        let e = AppError::from_client(gone.into(), Duration::ZERO);
         assert_eq!(e.name(), "IpcError");
-        assert_eq!(e.to_string(), "IPC error: gone");
+        assert_eq!(e.to_string(), "IPC error: ptyd closed the connection");
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

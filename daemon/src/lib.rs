@@ -112,7 +112,7 @@ async fn watchdog(path: std::path::PathBuf, interval: std::time::Duration) {
 async fn self_check(path: &std::path::Path) -> Result<(), ipc_proto::ClientError> {
     let stream = tokio::net::UnixStream::connect(path)
         .await
-        .map_err(|e| ipc_proto::ClientError::Ipc(format!("connect {}: {e}", path.display())))?;
+        .map_err(|e| ipc_proto::IpcError::connect(path, e))?;
     let client = ipc_proto::Client::handshake(stream, "ptyd/watchdog").await?;
     client.list().await.map(drop)
 }

@@ -2,7 +2,8 @@
 //!
 //! A writer task owns the socket's write half and a reader task its read half. Replies
 //! are matched to waiters by request id; output events are routed to the `Attachment`
-//! of their session. When the connection ends, every waiter fails with `IpcError`.
+//! of their session. When the connection ends, every waiter fails with the `IpcError` that
+//! ended it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::codec::{Frame, FrameCodec, MAX_PAYLOAD_LEN};
-use crate::error::ClientError;
+use crate::error::{ClientError, ConnectionStage, IpcError};
 use crate::message::*;
 use crate::PROTOCOL_VERSION;
 
@@ -67,7 +68,7 @@ struct Shared {
     pending: Mutex<Option<HashMap<u64, Waiter>>>,
     routes: Mutex<HashMap<SessionId, mpsc::Sender<SessionEvent>>>,
     notices: Mutex<Option<mpsc::Sender<Notice>>>,
-    close_reason: Mutex<Option<String>>,
+    close_reason: Mutex<Option<IpcError>>,
 }
 
 struct Inner {
@@ -102,9 +103,7 @@ impl Client {
     /// Connects to the daemon at `path` and performs the version handshake.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).await.map_err(|e| {
-            ClientError::Ipc(format!("cannot connect to ptyd at {}: {e}", path.display()))
-        })?;
+        let stream = UnixStream::connect(path).await.map_err(|e| IpcError::connect(path, e))?;
         Self::handshake(stream, concat!("ipc-proto/", env!("CARGO_PKG_VERSION"))).await
     }
 
@@ -118,32 +117,29 @@ impl Client {
         // hello, so a failed write still leaves that reason to be read.
         let sent = writer.send(Frame::new(1, Request::Hello(hello))).await;
         let reply = reader.next().await;
-        if let (Err(e), None | Some(Err(_))) = (&sent, &reply) {
-            return Err(ClientError::Ipc(format!("handshake failed: {e}")));
-        }
+        let reply = match (sent, reply) {
+            (Err(e), None | Some(Err(_))) => {
+                return Err(IpcError::from_proto(ConnectionStage::SendingHello, e).into())
+            }
+            (_, reply) => reply,
+        };
         let hello = match reply {
             Some(Ok(Ok(Frame { body: DaemonMessage::Hello(h), .. }))) => h,
             Some(Ok(Ok(Frame { body: DaemonMessage::Error(e), .. }))) => {
                 return Err(ClientError::Daemon { code: e.code, message: e.message })
             }
             Some(Ok(Ok(other))) => {
-                return Err(ClientError::Ipc(format!(
-                    "unexpected handshake reply: {:?}",
-                    other.body
-                )))
+                let detail = format!("unexpected handshake reply: {:?}", other.body);
+                return Err(IpcError::Protocol(detail).into());
             }
             Some(Ok(Err(invalid))) => {
-                return Err(ClientError::Ipc(format!(
-                    "invalid handshake reply: {}",
-                    invalid.reason
-                )))
+                let detail = format!("invalid handshake reply: {}", invalid.reason);
+                return Err(IpcError::Protocol(detail).into());
             }
-            Some(Err(e)) => return Err(ipc(e)),
-            None => {
-                return Err(ClientError::Ipc(
-                    "ptyd closed the connection during the handshake".into(),
-                ))
+            Some(Err(e)) => {
+                return Err(IpcError::from_proto(ConnectionStage::AwaitingHello, e).into())
             }
+            None => return Err(IpcError::Closed { stage: ConnectionStage::AwaitingHello }.into()),
         };
         let shared =
             Arc::new(Shared { pending: Mutex::new(Some(HashMap::new())), ..Default::default() });
@@ -193,7 +189,8 @@ impl Client {
 
     fn closed_error(&self) -> ClientError {
         let reason = self.inner.shared.close_reason.lock().unwrap().clone();
-        ClientError::Ipc(reason.unwrap_or_else(|| "connection to ptyd closed".into()))
+        // No reason yet: the writer stopped on a failed write before the reader saw the end.
+        ClientError::Ipc(reason.unwrap_or(IpcError::Closed { stage: ConnectionStage::Connected }))
     }
 
     /// Starts a session.
@@ -464,12 +461,8 @@ fn millis(d: Option<Duration>) -> Option<u64> {
     d.map(|d| d.as_millis() as u64)
 }
 
-fn ipc(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Ipc(e.to_string())
-}
-
 fn unexpected(msg: DaemonMessage) -> ClientError {
-    ClientError::Ipc(format!("unexpected reply from ptyd: {msg:?}"))
+    IpcError::Protocol(format!("unexpected reply from ptyd: {msg:?}")).into()
 }
 
 async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Frame<Request>>) {
@@ -492,10 +485,13 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Frame<Request>>) 
 async fn read_loop(mut reader: Reader, shared: Arc<Shared>) {
     let reason = loop {
         match reader.next().await {
-            None => break "ptyd closed the connection".to_string(),
-            Some(Err(e)) => break format!("connection to ptyd failed: {e}"),
+            None => break IpcError::Closed { stage: ConnectionStage::Connected },
+            Some(Err(e)) => break IpcError::from_proto(ConnectionStage::Connected, e),
             Some(Ok(Err(invalid))) => {
-                break format!("ptyd sent an invalid message: {}", invalid.reason)
+                break IpcError::Protocol(format!(
+                    "ptyd sent an invalid message: {}",
+                    invalid.reason
+                ))
             }
             Some(Ok(Ok(frame))) => {
                 if frame.id != 0 {
@@ -514,7 +510,7 @@ async fn read_loop(mut reader: Reader, shared: Arc<Shared>) {
     shared.notices.lock().unwrap().take();
 }
 
-async fn notify(shared: &Shared, notice: Notice) -> Option<String> {
+async fn notify(shared: &Shared, notice: Notice) -> Option<IpcError> {
     let tx = shared.notices.lock().unwrap().clone();
     if let Some(tx) = tx {
         if tx.send(notice).await.is_err() {
@@ -541,7 +537,7 @@ fn complete(shared: &Shared, frame: Frame<DaemonMessage>) {
 }
 
 /// Delivers one event; returns a reason when the connection must be considered broken.
-async fn route(shared: &Shared, frame: Frame<DaemonMessage>) -> Option<String> {
+async fn route(shared: &Shared, frame: Frame<DaemonMessage>) -> Option<IpcError> {
     let (session, event) = match frame.body {
         DaemonMessage::Output(o) => {
             (o.session, SessionEvent::Output { offset: o.offset, data: frame.data })
@@ -550,7 +546,9 @@ async fn route(shared: &Shared, frame: Frame<DaemonMessage>) -> Option<String> {
             (d.session, SessionEvent::Dropped { offset: d.offset, bytes: d.bytes })
         }
         DaemonMessage::Exit(e) => (e.session, SessionEvent::Exit(e.status)),
-        DaemonMessage::Error(e) => return Some(format!("{} ({})", e.message, e.code)),
+        DaemonMessage::Error(e) => {
+            return Some(IpcError::ClosedByDaemon { code: e.code, message: e.message })
+        }
         DaemonMessage::Event(ev) => return notify(shared, Notice::Event(ev)).await,
         DaemonMessage::EventsDropped(d) => return notify(shared, Notice::Dropped(d.count)).await,
         _ => return None,

@@ -10,7 +10,7 @@ pub mod message;
 
 pub use client::{Attachment, Client, Notice, SessionEvent};
 pub use codec::{Frame, FrameCodec, InvalidMessage, MAX_FRAME_LEN, MAX_PAYLOAD_LEN};
-pub use error::{ClientError, ErrorCode, ProtoError};
+pub use error::{ClientError, ConnectionStage, ErrorCode, IpcError, ProtoError};
 pub use message::*;
 
 /// The protocol version this crate speaks. Bumped only for incompatible changes;

@@ -88,6 +88,7 @@ fn missing_socket_fails_with_a_hint() -> Result<()> {
     let fail = lines_starting(&out, "FAIL");
     ensure!(fail.iter().any(|l| l.contains("does not exist")), "{out}");
     ensure!(out.contains("start it with: ptyd --socket"), "{out}");
+    ensure!(!out.contains("nothing listens"), "no socket file is not a stale one:\n{out}");
     Ok(())
 }
 
@@ -101,7 +102,13 @@ fn stale_socket_fails_as_unreachable() -> Result<()> {
     let (code, out) = doctor_at(&path)?;
     ensure!(code == Some(1), "{out}");
     let fail = lines_starting(&out, "FAIL");
-    ensure!(fail.iter().any(|l| l.contains("daemon not reachable")), "{out}");
+    ensure!(
+        fail.iter().any(|l| l.contains("daemon not reachable") && l.contains("Connection refused")),
+        "{out}"
+    );
+    // ECONNREFUSED on a socket file that exists: the hint that says the daemon is gone.
+    let hint = "     nothing listens: the daemon that made this socket is gone";
+    ensure!(out.lines().any(|l| l == hint), "{out}");
     ensure!(out.contains("start it with"), "{out}");
     Ok(())
 }

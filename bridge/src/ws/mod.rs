@@ -82,7 +82,7 @@ async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSo
             close_now(
                 &mut sink,
                 close::INTERNAL,
-                format!("IpcError: {}", ipc_text(&e)),
+                format!("IpcError: {}", e.detail()),
                 close_timeout,
             )
             .await;
@@ -214,13 +214,6 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
     }
 }
 
-fn ipc_text(e: &ClientError) -> String {
-    match e {
-        ClientError::Ipc(why) => why.clone(),
-        ClientError::Daemon { message, .. } => message.clone(),
-    }
-}
-
 /// Sends a close frame on a socket that never reached its loop.
 async fn close_now<Si>(sink: &mut Si, code: u16, reason: String, limit: Duration)
 where
@@ -306,7 +299,7 @@ impl OutputSource for AttachedOutput {
     async fn end_reason(&mut self) -> String {
         // Once the connection is over, any call fails at once with its reason.
         match self.0.client().info(self.0.session()).await {
-            Err(e) => ipc_text(&e),
+            Err(e) => e.detail(),
             Ok(_) => "ptyd ended the attachment".into(),
         }
     }

@@ -456,7 +456,7 @@ async fn pump_input<I: InputTarget>(
         };
         match result {
             Ok(()) => {}
-            Err(ClientError::Ipc(why)) => return Outcome::IpcLost(why),
+            Err(ClientError::Ipc(why)) => return Outcome::IpcLost(why.to_string()),
             // The program ended; its exit event is on the way to the output pump.
             Err(ClientError::Daemon { code: ErrorCode::SessionExited, .. }) => {}
             Err(ClientError::Daemon { code, message }) => {

@@ -198,7 +198,7 @@ fn notice(raw: bool, msg: &str) {
 /// The reason the connection ended, asked of the client (its calls fail with it once closed).
 async fn connection_lost(client: &Client) -> anyhow::Error {
     match client.list().await {
-        Err(ClientError::Ipc(reason)) => anyhow!("lost the connection to ptyd: {reason}"),
+        Err(ClientError::Ipc(why)) => anyhow!("lost the connection to ptyd: {why}"),
         Err(e) => anyhow!("lost the session's output: {e}"),
         Ok(_) => anyhow!("ptyd stopped sending the session's output"),
     }

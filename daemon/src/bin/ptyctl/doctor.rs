@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 
-use ipc_proto::{Client, ClientError, ErrorCode, PROTOCOL_VERSION};
+use ipc_proto::{Client, ClientError, ErrorCode, IpcError, PROTOCOL_VERSION};
 use nix::unistd::geteuid;
 
 /// A daemon that accepts the connection but never answers the handshake is broken too.
@@ -156,16 +156,19 @@ async fn handshake(path: &Path, report: &mut Report) -> Option<Client> {
     let client = match tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::connect_to(path)).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
-            let code = e.chain().find_map(|e| e.downcast_ref::<ClientError>()?.code());
-            if code == Some(ErrorCode::VersionMismatch) {
+            let failure = e.chain().find_map(|e| e.downcast_ref::<ClientError>());
+            if failure.and_then(ClientError::code) == Some(ErrorCode::VersionMismatch) {
                 report.fail(format!("protocol: the daemon refused ptyctl's version: {e:#}"));
                 report.hint("use the ptyctl that comes with the running ptyd");
             } else {
                 report.fail(format!("daemon not reachable: {e:#}"));
-                let refused = e.chain().any(|e| {
-                    e.downcast_ref::<io::Error>()
-                        .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
-                });
+                // The socket file was there a moment ago (checked above), so ECONNREFUSED
+                // means it outlived its daemon, e.g. one killed with SIGKILL.
+                let refused = matches!(
+                    failure,
+                    Some(ClientError::Ipc(IpcError::Connect { cause, .. }))
+                        if cause.kind() == io::ErrorKind::ConnectionRefused
+                );
                 if refused {
                     report.hint("nothing listens: the daemon that made this socket is gone");
                 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser as _;
-use ipc_proto::{Client, ClientError, ErrorCode, SessionId, SpawnRequest};
+use ipc_proto::{Client, ClientError, ErrorCode, IpcError, SessionId, SpawnRequest};
 use tokio::net::UnixStream;
 
 use cli::{Cli, Command, Size, SpawnOpts};
@@ -260,9 +260,9 @@ async fn connect(socket: Option<PathBuf>) -> Result<Client> {
 
 /// [`connect`] to an already resolved path (`doctor` reports on the path it checked).
 async fn connect_to(path: &Path) -> Result<Client> {
-    let stream = UnixStream::connect(path).await.map_err(|e| {
-        ClientError::Ipc(format!("cannot connect to ptyd at {}: {e}", path.display()))
-    })?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| ClientError::from(IpcError::connect(path, e)))?;
     Ok(Client::handshake(stream, concat!("ptyctl/", env!("CARGO_PKG_VERSION"))).await?)
 }
 
