@@ -34,6 +34,9 @@ pub mod defaults {
     pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
     /// Bytes all connections together may hold in unfinished frames.
     pub const MAX_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
+    /// Lines of history each session's screen keeps (about 32 bytes per cell: 2.5 KiB per
+    /// 80-column line once filled; an idle shell fills none).
+    pub const SCROLLBACK_LINES: usize = 1000;
 }
 
 /// How ptyd runs. Built by `main.rs` from flags, environment and the TOML file.
@@ -46,6 +49,8 @@ pub struct Config {
     pub capacity: usize,
     /// Default replay window per session.
     pub replay_bytes: usize,
+    /// Lines of history each session's screen keeps.
+    pub scrollback_lines: usize,
     /// Default idle timeout; zero disables it.
     pub idle_timeout: Duration,
     /// SIGHUP → SIGKILL grace.
@@ -84,6 +89,7 @@ impl Default for Config {
             socket: ipc_proto::socket_path_from_env(),
             capacity: defaults::CAPACITY,
             replay_bytes: defaults::REPLAY_BYTES,
+            scrollback_lines: defaults::SCROLLBACK_LINES,
             idle_timeout: defaults::IDLE_TIMEOUT,
             kill_grace: defaults::KILL_GRACE,
             retention: defaults::RETENTION,

@@ -57,6 +57,10 @@ struct Args {
     /// How long an exited session's status stays available to wait/info/attach [default: 5m]
     #[arg(long, env = "PTYD_RETENTION", value_parser = humantime::parse_duration)]
     retention: Option<Duration>,
+    /// Lines of history each session's screen keeps for `screen` and attach snapshots
+    /// (about 2.5 KiB per filled 80-column line) [default: 1000]
+    #[arg(long, env = "PTYD_SCROLLBACK_LINES")]
+    scrollback_lines: Option<usize>,
     /// Exited sessions kept at most, oldest forgotten first [default: 1024]
     #[arg(long, env = "PTYD_MAX_RETAINED")]
     max_retained: Option<usize>,
@@ -125,6 +129,7 @@ struct DaemonTable {
     kill_grace: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
+    scrollback_lines: Option<usize>,
     max_retained: Option<usize>,
     max_retained_bytes: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
@@ -210,6 +215,8 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
     config.kill_grace = args.kill_grace.or(file.kill_grace).unwrap_or(defaults::KILL_GRACE);
     config.retention = args.retention.or(file.retention).unwrap_or(defaults::RETENTION);
     config.max_retained = args.max_retained.or(file.max_retained).unwrap_or(defaults::MAX_RETAINED);
+    config.scrollback_lines =
+        args.scrollback_lines.or(file.scrollback_lines).unwrap_or(defaults::SCROLLBACK_LINES);
     let bytes = |flag: Option<u64>, file: Option<ByteSize>, name: &str, default: usize| {
         let n = match (flag, file) {
             (Some(n), _) | (None, Some(ByteSize::Number(n))) => n,

@@ -78,7 +78,6 @@ pub struct PtyPool {
     pub events: EventBus,
 }
 
-
 impl std::fmt::Debug for PtyPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PtyPool")

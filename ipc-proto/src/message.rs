@@ -93,6 +93,9 @@ pub enum Request {
     Release(SessionRef),
     /// Stream daemon-wide session events (spawned, exited, idle-killed, resized).
     Subscribe,
+    /// What the session's terminal shows: text, cursor, title, modes, and optionally the
+    /// bytes that reproduce it.
+    Screen(ScreenRequest),
     /// A request type this daemon does not know; answered with `UnknownRequest`.
     #[serde(other)]
     Unknown,
@@ -120,6 +123,7 @@ impl Request {
             Request::Lease(_) => "lease",
             Request::Release(_) => "release",
             Request::Subscribe => "subscribe",
+            Request::Screen(_) => "screen",
             Request::Unknown => "unknown",
         }
     }
@@ -344,6 +348,61 @@ pub struct ReadRequest {
     pub max: Option<usize>,
 }
 
+/// Asks for a session's screen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ScreenRequest {
+    /// The session.
+    pub session: SessionId,
+    /// Lines of main-screen history to put before the screen (at most what is kept).
+    #[serde(default)]
+    pub scrollback: u32,
+    /// Also return, as the payload, bytes that reproduce the screen in a fresh terminal of
+    /// the same size (contents, colours, cursor, modes, title).
+    #[serde(default)]
+    pub ansi: bool,
+}
+
+/// Which screen buffer a program shows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenBuffer {
+    /// The normal screen, with scrollback.
+    Main,
+    /// The alternate screen (full-screen programs: vim, top, less).
+    Alternate,
+    /// A buffer this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A session's screen at one output offset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ScreenReply {
+    /// The session.
+    pub session: SessionId,
+    /// Every output byte before this offset is reflected, none after.
+    pub offset: u64,
+    /// Size.
+    pub cols: u16,
+    /// Size.
+    pub rows: u16,
+    /// Cursor row, from 0 (top of the screen).
+    pub cursor_row: u16,
+    /// Cursor column, from 0.
+    pub cursor_col: u16,
+    /// Whether the cursor is shown.
+    pub cursor_visible: bool,
+    /// The window title the program set (OSC 0/2), or empty.
+    pub title: String,
+    /// The buffer shown.
+    pub buffer: ScreenBuffer,
+    /// Text, one string per row with trailing blanks trimmed: first `scrollback_lines`
+    /// lines of history, then the `rows` rows of the screen.
+    pub lines: Vec<String>,
+    /// How many of `lines` are history.
+    pub scrollback_lines: u32,
+}
+
 /// Messages the daemon sends: replies (carrying the request's `id`) and events (no `id`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -372,6 +431,8 @@ pub enum DaemonMessage {
     ExecResult(ExecResult),
     /// Reply to `read`; the payload holds the bytes.
     OutputRange(ReadReply),
+    /// Reply to `screen`; with `ansi`, the payload holds the snapshot bytes.
+    Screen(ScreenReply),
     /// A failed request, or a refused connection when `id` is absent.
     Error(ErrorReply),
     /// Event: terminal output; the frame's payload holds the bytes.

@@ -12,9 +12,10 @@ use ipc_proto::{
     AttachMode, AttachReply, AttachRequest, DaemonEvent, DaemonEventKind, DaemonMessage,
     DroppedEvent, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult, ExitEvent,
     ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply, MatchReply,
-    OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest, SessionId,
-    SessionInfo, SessionRef, SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest,
-    WaitForRequest, WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
+    OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest, ScreenBuffer,
+    ScreenReply, ScreenRequest, SessionId, SessionInfo, SessionRef, SessionState, SpawnReply,
+    SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest, WaitQuietRequest, WaitRequest,
+    PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -145,6 +146,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | Request::Lease(_)
         | Request::Release(_)
         | Request::Subscribe
+        | Request::Screen(_)
         | Request::Unknown => {}
     }
     match msg {
@@ -160,6 +162,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | DaemonMessage::Submitted(_)
         | DaemonMessage::ExecResult(_)
         | DaemonMessage::OutputRange(_)
+        | DaemonMessage::Screen(_)
         | DaemonMessage::Error(_)
         | DaemonMessage::Output(_)
         | DaemonMessage::Dropped(_)
@@ -394,6 +397,33 @@ fn read_request() {
         24,
         Request::Read(ReadRequest { session: sid(), since: Some(100), max: Some(10) }),
     ));
+}
+
+#[test]
+fn screen_request_and_reply() {
+    assert_request(Frame::new(
+        25,
+        Request::Screen(ScreenRequest { session: sid(), scrollback: 0, ansi: false }),
+    ));
+    assert_request(Frame::new(
+        25,
+        Request::Screen(ScreenRequest { session: sid(), scrollback: 200, ansi: true }),
+    ));
+    let reply = ScreenReply {
+        session: sid(),
+        offset: 917,
+        cols: 20,
+        rows: 2,
+        cursor_row: 1,
+        cursor_col: 2,
+        cursor_visible: false,
+        title: "vim — notes.txt".into(),
+        buffer: ScreenBuffer::Alternate,
+        lines: vec!["old".into(), "~".into(), "~ 漢字".into()],
+        scrollback_lines: 1,
+    };
+    let frame = Frame::with_data(25, DaemonMessage::Screen(reply), Bytes::from_static(b"\x1b[H"));
+    assert_message(frame);
 }
 
 #[test]

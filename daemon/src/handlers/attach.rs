@@ -22,7 +22,8 @@ pub async fn handle_attach(
     req: AttachRequest,
 ) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
-    let (replay, end, sub) = session.subscribe(req.since, AttachMode::from_lossless(req.lossless))?;
+    let (replay, end, sub) =
+        session.subscribe(req.since, AttachMode::from_lossless(req.lossless))?;
     let reply =
         AttachReply { session: session.id, offset: replay.offset, dropped: replay.dropped, end };
     conn.reply(id, DaemonMessage::Attached(reply)).await;

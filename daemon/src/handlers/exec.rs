@@ -7,8 +7,8 @@ use ipc_proto::{AttachMode, DaemonMessage, ExecRequest, ExecResult, Frame, Spawn
 
 use super::{answer_later, send_result, ReplyError};
 use crate::connection::Connection;
-use crate::session::EndReason;
 use crate::ring::OutputRing;
+use crate::session::EndReason;
 
 /// The most output an exec result carries, so it fits in one frame.
 const MAX_OUTPUT: usize = ipc_proto::MAX_PAYLOAD_LEN;

@@ -7,6 +7,7 @@ mod io;
 mod kill;
 mod lease;
 mod query;
+mod screen;
 mod spawn;
 mod watch;
 
@@ -76,6 +77,7 @@ pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<()
         Request::Lease(r) => lease::handle_lease(conn, id, r.session).await,
         Request::Release(r) => lease::handle_release(conn, id, r.session).await,
         Request::Subscribe => events::handle_subscribe(conn, id).await,
+        Request::Screen(req) => screen::handle(conn, id, req).await,
         Request::Unknown => Err(ReplyError::new(
             ErrorCode::UnknownRequest,
             format!(

@@ -5,6 +5,7 @@
 pub mod lifecycle;
 pub mod output;
 pub mod paste;
+pub mod screen;
 pub mod start;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use self::lifecycle::EndReason;
 pub use self::output::{AttachMode, Chunk, OutputTap};
 use self::output::{BeyondEnd, Output};
 use self::paste::PasteMode;
+use self::screen::{Screen, Snapshot};
 use crate::ring::Replay;
 
 /// Descriptive fields fixed at spawn.
@@ -37,6 +39,15 @@ pub struct SessionMeta {
     pub labels: BTreeMap<String, String>,
     /// Kill after this long idle; zero means never.
     pub idle_timeout: Duration,
+}
+
+/// What a session keeps of its past.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// Bytes of raw output, for replay by offset.
+    pub replay_bytes: usize,
+    /// Lines of screen history.
+    pub scrollback_lines: usize,
 }
 
 /// The terminal's live ends; gone once the session has ended.
@@ -92,6 +103,7 @@ pub struct Session {
     leases: AtomicUsize,
     output: Output,
     paste: Arc<PasteMode>,
+    screen: Arc<Screen>,
     terminal: Mutex<Terminal>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
     /// The first reason someone asked the session to end, and the signal for it.
@@ -116,15 +128,17 @@ impl Session {
         id: SessionId,
         pid: u32,
         meta: SessionMeta,
-        replay_bytes: usize,
+        keep: Keep,
         (cols, rows): (u16, u16),
         master: OwnedFd,
         input: flume::Sender<Bytes>,
     ) -> Session {
         let now = now_ms();
-        let output = Output::new(replay_bytes);
+        let output = Output::new(keep.replay_bytes);
         let paste = Arc::new(PasteMode::default());
         output.add_tap(paste.clone());
+        let screen = Arc::new(Screen::new(cols, rows, keep.scrollback_lines));
+        output.add_tap(screen.clone());
         Session {
             id,
             pid,
@@ -135,7 +149,13 @@ impl Session {
             leases: AtomicUsize::new(0),
             output,
             paste,
-            terminal: Mutex::new(Terminal { cols, rows, io: Some(Io { master, input }), exit: None }),
+            screen,
+            terminal: Mutex::new(Terminal {
+                cols,
+                rows,
+                io: Some(Io { master, input }),
+                exit: None,
+            }),
             exit_tx: watch::channel(None).0,
             end: Mutex::new(None),
             end_requested: CancellationToken::new(),
@@ -269,7 +289,15 @@ impl Session {
             .map_err(|e| SessionError::Os(format!("resize: {e}")))?;
         term.cols = cols;
         term.rows = rows;
+        // Under the terminal lock, so the screen's size changes in the same order as the
+        // terminal's; output drawn for the new size follows the kernel's SIGWINCH.
+        self.screen.resize(cols, rows);
         Ok(())
+    }
+
+    /// What the terminal shows now, with up to `scrollback` lines of history.
+    pub fn snapshot(&self, scrollback: usize) -> Snapshot {
+        self.screen.snapshot(scrollback)
     }
 
     /// The memory this session's record keeps once exited: its output window and its

@@ -222,7 +222,10 @@ mod tests {
         out.push(b"world");
         assert_eq!(rx.try_recv().unwrap().offset, 6);
         assert_eq!(*seen.0.lock().unwrap(), vec![(0, b"hello ".to_vec()), (6, b"world".to_vec())]);
-        assert_eq!(out.subscribe(Some(12), AttachMode::Lossy).err(), Some(BeyondEnd { since: 12, end: 11 }));
+        assert_eq!(
+            out.subscribe(Some(12), AttachMode::Lossy).err(),
+            Some(BeyondEnd { since: 12, end: 11 })
+        );
         out.close();
         assert!(out.subscribe(None, AttachMode::Lossy).unwrap().feed.is_none());
     }

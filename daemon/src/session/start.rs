@@ -12,7 +12,7 @@ use ipc_proto::{SessionId, SpawnRequest};
 use tracing::Instrument;
 
 use super::lifecycle;
-use super::{AttachMode, Session, SessionMeta, Subscription};
+use super::{AttachMode, Keep, Session, SessionMeta, Subscription};
 use crate::pool::{PoolError, PtyPool};
 use crate::pty::{self, PtyHandle, Spawned};
 
@@ -48,13 +48,16 @@ pub fn start(
             .map(Duration::from_millis)
             .unwrap_or(pool.config.idle_timeout),
     };
-    let replay = req.replay_bytes.unwrap_or(pool.config.replay_bytes);
+    let keep = Keep {
+        replay_bytes: req.replay_bytes.unwrap_or(pool.config.replay_bytes),
+        scrollback_lines: pool.config.scrollback_lines,
+    };
     let (input_tx, input_rx) = flume::bounded(INPUT_DEPTH);
     let session = Arc::new(Session::new(
         id,
         spawned.pid,
         meta,
-        replay,
+        keep,
         (req.cols, req.rows),
         spawned.master,
         input_tx,
@@ -84,7 +87,7 @@ pub fn start(
     .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
     // A root span: the session outlives the connection that spawned it.
     let span = tracing::info_span!(parent: None, "session", session_id = %id, pid = spawned.pid);
-    let lifecycle =
-        lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool.clone()).instrument(span);
+    let lifecycle = lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool.clone())
+        .instrument(span);
     Ok(Started { session, subscription, lifecycle })
 }
