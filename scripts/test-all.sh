@@ -14,6 +14,10 @@ need_pkgs=()
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v prlimit >/dev/null || need_pkgs+=(util-linux)
 command -v systemd-socket-activate >/dev/null || need_pkgs+=(systemd)
+# Real programs the screen tests drive: tmux as the outer terminal, vim and top as TUIs.
+command -v tmux >/dev/null || need_pkgs+=(tmux)
+command -v vim >/dev/null || need_pkgs+=(vim)
+command -v top >/dev/null || need_pkgs+=(procps)
 # Debian's Chromium for the browser tests (Playwright's own download does not work here).
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -212,8 +212,9 @@ impl Client {
         let frame = self.call_routed(Request::Spawn(req), Bytes::new(), Some(tx)).await?;
         match frame.body {
             DaemonMessage::Spawned(r) => {
-                let reply = AttachReply { session: r.session, offset: 0, dropped: 0, end: 0 };
-                Ok((r, Attachment { client: self.clone(), reply, rx, done: false }))
+                let reply = AttachReply::bytes(r.session, 0, 0, 0);
+                let snapshot = Bytes::new();
+                Ok((r, Attachment { client: self.clone(), reply, snapshot, rx, done: false }))
             }
             other => Err(unexpected(other)),
         }
@@ -226,13 +227,45 @@ impl Client {
         since: Option<u64>,
         lossless: bool,
     ) -> Result<Attachment, ClientError> {
+        self.attach_from(session, since, lossless, ScreenStart::Never).await
+    }
+
+    /// Like [`Client::attach`], starting from the session's screen as `screen` says; the
+    /// snapshot, when there is one, is [`Attachment::snapshot`].
+    pub async fn attach_from(
+        &self,
+        session: SessionId,
+        since: Option<u64>,
+        lossless: bool,
+        screen: ScreenStart,
+    ) -> Result<Attachment, ClientError> {
         let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
-        let req = Request::Attach(AttachRequest { session, since, lossless });
+        let req = Request::Attach(AttachRequest { session, since, lossless, screen });
         let frame = self.call_routed(req, Bytes::new(), Some(tx)).await?;
         match frame.body {
-            DaemonMessage::Attached(reply) => {
-                Ok(Attachment { client: self.clone(), reply, rx, done: false })
-            }
+            DaemonMessage::Attached(reply) => Ok(Attachment {
+                client: self.clone(),
+                reply,
+                snapshot: frame.data,
+                rx,
+                done: false,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the session's terminal shows, with up to `scrollback` lines of history, and
+    /// with `ansi` the bytes that reproduce it.
+    pub async fn screen(
+        &self,
+        session: SessionId,
+        scrollback: u32,
+        ansi: bool,
+    ) -> Result<(ScreenReply, Bytes), ClientError> {
+        let req = Request::Screen(ScreenRequest { session, scrollback, ansi });
+        let frame = self.call_routed(req, Bytes::new(), None).await?;
+        match frame.body {
+            DaemonMessage::Screen(r) => Ok((r, frame.data)),
             other => Err(unexpected(other)),
         }
     }
@@ -409,6 +442,7 @@ pub struct Attachment {
     client: Client,
     /// Where the stream starts.
     pub reply: AttachReply,
+    snapshot: Bytes,
     rx: mpsc::Receiver<SessionEvent>,
     done: bool,
 }
@@ -423,6 +457,12 @@ impl Attachment {
     /// The session.
     pub fn session(&self) -> SessionId {
         self.reply.session
+    }
+
+    /// The screen the stream starts from, when it starts from one: bytes that reproduce
+    /// it in a fresh terminal of the reply's `cols` × `rows`.
+    pub fn snapshot(&self) -> Option<&Bytes> {
+        self.reply.snapshot.then_some(&self.snapshot)
     }
 
     /// The next event; `None` after `Exit`, or when the connection ended.

@@ -233,9 +233,25 @@ pub struct AttachRequest {
     /// Flow behaviour; lossy when absent.
     #[serde(default)]
     pub lossless: bool,
+    /// Whether to start from the screen instead of from bytes. Absent: `never`.
+    #[serde(default)]
+    pub screen: ScreenStart,
 }
 
-/// Resize a session's terminal.
+/// How an attach starts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenStart {
+    /// Bytes only, as ever: the replay from `since` (or the window), with `dropped` for
+    /// what left it.
+    #[default]
+    Never,
+    /// Bytes when `since` is inside the replay window; otherwise (no `since`, or one
+    /// older than the window) the screen, then live output from the screen's offset.
+    Auto,
+    /// The screen, then live output from its offset.
+    Always,
+}
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ResizeRequest {
     /// The session.
@@ -481,6 +497,23 @@ pub struct AttachReply {
     pub dropped: u64,
     /// The session's output offset at the moment of attaching (end of the replay).
     pub end: u64,
+    /// The attach starts from the screen: the frame's payload holds bytes that reproduce
+    /// it in a fresh terminal of `cols` × `rows`, as of `offset`, where live output starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+    /// The snapshot's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    /// The snapshot's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+}
+
+impl AttachReply {
+    /// A reply for an attach that starts from bytes (no snapshot).
+    pub fn bytes(session: SessionId, offset: u64, dropped: u64, end: u64) -> AttachReply {
+        AttachReply { session, offset, dropped, end, snapshot: false, cols: None, rows: None }
+    }
 }
 
 /// All sessions.

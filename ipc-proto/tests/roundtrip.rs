@@ -13,9 +13,9 @@ use ipc_proto::{
     DroppedEvent, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult, ExitEvent,
     ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply, MatchReply,
     OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest, ScreenBuffer,
-    ScreenReply, ScreenRequest, SessionId, SessionInfo, SessionRef, SessionState, SpawnReply,
-    SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest, WaitQuietRequest, WaitRequest,
-    PROTOCOL_VERSION,
+    ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo, SessionRef, SessionState,
+    SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest, WaitQuietRequest,
+    WaitRequest, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -228,16 +228,42 @@ fn spawn_request_lossy_attach_and_timeout() {
 fn attach_request() {
     assert_request(Frame::new(
         4,
-        Request::Attach(AttachRequest { session: sid(), since: None, lossless: false }),
+        Request::Attach(AttachRequest {
+            session: sid(),
+            since: None,
+            lossless: false,
+            screen: ScreenStart::Never,
+        }),
     ));
     assert_request(Frame::new(
         4,
-        Request::Attach(AttachRequest { session: sid(), since: Some(0), lossless: true }),
+        Request::Attach(AttachRequest {
+            session: sid(),
+            since: Some(0),
+            lossless: true,
+            screen: ScreenStart::Never,
+        }),
     ));
     assert_request(Frame::new(
         4,
-        Request::Attach(AttachRequest { session: sid(), since: Some(1 << 40), lossless: false }),
+        Request::Attach(AttachRequest {
+            session: sid(),
+            since: Some(1 << 40),
+            lossless: false,
+            screen: ScreenStart::Never,
+        }),
     ));
+    for screen in [ScreenStart::Auto, ScreenStart::Always] {
+        assert_request(Frame::new(
+            4,
+            Request::Attach(AttachRequest {
+                session: sid(),
+                since: Some(7),
+                lossless: true,
+                screen,
+            }),
+        ));
+    }
 }
 
 #[test]
@@ -474,7 +500,15 @@ fn spawned_reply() {
 fn attached_reply() {
     assert_message(Frame::new(
         4,
-        DaemonMessage::Attached(AttachReply { session: sid(), offset: 0, dropped: 0, end: 0 }),
+        DaemonMessage::Attached(AttachReply {
+            session: sid(),
+            offset: 0,
+            dropped: 0,
+            end: 0,
+            snapshot: false,
+            cols: None,
+            rows: None,
+        }),
     ));
     assert_message(Frame::new(
         4,
@@ -483,7 +517,24 @@ fn attached_reply() {
             offset: 5904,
             dropped: 5904,
             end: 10_000,
+            snapshot: false,
+            cols: None,
+            rows: None,
         }),
+    ));
+    // Starting from the screen: the payload reproduces it.
+    assert_message(Frame::with_data(
+        4,
+        DaemonMessage::Attached(AttachReply {
+            session: sid(),
+            offset: 10_000,
+            dropped: 9_000,
+            end: 10_000,
+            snapshot: true,
+            cols: Some(80),
+            rows: Some(24),
+        }),
+        Bytes::from_static(b"\x1b[?1049l\x1b[H\x1b[2Jhello"),
     ));
 }
 
@@ -857,7 +908,12 @@ fn other_requests_missing_optional_fields_get_the_defaults() {
     let attach = decode_request(&format!(r#"{{"id":4,"type":"attach","session":"{s}"}}"#), b"");
     assert_eq!(
         attach.body,
-        Request::Attach(AttachRequest { session: s, since: None, lossless: false })
+        Request::Attach(AttachRequest {
+            session: s,
+            since: None,
+            lossless: false,
+            screen: ScreenStart::Never
+        })
     );
     let kill = decode_request(&format!(r#"{{"id":9,"type":"kill","session":"{s}"}}"#), b"");
     assert_eq!(kill.body, Request::Kill(KillRequest { session: s, signal: None }));
@@ -1004,7 +1060,12 @@ fn protocol_md_names_every_message_type() {
     let requests = [
         Request::Hello(HelloRequest { protocol_version: 1, client: String::new() }),
         Request::Spawn(SpawnRequest::new("x", Vec::<String>::new())),
-        Request::Attach(AttachRequest { session: s, since: None, lossless: false }),
+        Request::Attach(AttachRequest {
+            session: s,
+            since: None,
+            lossless: false,
+            screen: ScreenStart::Never,
+        }),
         Request::Detach(SessionRef { session: s }),
         Request::Input(SessionRef { session: s }),
         Request::Resize(ResizeRequest { session: s, cols: 1, rows: 1 }),
@@ -1034,6 +1095,7 @@ fn protocol_md_names_every_message_type() {
         Request::Lease(SessionRef { session: s }),
         Request::Release(SessionRef { session: s }),
         Request::Subscribe,
+        Request::Screen(ScreenRequest { session: s, scrollback: 0, ansi: false }),
     ];
     for req in &requests {
         let wire = serde_json::to_value(req).unwrap()["type"].as_str().unwrap().to_string();
@@ -1054,7 +1116,7 @@ fn protocol_md_names_every_message_type() {
         }),
         DaemonMessage::Ok,
         DaemonMessage::Spawned(SpawnReply { session: s, pid: 1 }),
-        DaemonMessage::Attached(AttachReply { session: s, offset: 0, dropped: 0, end: 0 }),
+        DaemonMessage::Attached(AttachReply::bytes(s, 0, 0, 0)),
         DaemonMessage::Sessions(ListReply { sessions: vec![], active: 0, capacity: 1 }),
         DaemonMessage::Session(minimal_info()),
         DaemonMessage::Exited(exit),

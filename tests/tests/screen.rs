@@ -134,3 +134,177 @@ async fn an_unknown_session_is_named() -> Result<()> {
     ensure!(line(&reply, 0) == "bye", "{}", reply.header);
     Ok(())
 }
+
+/// Lines of `p`'s screen, trailing blanks trimmed.
+fn lines_of(p: &vt100::Parser) -> Vec<String> {
+    let (_, cols) = p.screen().size();
+    p.screen().rows(0, cols).map(|r| r.trim_end().to_string()).collect()
+}
+
+#[tokio::test]
+async fn attaching_from_the_screen_paints_exactly_what_ptyd_shows() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().args(["--replay-bytes", "256"])).await?;
+    let client = daemon.try_client().await?;
+    // Far more than the 256-byte window before the attach, redrawing in place (as top
+    // does), then a go signal and more of it after.
+    let script = r#"i=0; while [ $i -lt 300 ]; do printf '\033[H\033[2Jtick %d\n\033[7mstatus\033[m %d' $i $i; i=$((i+1)); done; read go; i=0; while [ $i -lt 200 ]; do printf '\033[2;1Hafter %d   ' $i; i=$((i+1)); done; printf '\033[3;1Hdone'"#;
+    let mut req = SpawnRequest::new("sh", ["-c", script]);
+    (req.cols, req.rows) = (30, 4);
+    let s = client.spawn(req).await?;
+    let ready = ptyd_tests::wait_until_with(TIMEOUT, async || {
+        client.screen(s.session, 0, false).await.is_ok_and(|(r, _)| r.lines[0] == "tick 299")
+    })
+    .await;
+    ensure!(ready, "the first part never finished");
+    let end = client.info(s.session).await?.output_offset;
+    ensure!(end > 256 * 4, "the output ({end}) is well past the window");
+
+    // Within the window, `auto` still gives bytes.
+    let att =
+        client.attach_from(s.session, Some(end - 10), true, ipc_proto::ScreenStart::Auto).await?;
+    ensure!(att.snapshot().is_none() && att.reply.offset == end - 10, "{:?}", att.reply);
+    drop(att);
+
+    // Older than the window: the screen, then live output from exactly its offset.
+    let mut att =
+        client.attach_from(s.session, Some(5), true, ipc_proto::ScreenStart::Auto).await?;
+    let snapshot = att.snapshot().context("no snapshot")?.clone();
+    let reply = att.reply.clone();
+    ensure!(reply.cols == Some(30) && reply.rows == Some(4), "{reply:?}");
+    ensure!(reply.offset == end && reply.dropped == end - 5, "{reply:?}");
+    let mut term = vt100::Parser::new(4, 30, 0);
+    term.process(&snapshot);
+    ensure!(lines_of(&term)[..2] == ["tick 299", "status 299"], "{:?}", lines_of(&term));
+    client.input(s.session, b"\n".to_vec()).await?;
+    let mut next = reply.offset;
+    while let Some(ev) = att.next().await {
+        match ev {
+            ipc_proto::SessionEvent::Output { offset, data } => {
+                ensure!(offset == next, "output at {offset}, expected {next}: a gap or a repeat");
+                next += data.len() as u64;
+                term.process(&data);
+            }
+            ipc_proto::SessionEvent::Exit(_) => break,
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    let (daemon_screen, _) = client.screen(s.session, 0, false).await?;
+    ensure!(
+        lines_of(&term) == daemon_screen.lines,
+        "{:?} vs {:?}",
+        lines_of(&term),
+        daemon_screen.lines
+    );
+    ensure!(daemon_screen.lines[2] == "done", "{:?}", daemon_screen.lines);
+
+    // No since: a new viewer gets the screen too.
+    let att = client.attach_from(s.session, None, false, ipc_proto::ScreenStart::Auto).await?;
+    ensure!(att.snapshot().is_some() && att.reply.dropped == 0, "{:?}", att.reply);
+    Ok(())
+}
+
+#[tokio::test]
+async fn ptyctl_screen_prints_a_full_screen_program_as_drawn() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    let mut req = SpawnRequest::new("top", ["-d", "0.3"]);
+    (req.cols, req.rows) = (100, 30);
+    let s = client.spawn(req).await?;
+    let id = s.session.to_string();
+    let drawn = ptyd_tests::wait_until_with(TIMEOUT, async || {
+        client
+            .screen(s.session, 0, false)
+            .await
+            .is_ok_and(|(r, _)| r.lines[0].starts_with("top - "))
+    })
+    .await;
+    ensure!(drawn, "top never drew its header");
+    let out = daemon.ptyctl(["screen", &id]).output()?;
+    ensure!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(lines.len() == 30, "one line per row: {text}");
+    ensure!(lines[0].starts_with("top - ") && text.contains("PID"), "{text}");
+    let out = daemon.ptyctl(["screen", &id, "--json"]).output()?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(v["buffer"] == "alternate" || v["buffer"] == "main", "{v}");
+    ensure!(v["cols"] == 100 && v["rows"] == 30 && v["offset"].as_u64() > Some(0), "{v}");
+    let out = daemon.ptyctl(["screen", &id, "--ansi"]).output()?;
+    ensure!(out.stdout.starts_with(b"\x1b[?1049l"), "{:?}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
+/// A tmux server of its own for one test, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux { socket: format!("ptyd-test-{}", ptyd_tests::unique_suffix()) }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out =
+            std::process::Command::new("tmux").arg("-L").arg(&self.socket).args(args).output()?;
+        ensure!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ =
+            std::process::Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+    }
+}
+
+#[tokio::test]
+async fn ptyctl_attach_paints_vim_and_puts_the_terminal_back_on_detach() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    let vim = SpawnRequest::new(
+        "vim",
+        ["-u", "NONE", "-N", "-c", "set mouse=a", "-c", "echo 'vim-ready'"],
+    );
+    let s = client.spawn(vim).await?;
+    let id = s.session.to_string();
+    let ready = ptyd_tests::wait_until_with(TIMEOUT, async || {
+        client
+            .screen(s.session, 0, false)
+            .await
+            .is_ok_and(|(r, _)| r.lines.iter().any(|l| l.contains("vim-ready")))
+    })
+    .await;
+    ensure!(ready, "vim did not start");
+
+    let tmux = Tmux::new();
+    let ptyctl = ptyd_tests::ptyctl_bin()?;
+    let command = format!(
+        "{} --socket {} attach {id}; echo detached-now; sleep 600",
+        ptyctl.display(),
+        daemon.socket().display()
+    );
+    tmux.run(&["-f", "/dev/null", "new-session", "-d", "-x", "90", "-y", "25", &command])?;
+    // Attached: the pane shows vim's screen (the snapshot, then vim's redraw for the
+    // pane's size) with vim's modes on.
+    let painted = ptyd_tests::wait_until_async(TIMEOUT, || {
+        tmux.run(&["capture-pane", "-p"])
+            .is_ok_and(|t| t.lines().filter(|l| *l == "~").count() > 10)
+    })
+    .await;
+    ensure!(painted, "the pane never showed vim: {:?}", tmux.run(&["capture-pane", "-p"]));
+    let modes = tmux.run(&["display", "-p", "#{alternate_on} #{mouse_any_flag}"])?;
+    ensure!(modes == "1 1", "while attached, alternate screen and mouse should be on: {modes}");
+    // Detach with Ctrl-]: the pane is back on its own screen, mouse reporting off.
+    tmux.run(&["send-keys", "C-]"])?;
+    let back = ptyd_tests::wait_until_async(TIMEOUT, || {
+        tmux.run(&["capture-pane", "-p"]).is_ok_and(|t| t.contains("detached-now"))
+    })
+    .await;
+    ensure!(back, "ptyctl did not detach: {:?}", tmux.run(&["capture-pane", "-p"]));
+    let modes = tmux.run(&["display", "-p", "#{alternate_on} #{mouse_any_flag}"])?;
+    ensure!(modes == "0 0", "after detaching: {modes}");
+    ensure!(client.info(s.session).await?.exit.is_none(), "vim runs on");
+    Ok(())
+}

@@ -1,16 +1,18 @@
 //! `attach` and `detach`, and the task that forwards a session's output to a client.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ipc_proto::{
     AttachReply, AttachRequest, DaemonMessage, DroppedEvent, ExitEvent, Frame, OutputEvent,
-    SessionId,
+    ScreenStart, SessionId,
 };
 
 use super::{session, ReplyError};
 use crate::connection::{Connection, Outgoing};
 use crate::ring::Replay;
+use crate::session::screen::Snapshot;
 use crate::session::{AttachMode, Session, Subscription};
 
 /// Output events carry at most this much, so replays of large windows stay in frame.
@@ -22,13 +24,75 @@ pub async fn handle_attach(
     req: AttachRequest,
 ) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
-    let (replay, end, sub) =
-        session.subscribe(req.since, AttachMode::from_lossless(req.lossless))?;
-    let reply =
-        AttachReply { session: session.id, offset: replay.offset, dropped: replay.dropped, end };
+    let mode = AttachMode::from_lossless(req.lossless);
+    let from_screen = match req.screen {
+        ScreenStart::Never => false,
+        ScreenStart::Always => true,
+        // Bytes while `since` is inside the window: the cheapest exact path.
+        ScreenStart::Auto => req.since.is_none_or(|since| since < session.output_start()),
+    };
+    if from_screen {
+        return attach_from_screen(conn, id, session, req.since, mode).await;
+    }
+    let (replay, end, sub) = session.subscribe(req.since, mode)?;
+    let reply = AttachReply::bytes(session.id, replay.offset, replay.dropped, end);
     conn.reply(id, DaemonMessage::Attached(reply)).await;
     start_forwarding(conn, session, sub, replay);
     Ok(())
+}
+
+/// How long an attach waits for the screen to catch up with the output it subscribed
+/// after (the reader thread updates it right after the ring; this is a bound, not a wait
+/// anyone should see).
+const SCREEN_CATCH_UP: Duration = Duration::from_millis(500);
+
+/// Subscribes to live output, then sends the screen as of an offset at or past the
+/// subscription's start and forwards live output from exactly that offset.
+async fn attach_from_screen(
+    conn: &mut Connection,
+    id: u64,
+    session: Arc<Session>,
+    since: Option<u64>,
+    mode: AttachMode,
+) -> Result<(), ReplyError> {
+    let (_, end, sub) = session.subscribe(Some(session.output_end()), mode)?;
+    let scrollback = conn.pool.config.scrollback_lines;
+    let deadline = tokio::time::Instant::now() + SCREEN_CATCH_UP;
+    let snap = loop {
+        let snap = fitting_snapshot(&session, scrollback);
+        if snap.offset >= end || tokio::time::Instant::now() >= deadline {
+            break snap;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let reply = AttachReply {
+        session: session.id,
+        offset: snap.offset,
+        // What the client asked for as bytes and gets as a screen instead.
+        dropped: since.map_or(0, |since| snap.offset.saturating_sub(since)),
+        end,
+        snapshot: true,
+        cols: Some(snap.cols),
+        rows: Some(snap.rows),
+    };
+    let frame = Frame::with_data(id, DaemonMessage::Attached(reply), Bytes::from(snap.ansi));
+    let _ = conn.out.send(frame).await;
+    // Live output from the screen's offset: what the subscription has before it is
+    // skipped, and if the screen lagged behind the subscription, the ring fills the gap.
+    let start = Replay { offset: snap.offset, data: Bytes::new(), dropped: 0 };
+    start_forwarding(conn, session, sub, start);
+    Ok(())
+}
+
+/// The screen with as much history as fits one frame.
+fn fitting_snapshot(session: &Session, mut scrollback: usize) -> Snapshot {
+    loop {
+        let snap = session.snapshot(scrollback);
+        if snap.ansi.len() <= ipc_proto::MAX_PAYLOAD_LEN - 64 * 1024 || scrollback == 0 {
+            return snap;
+        }
+        scrollback /= 2;
+    }
 }
 
 pub async fn handle_detach(
@@ -66,7 +130,16 @@ async fn forward(
     let mut next = replay.offset + replay.data.len() as u64;
     send_output(&out, sid, replay.offset, replay.data).await?;
     if let Some(sub) = sub {
-        while let Ok(chunk) = sub.rx.recv_async().await {
+        while let Ok(mut chunk) = sub.rx.recv_async().await {
+            let chunk_end = chunk.offset + chunk.data.len() as u64;
+            if chunk_end <= next {
+                // Already covered (by the screen an attach started from).
+                continue;
+            }
+            if chunk.offset < next {
+                chunk.data = chunk.data.slice((next - chunk.offset) as usize..);
+                chunk.offset = next;
+            }
             if chunk.offset > next {
                 // This client was too slow for some chunks: resend what the ring still has.
                 send_gap(&out, &session, next, chunk.offset).await?;

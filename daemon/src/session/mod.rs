@@ -273,6 +273,11 @@ impl Session {
         self.output.end()
     }
 
+    /// Offset of the oldest output byte still held for replay.
+    pub fn output_start(&self) -> u64 {
+        self.output.start()
+    }
+
     /// Queues bytes for the terminal; waits while the writer thread's queue is full.
     pub async fn input(&self, data: Bytes) -> Result<(), SessionError> {
         let tx = self.terminal().io.as_ref().map(|io| io.input.clone());

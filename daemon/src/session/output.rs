@@ -184,6 +184,11 @@ impl Output {
         self.state().ring.end()
     }
 
+    /// Offset of the oldest byte still held.
+    pub fn start(&self) -> u64 {
+        self.state().ring.start()
+    }
+
     /// Memory the replay window takes.
     pub fn held(&self) -> usize {
         self.state().ring.held()

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use ipc_proto::{
     Client, DaemonEvent, DaemonEventKind, ExecRequest, ExitStatus, MatchReply, Notice, ReadReply,
-    SessionId, SpawnRequest,
+    ScreenReply, SessionId, SpawnRequest,
 };
 use serde::Serialize;
 
@@ -136,6 +136,22 @@ pub fn print_read(reply: &ReadReply, data: &Bytes, json: bool) -> Result<()> {
     }
     eprintln!("[next offset: {}]", reply.next);
     Ok(())
+}
+
+/// `screen`: the rows as text, the repainting bytes (`ansi`), or everything as JSON.
+pub fn print_screen(reply: &ScreenReply, data: &Bytes, ansi: bool, json: bool) -> Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(reply)?;
+        writeln!(out, "{text}").context("cannot write to stdout")?;
+    } else if ansi {
+        out.write_all(data).context("cannot write to stdout")?;
+    } else {
+        for line in &reply.lines {
+            writeln!(out, "{line}").context("cannot write to stdout")?;
+        }
+    }
+    out.flush().context("cannot write to stdout")
 }
 
 /// `events`: one line per notice until a signal (exit 0) or the connection ends (error).

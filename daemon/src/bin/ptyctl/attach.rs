@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
 use ipc_proto::{
-    AttachMode, Attachment, Client, ClientError, ExitStatus, SessionEvent, SessionId, SpawnRequest,
+    AttachMode, Attachment, Client, ClientError, ExitStatus, ScreenStart, SessionEvent, SessionId,
+    SpawnRequest,
 };
 use nix::libc;
 use tokio::signal::unix::Signal;
@@ -30,8 +31,16 @@ pub async fn attach(
     let tty = term::stdin_is_tty();
     let mut signals = Signals::install().context("cannot handle signals")?;
     let changes = if tty { Some(term::window_changes()?) } else { None };
-    let mut att = client.attach(session, since, true).await?;
-    if att.reply.dropped > 0 {
+    // A terminal is painted from the session's screen (sized to it first), unless `since`
+    // is still in the replay window; piped output gets the bytes.
+    let screen = if tty {
+        resize_to_terminal(&client, session).await;
+        ScreenStart::Auto
+    } else {
+        ScreenStart::Never
+    };
+    let mut att = client.attach_from(session, since, true, screen).await?;
+    if att.reply.dropped > 0 && att.snapshot().is_none() {
         eprintln!("[ptyctl: {} bytes dropped]", att.reply.dropped);
     }
     let raw = if tty {
@@ -39,8 +48,11 @@ pub async fn attach(
     } else {
         None
     };
+    if let Some(snapshot) = att.snapshot() {
+        stdio::write_stdout(snapshot.clone()).await.context("painting the screen")??;
+    }
     if let Some(changes) = changes {
-        follow_window_size(client.clone(), session, changes, true);
+        follow_window_size(client.clone(), session, changes, false);
     }
     // Only a terminal gets a detach key: piped input is data and must reach the session intact.
     let key = if tty { detach_key } else { None };

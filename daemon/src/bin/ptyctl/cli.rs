@@ -82,9 +82,13 @@ pub enum Command {
     #[command(
         long_about = "Connect this terminal to a session.\n\n\
             When stdin is a terminal it is put in raw mode, the session is resized to it and \
-            follows its size, keystrokes go to the session and its output comes to stdout. \
-            The detach key leaves the session running and exits 0. When the session exits, \
-            ptyctl exits with its exit code (128+N for signal N).\n\n\
+            follows its size, its screen is painted (unless --since is still in the replay \
+            window, which replays those bytes), keystrokes go to the session and its output \
+            comes to stdout. The detach key leaves the session running and exits 0. However \
+            ptyctl ends (detach, exit, a lost connection, a signal), the terminal is put back \
+            as a shell expects it: main screen, cursor shown, mouse and focus reporting, \
+            bracketed paste, application cursor keys and keypad off, attributes reset. When \
+            the session exits, ptyctl exits with its exit code (128+N for signal N).\n\n\
             When stdin is not a terminal, it is forwarded until end of file (no detach key), \
             then output keeps streaming until the session exits.",
         after_help = "Exit status: the session's exit code (128+N for signal N); 0 after a detach; \
@@ -321,6 +325,32 @@ pub enum Command {
 
         /// Print {offset, next, dropped, end, output} as JSON (output as text, invalid
         /// UTF-8 replaced) and nothing on stderr
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print what a session's terminal shows, like `tmux capture-pane -p`
+    #[command(long_about = "Print what a session's terminal shows, like `tmux capture-pane -p`: \
+            one line per row of the screen (trailing blanks trimmed), after up to \
+            --scrollback lines of history. Full-screen programs (top, vim, less) are shown as \
+            drawn, whatever escape sequences drew them.\n\n\
+            --ansi prints bytes that repaint the screen on a terminal of the session's size \
+            (colours, cursor, modes, title) instead; --json prints {lines, scrollback_lines, \
+            cursor_row, cursor_col, cursor_visible, title, buffer, cols, rows, offset}, where \
+            offset is the output offset the screen reflects (for read or wait-for --since).")]
+    Screen {
+        /// Session id
+        id: String,
+
+        /// Lines of history to print before the screen (at most what the daemon keeps)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        scrollback: u32,
+
+        /// Print bytes that repaint the screen instead of text
+        #[arg(long, conflicts_with = "json")]
+        ansi: bool,
+
+        /// Print the lines and the screen's state as JSON
         #[arg(long)]
         json: bool,
     },

@@ -242,6 +242,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let (reply, data) = connect(socket).await?.read(session, since, max).await?;
             agent::print_read(&reply, &data, json)?;
         }
+        Command::Screen { id, scrollback, ansi, json } => {
+            let session = session_id(&id)?;
+            let (reply, data) = connect(socket).await?.screen(session, scrollback, ansi).await?;
+            agent::print_screen(&reply, &data, ansi, json)?;
+        }
         Command::Events { json } => return agent::events(&connect(socket).await?, json).await,
         Command::Doctor => return Ok(doctor::run(&socket_path(socket)).await),
     }

@@ -50,9 +50,22 @@ fn lock_saved() -> std::sync::MutexGuard<'static, Option<Termios>> {
     SAVED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Puts back the settings saved by [`RawMode::enable`], once.
+/// What a program in the session may have turned on in the local terminal, turned off:
+/// mouse reporting (all modes and encodings), focus events, bracketed paste, application
+/// cursor keys and keypad, a hidden cursor, attributes, and the alternate screen (left
+/// last, so the user's own screen comes back).
+const RESET_MODES: &[u8] = b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\
+\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?25h\x1b[0 q\x1b[m\x1b[?1049l";
+
+/// Puts back the settings saved by [`RawMode::enable`], once, and leaves the terminal's
+/// modes as a shell expects them, whatever the session's program had set.
 fn restore() {
     if let Some(saved) = lock_saved().take() {
+        if io::stdout().is_terminal() {
+            // Straight to the descriptor: the panic hook runs this too, and another thread
+            // may hold stdout's lock then.
+            let _ = nix::unistd::write(io::stdout(), RESET_MODES);
+        }
         // TCSADRAIN lets output already written reach the screen under the raw settings.
         let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSADRAIN, &saved);
     }
