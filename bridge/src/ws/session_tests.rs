@@ -83,7 +83,7 @@ fn start_with(limits: Limits, start: AttachReply) -> Harness {
 }
 
 fn start(limits: Limits) -> Harness {
-    let reply = AttachReply { session: SessionId::new(), offset: 0, dropped: 0, end: 0 };
+    let reply = AttachReply::bytes(SessionId::new(), 0, 0, 0);
     start_with(limits, reply)
 }
 
@@ -265,7 +265,7 @@ async fn losing_ptyd_closes_with_1011_ipc_error() {
 
 #[tokio::test(start_paused = true)]
 async fn resumed_attachment_announces_the_lost_range() {
-    let reply = AttachReply { session: SessionId::new(), offset: 100, dropped: 40, end: 130 };
+    let reply = AttachReply::bytes(SessionId::new(), 100, 40, 130);
     let mut h = start_with(limits(), reply);
     let hello = h.next_json().await;
     assert_eq!((hello["offset"].as_u64(), hello["end"].as_u64()), (Some(100), Some(130)));
