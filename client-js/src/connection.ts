@@ -50,6 +50,12 @@ export interface ConnectOptions {
   /** Resume after this output offset (e.g. one saved before a page reload). */
   since?: number;
   /**
+   * Start from the terminal's screen when the bytes since the last offset are no longer
+   * all kept (or on a first connect): a `snapshot` event, then live output. On by
+   * default; off, a socket starts from the bytes the bridge still has.
+   */
+  screen?: boolean;
+  /**
    * How long to keep reconnecting after a drop, in ms. By default the grace the bridge
    * announces in `hello` (10 s unless configured).
    */
@@ -73,6 +79,11 @@ export interface ConnectionEvents {
   error: (error: ErrorInfo) => void;
   /** Output in [offset, offset + bytes) was lost (it left the replay window). */
   dropped: (offset: number, bytes: number) => void;
+  /**
+   * The terminal's screen as bytes that reproduce it in a fresh terminal of `size`:
+   * reset the terminal and write them. Live output (`data`) continues from there.
+   */
+  snapshot: (bytes: Uint8Array, size: { cols: number; rows: number }) => void;
 }
 
 type Handlers = { [K in keyof ConnectionEvents]: Set<ConnectionEvents[K]> };
@@ -98,10 +109,13 @@ export class TerminalConnection {
     exit: new Set(),
     error: new Set(),
     dropped: new Set(),
+    snapshot: new Set(),
   };
   private readonly opts: Required<Omit<ConnectOptions, "since" | "token" | "fetch">> &
     Pick<ConnectOptions, "token" | "fetch">;
   private opening = 0;
+  /** Set by a hello that announced a snapshot, until its frame arrives. */
+  private snapshotSize: { cols: number; rows: number } | null = null;
   private resumable: boolean;
   private acked = 0;
   private lostAt = 0;
@@ -121,6 +135,7 @@ export class TerminalConnection {
       fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
       token: options.token,
       tickets: options.tickets ?? (options.fetch ?? globalThis.fetch) !== undefined,
+      screen: options.screen ?? true,
       grace: options.grace ?? 10_000,
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
       flowControl: options.flowControl ?? false,
@@ -175,6 +190,7 @@ export class TerminalConnection {
     const u = new URL(this.url);
     u.searchParams.delete("ticket");
     if (this.resumable) u.searchParams.set("since", String(this.offset));
+    if (this.opts.screen) u.searchParams.set("screen", "auto");
     if (ticket) u.searchParams.set("ticket", ticket);
     return u.toString();
   }
@@ -275,6 +291,13 @@ export class TerminalConnection {
     }
     const bytes = toBytes(data);
     if (!bytes) return;
+    if (this.snapshotSize) {
+      // The frame right after a hello that announced a snapshot: the screen, not output.
+      const size = this.snapshotSize;
+      this.snapshotSize = null;
+      this.emit("snapshot", bytes, size);
+      return;
+    }
     this.offset += bytes.length;
     this.emit("data", bytes, this.offset);
   }
@@ -291,6 +314,8 @@ export class TerminalConnection {
       case "hello": {
         this.id = String(msg.id);
         this.offset = Number(msg.offset);
+        this.snapshotSize =
+          Number(msg.snapshot ?? 0) > 0 ? { cols: Number(msg.cols), rows: Number(msg.rows) } : null;
         this.resumable = true;
         if (!this.graceFixed && typeof msg.grace_ms === "number") this.opts.grace = msg.grace_ms;
         this.delay = this.opts.backoff.initial;

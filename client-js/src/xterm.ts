@@ -18,6 +18,13 @@ export function attachTerminal(term: Terminal, conn: TerminalConnection): () => 
   const encoder = new TextEncoder();
   const undo: Array<() => void> = [];
   undo.push(conn.on("data", (bytes, end) => term.write(bytes, () => conn.rendered(end))));
+  // A snapshot replaces whatever the terminal showed: what it stands for is the screen now.
+  undo.push(
+    conn.on("snapshot", (bytes) => {
+      term.reset();
+      term.write(bytes);
+    }),
+  );
   undo.push(
     conn.on("status", (s) => {
       if (s === "active") conn.resize(term.cols, term.rows);

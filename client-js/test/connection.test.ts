@@ -72,7 +72,7 @@ describe("connect", () => {
     conn.on("status", (s) => statuses.push(s));
     conn.on("data", (b, end) => data.push([new TextDecoder().decode(b), end]));
     expect(conn.status).toBe("connecting");
-    expect(last().url).toBe(URL_);
+    expect(last().url).toBe(`${URL_}?screen=auto`);
     expect(last().binaryType).toBe("arraybuffer");
     hello(last(), 100);
     last().output("abc");
@@ -191,6 +191,24 @@ describe("connect", () => {
     expect(conn.status).toBe("closed");
     expect(errors).toEqual(["Closed4000"]);
     expect(FakeSocket.all.length).toBe(1);
+  });
+
+  it("takes the frame after a hello that announces a snapshot as the screen, not output", () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
+    const snaps: Array<[string, number, number]> = [];
+    const data: Array<[string, number]> = [];
+    conn.on("snapshot", (b, size) => snaps.push([new TextDecoder().decode(b), size.cols, size.rows]));
+    conn.on("data", (b, end) => data.push([new TextDecoder().decode(b), end]));
+    last().open();
+    last().control({ type: "hello", id: ID, offset: 500, end: 500, dropped: 490, version: 2, snapshot: 9, cols: 80, rows: 24 });
+    last().output("\x1b[Hscreen");
+    last().output("live");
+    expect(snaps).toEqual([["\x1b[Hscreen", 80, 24]]);
+    expect(data).toEqual([["live", 504]]);
+    expect(conn.offset).toBe(504);
+    // Without `screen`, the socket asks for bytes only.
+    connect(URL_, { WebSocket: FakeSocket, tickets: false, screen: false });
+    expect(last().url).toBe(URL_);
   });
 
   it("follows dropped notices", () => {

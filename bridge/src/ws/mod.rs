@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use ipc_proto::{Attachment, Client, ClientError, ErrorCode, SessionEvent, SessionId};
+use ipc_proto::{Attachment, Client, ClientError, ErrorCode, ScreenStart, SessionEvent, SessionId};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -37,6 +37,7 @@ pub async fn upgrade(
     let id = parse_id(&raw)?;
     let span = tracing::info_span!("ws", terminal = %id, peer = %peer);
     let since = parse_since(query.as_deref())?;
+    let screen = parse_screen(query.as_deref())?;
     match state.registry.check(id) {
         Ok(_) => {}
         Err(Missing::NotFound) => return Err(AppError::NotFound(format!("no terminal {id}"))),
@@ -53,7 +54,7 @@ pub async fn upgrade(
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::warn!("WebSocket upgrade failed: {e}"))
         .on_upgrade(move |socket| {
-            tracker.track_future(serve(state, id, since, socket).instrument(span))
+            tracker.track_future(serve(state, id, since, screen, socket).instrument(span))
         }))
 }
 
@@ -69,8 +70,33 @@ fn parse_since(query: Option<&str>) -> Result<Option<u64>, AppError> {
     Ok(None)
 }
 
+/// `?screen=auto|always|never` (absent: never, the version 1 behaviour): whether the
+/// socket may start from the terminal's screen instead of bytes.
+fn parse_screen(query: Option<&str>) -> Result<ScreenStart, AppError> {
+    let Some(query) = query else { return Ok(ScreenStart::Never) };
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("screen=") {
+            return match value {
+                "auto" => Ok(ScreenStart::Auto),
+                "always" => Ok(ScreenStart::Always),
+                "never" => Ok(ScreenStart::Never),
+                other => Err(AppError::BadRequest(format!(
+                    "invalid screen {other:?} (expected auto, always or never)"
+                ))),
+            };
+        }
+    }
+    Ok(ScreenStart::Never)
+}
+
 /// One socket, from its first frame to the terminal's next status.
-async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSocket) {
+async fn serve(
+    state: AppState,
+    id: SessionId,
+    since: Option<u64>,
+    screen: ScreenStart,
+    socket: WebSocket,
+) {
     let _open = state.metrics.socket_opened();
     tracing::info!("WebSocket connection established for terminal {id}");
     let (mut sink, stream) = adapt(socket, state.config.max_message_bytes);
@@ -110,7 +136,7 @@ async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSo
         }
         tracing::debug!("Status transition: {} → Active", act.previous);
     }
-    let attachment = match client.attach(id, since, true).await {
+    let attachment = match client.attach_from(id, since, true, screen).await {
         Ok(a) => a,
         Err(e) => {
             let (code, reason) = match &e {
@@ -133,7 +159,13 @@ async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSo
         }
     };
     let start = attachment.reply.clone();
-    tracing::debug!("Replaying {} bytes of buffered output", start.end - start.offset);
+    let snapshot = attachment.snapshot().cloned();
+    match &snapshot {
+        Some(s) => {
+            tracing::debug!("Painting the screen ({} bytes) as of offset {}", s.len(), start.offset)
+        }
+        None => tracing::debug!("Replaying {} bytes of buffered output", start.end - start.offset),
+    }
     let limits = Limits {
         heartbeat_interval: state.config.heartbeat_interval,
         pong_timeout: state.config.pong_timeout,
@@ -146,6 +178,7 @@ async fn serve(state: AppState, id: SessionId, since: Option<u64>, socket: WebSo
     };
     let session = Session {
         start,
+        snapshot,
         output: AttachedOutput(attachment),
         input: ClientInput { client, id },
         limits,

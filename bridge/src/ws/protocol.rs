@@ -7,8 +7,9 @@ use ipc_proto::ExitStatus;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Version of this wire protocol, sent in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of this wire protocol, sent in `hello`. 2 added starting from the screen
+/// (`?screen=auto`, `hello.snapshot`); a client that does not ask sees version 1 behaviour.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Close codes the bridge sends.
 pub mod close {
@@ -34,6 +35,10 @@ pub mod close {
     pub const DELETED: u16 = 4002;
     /// The terminal is Dead (ended between the HTTP check and the upgrade).
     pub const GONE: u16 = 4004;
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Client → server control messages.
@@ -76,6 +81,17 @@ pub enum ServerMessage {
         /// How long the terminal waits for a new socket after this one goes: the time a
         /// client has to reconnect.
         grace_ms: u64,
+        /// When nonzero, the next binary frame is this many bytes that reproduce the
+        /// terminal's screen (as of `offset`) in a fresh terminal of `cols` × `rows`: reset
+        /// the terminal and write them; they are not output and have no offset.
+        #[serde(skip_serializing_if = "is_zero")]
+        snapshot: u64,
+        /// The snapshot's size.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cols: Option<u16>,
+        /// The snapshot's size.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rows: Option<u16>,
     },
     /// Answer to `ping`.
     Pong {},
@@ -225,6 +241,9 @@ mod tests {
             dropped: 2,
             version: 1,
             grace_ms: 10_000,
+            snapshot: 0,
+            cols: None,
+            rows: None,
         };
         assert_eq!(
             hello.to_json(),

@@ -132,6 +132,8 @@ pub struct Limits {
 pub struct Session<O, I> {
     /// Where the output starts (from ptyd's attach reply).
     pub start: AttachReply,
+    /// The screen the socket starts from, when ptyd started the attach from it.
+    pub snapshot: Option<Bytes>,
     /// The terminal's output.
     pub output: O,
     /// The terminal's input.
@@ -273,7 +275,8 @@ where
     O: OutputSource,
     I: InputTarget,
 {
-    let Session { start, mut output, input, limits, stop, shutdown, activity, metrics } = session;
+    let Session { start, snapshot, mut output, input, limits, stop, shutdown, activity, metrics } =
+        session;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_DEPTH);
     let (data_tx, data_rx) = mpsc::channel(DATA_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(INPUT_DEPTH);
@@ -287,10 +290,17 @@ where
         dropped: start.dropped,
         version: super::protocol::PROTOCOL_VERSION,
         grace_ms: limits.grace.as_millis() as u64,
+        snapshot: snapshot.as_ref().map_or(0, |s| s.len() as u64),
+        cols: snapshot.as_ref().and(start.cols),
+        rows: snapshot.as_ref().and(start.rows),
     };
-    // The queue is new and larger than two, so these cannot fail.
+    // The queue is new and larger than three, so these cannot fail.
     let _ = ctrl_tx.try_send(text(&hello));
-    if start.dropped > 0 {
+    if let Some(snapshot) = snapshot {
+        // The screen, in one binary frame before any output: not terminal output, so it has
+        // no offset and is not counted for flow control. What it stands for is not lost.
+        let _ = ctrl_tx.try_send(WsMessage::Binary(snapshot));
+    } else if start.dropped > 0 {
         let lost =
             ServerMessage::Dropped { offset: start.offset - start.dropped, bytes: start.dropped };
         let _ = ctrl_tx.try_send(text(&lost));

@@ -70,6 +70,7 @@ fn start_with(limits: Limits, start: AttachReply) -> Harness {
     let shutdown = CancellationToken::new();
     let session = Session {
         start,
+        snapshot: None,
         output: FakeOutput(out_rx),
         input: FakeInput(in_tx),
         limits,

@@ -312,3 +312,50 @@ describe("embedded in a page of another origin (CORS)", () => {
     await page.close();
   });
 });
+
+/** The rows the terminal shows now (not its scrollback), trailing blanks trimmed. */
+async function visibleLines(page) {
+  return page.evaluate(() => {
+    const b = window.ptydTerm.buffer.active;
+    const lines = [];
+    for (let i = 0; i < window.ptydTerm.rows; i++) {
+      lines.push(b.getLine(b.viewportY + i).translateToString(true).trimEnd());
+    }
+    return lines;
+  });
+}
+
+describe("a reload shows the screen that is there", () => {
+  const run = useStack(["--grace", "8s"]);
+
+  for (const [name, command, drawn] of [
+    ["top", "top -d 100", (lines) => lines.some((l) => l.startsWith("top - "))],
+    ["vim", "vim -u NONE -N -c 'set nu' /etc/services", (lines) => lines.some((l) => /^\s+1 /.test(l))],
+  ]) {
+    it(`during ${name}`, async () => {
+      const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+      const id = await openTerminal(page, run.stack.url);
+      await enter(page, command);
+      await waitFor(`${name} to draw`, async () => drawn(await visibleLines(page)));
+      await page.reload();
+      await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+      // What the page paints from the snapshot is what ptyd's screen holds.
+      const expected = async () => (await run.stack.ptyctl("screen", id)).split("\n").slice(0, -1);
+      const same = await waitFor(
+        `the reloaded page to show ${name}'s screen`,
+        async () => {
+          const [shown, want] = [await visibleLines(page), await expected()];
+          return shown.length === want.length && shown.every((l, i) => l === want[i]) ? shown : null;
+        },
+        10_000,
+      ).catch(async (e) => {
+        throw new Error(`${e.message}\npage: ${JSON.stringify(await visibleLines(page))}\nptyd: ${JSON.stringify(await expected())}`);
+      });
+      assert.ok(drawn(same), `${name} is on the reloaded page`);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.locator("#terminal").screenshot({ path: resolve(ARTIFACTS, `reload-${name}.png`) });
+      await type(page, name === "vim" ? "\x1b:qa!\n" : "q");
+      await page.close();
+    });
+  }
+});
