@@ -205,8 +205,12 @@ impl Screen {
             ansi.extend_from_slice(b"\x1b[m\r\n");
         }
         if !history.formatted.is_empty() {
-            // Scroll the history up into the scrollback, so the screen starts blank.
-            ansi.extend_from_slice(format!("\x1b[{rows}S").as_bytes());
+            // Newlines at the bottom push lines into the scrollback in every terminal; scroll
+            // until the last history line has left the screen, then start it blank.
+            for _ in 1..rows {
+                ansi.extend_from_slice(b"\r\n");
+            }
+            ansi.extend_from_slice(b"\x1b[H\x1b[2J");
         }
         ansi.extend(main.screen().contents_formatted());
         ansi.extend(main.screen().cursor_state_formatted());
