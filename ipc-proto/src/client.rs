@@ -344,11 +344,25 @@ impl Client {
         since: Option<u64>,
         timeout: Option<Duration>,
     ) -> Result<MatchReply, ClientError> {
+        self.wait_for_on(session, pattern, since, timeout, MatchOn::Output).await
+    }
+
+    /// Like [`Client::wait_for`], matching against `on`: the output bytes, or the text the
+    /// screen shows (checked now and after every output; `since` is not used then).
+    pub async fn wait_for_on(
+        &self,
+        session: SessionId,
+        pattern: &str,
+        since: Option<u64>,
+        timeout: Option<Duration>,
+        on: MatchOn,
+    ) -> Result<MatchReply, ClientError> {
         let req = WaitForRequest {
             session,
             pattern: pattern.to_string(),
             since,
             timeout_ms: millis(timeout),
+            on,
         };
         match self.call(Request::WaitFor(req)).await? {
             DaemonMessage::Matched(r) => Ok(r),

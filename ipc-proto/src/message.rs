@@ -296,6 +296,21 @@ pub struct WaitForRequest {
     /// Fail with `Timeout` after this long. Absent: wait for ever.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// What the pattern is matched against. Absent: the output bytes.
+    #[serde(default)]
+    pub on: MatchOn,
+}
+
+/// What a `wait_for` pattern is matched against.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchOn {
+    /// The raw output bytes from `since` on.
+    #[default]
+    Output,
+    /// The text the screen shows (its rows joined by `\n`), checked now and after every
+    /// output: for programs that redraw in place (TUIs), whose bytes never spell it out.
+    Screen,
 }
 
 /// Wait until the session has printed nothing for `quiet_ms`.

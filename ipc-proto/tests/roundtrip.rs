@@ -11,11 +11,11 @@ use ipc_proto::codec::encode_frame;
 use ipc_proto::{
     AttachMode, AttachReply, AttachRequest, DaemonEvent, DaemonEventKind, DaemonMessage,
     DroppedEvent, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult, ExitEvent,
-    ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply, MatchReply,
-    OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest, ScreenBuffer,
-    ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo, SessionRef, SessionState,
-    SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest, WaitQuietRequest,
-    WaitRequest, PROTOCOL_VERSION,
+    ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply, MatchOn,
+    MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest,
+    ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo, SessionRef,
+    SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest,
+    WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -342,6 +342,7 @@ fn wait_for_request() {
             pattern: r"\$ $".into(),
             since: None,
             timeout_ms: None,
+            on: MatchOn::Output,
         }),
     ));
     assert_request(Frame::new(
@@ -351,6 +352,17 @@ fn wait_for_request() {
             pattern: r"(?m)^done (\d+)$".into(),
             since: Some(0),
             timeout_ms: Some(5000),
+            on: MatchOn::Output,
+        }),
+    ));
+    assert_request(Frame::new(
+        14,
+        Request::WaitFor(WaitForRequest {
+            session: sid(),
+            pattern: "Tasks: +\\d+".into(),
+            since: None,
+            timeout_ms: Some(5000),
+            on: MatchOn::Screen,
         }),
     ));
 }
@@ -958,7 +970,8 @@ fn agent_requests_missing_optional_fields_get_the_defaults() {
             session: s,
             pattern: "x".into(),
             since: None,
-            timeout_ms: None
+            timeout_ms: None,
+            on: MatchOn::Output,
         })
     );
     let quiet = decode_request(
@@ -1078,6 +1091,7 @@ fn protocol_md_names_every_message_type() {
             pattern: String::new(),
             since: None,
             timeout_ms: None,
+            on: MatchOn::Output,
         }),
         Request::WaitQuiet(WaitQuietRequest { session: s, quiet_ms: 1, timeout_ms: None }),
         Request::Submit(SubmitRequest { session: s, text: String::new(), settle_ms: None }),

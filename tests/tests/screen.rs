@@ -308,3 +308,60 @@ async fn ptyctl_attach_paints_vim_and_puts_the_terminal_back_on_detach() -> Resu
     ensure!(client.info(s.session).await?.exit.is_none(), "vim runs on");
     Ok(())
 }
+
+#[tokio::test]
+async fn wait_for_on_the_screen_sees_text_a_program_draws_in_place() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    // The bytes never contain "progress: 100%": each step rewrites the digits in place.
+    let script = r#"printf 'progress: 0%%'; for n in 2 5 10 50 100; do sleep 0.05; printf '\033[11G%s%%' $n; done; exec sleep 100"#;
+    let s = client.spawn(SpawnRequest::new("sh", ["-c", script])).await?;
+    let out = daemon
+        .ptyctl([
+            "wait-for",
+            &s.session.to_string(),
+            r"(?m)^progress: (\d+)%$",
+            "--screen",
+            "--timeout",
+            "10s",
+            "--json",
+        ])
+        .output()?;
+    ensure!(out.status.success(), "{out:?}");
+    let first: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(first["groups"][0].as_str().is_some(), "{first}");
+    let reply = client
+        .wait_for_on(s.session, "progress: 100%", None, Some(TIMEOUT), ipc_proto::MatchOn::Screen)
+        .await?;
+    ensure!(reply.text == "progress: 100%", "{reply:?}");
+    let (_, data) = client.read(s.session, Some(0), None).await?;
+    ensure!(!String::from_utf8_lossy(&data).contains("progress: 100%"), "the bytes spell it out");
+    // The screen shows it already: a later wait matches at once.
+    let again = client
+        .wait_for_on(
+            s.session,
+            "progress: 100%",
+            None,
+            Some(Duration::from_secs(1)),
+            ipc_proto::MatchOn::Screen,
+        )
+        .await?;
+    ensure!(again.offset >= reply.offset, "{again:?}");
+    // A pattern that never appears times out, with the screen named in the message.
+    match client
+        .wait_for_on(
+            s.session,
+            "never-there",
+            None,
+            Some(Duration::from_millis(200)),
+            ipc_proto::MatchOn::Screen,
+        )
+        .await
+    {
+        Err(ipc_proto::ClientError::Daemon { code: ipc_proto::ErrorCode::Timeout, message }) => {
+            ensure!(message.contains("did not appear on the screen"), "{message}")
+        }
+        other => anyhow::bail!("expected a timeout, got {other:?}"),
+    }
+    Ok(())
+}

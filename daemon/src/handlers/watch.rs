@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_proto::{
-    DaemonMessage, ErrorCode, Frame, MatchReply, QuietReply, WaitForRequest, WaitQuietRequest,
+    DaemonMessage, ErrorCode, Frame, MatchOn, MatchReply, QuietReply, WaitForRequest,
+    WaitQuietRequest,
 };
 use regex::bytes::Regex;
 
@@ -25,6 +26,9 @@ pub fn handle_wait_for(
     let session = session(conn, req.session)?;
     let regex =
         Regex::new(&req.pattern).map_err(|e| ReplyError::bad(format!("invalid regex: {e}")))?;
+    if req.on == MatchOn::Screen {
+        return wait_for_screen(conn, id, session, regex, req);
+    }
     // Without `since`, only output from this moment on counts.
     let since = req.since.unwrap_or_else(|| session.output_end());
     let (replay, _, sub) = session.subscribe(Some(since), AttachMode::Lossy)?;
@@ -39,6 +43,67 @@ pub fn handle_wait_for(
             Err(ms) => Err(ReplyError::new(
                 ErrorCode::Timeout,
                 format!("pattern {:?} did not match within {ms} ms", req.pattern),
+            )),
+        };
+        send_result(&out, id, result).await;
+    });
+    Ok(())
+}
+
+/// `wait_for` on the screen: the rendered text is checked now and after every output
+/// chunk (a subscriber gets a chunk only after the screen has taken it in).
+fn wait_for_screen(
+    conn: &mut Connection,
+    id: u64,
+    session: Arc<Session>,
+    regex: Regex,
+    req: WaitForRequest,
+) -> Result<(), ReplyError> {
+    // Subscribed before the first look, so no redraw can slip between the two.
+    let (_, _, sub) = session.subscribe(Some(session.output_end()), AttachMode::Lossy)?;
+    let out = conn.out.clone();
+    answer_later(conn, async move {
+        let look = |session: &Session| {
+            let (offset, lines) = session.screen_text();
+            let text = lines.join("\n");
+            let caps = regex.captures(text.as_bytes())?;
+            let m = caps.get(0)?;
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            Some(MatchReply {
+                session: session.id,
+                offset,
+                end: offset,
+                text: s(m.as_bytes()),
+                groups: caps.iter().skip(1).map(|g| g.map(|g| s(g.as_bytes()))).collect(),
+                dropped: 0,
+            })
+        };
+        let watch = async {
+            if let Some(reply) = look(&session) {
+                return Ok(reply);
+            }
+            if let Some(sub) = sub {
+                while sub.rx.recv_async().await.is_ok() {
+                    // Catch up with whatever else is queued before looking again.
+                    while sub.rx.try_recv().is_ok() {}
+                    if let Some(reply) = look(&session) {
+                        return Ok(reply);
+                    }
+                }
+            }
+            look(&session).ok_or_else(|| {
+                ReplyError::new(
+                    ErrorCode::SessionExited,
+                    format!("session {} ended before its screen matched", session.id),
+                )
+            })
+        };
+        let result = match within(req.timeout_ms, watch).await {
+            Ok(Ok(reply)) => Ok(Frame::new(id, DaemonMessage::Matched(reply))),
+            Ok(Err(e)) => Err(e),
+            Err(ms) => Err(ReplyError::new(
+                ErrorCode::Timeout,
+                format!("pattern {:?} did not appear on the screen within {ms} ms", req.pattern),
             )),
         };
         send_result(&out, id, result).await;

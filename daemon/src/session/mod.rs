@@ -300,6 +300,11 @@ impl Session {
         Ok(())
     }
 
+    /// The rows the terminal shows now, and the output offset they reflect.
+    pub fn screen_text(&self) -> (u64, Vec<String>) {
+        self.screen.text()
+    }
+
     /// What the terminal shows now, with up to `scrollback` lines of history.
     pub fn snapshot(&self, scrollback: usize) -> Snapshot {
         self.screen.snapshot(scrollback)

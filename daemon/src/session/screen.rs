@@ -182,6 +182,15 @@ impl Screen {
         self.state().offset
     }
 
+    /// The rows of the screen shown, trailing blanks trimmed, and the offset they reflect:
+    /// cheaper than a snapshot, for matching.
+    pub fn text(&self) -> (u64, Vec<String>) {
+        let st = self.state();
+        let screen = st.parser.screen();
+        let (_, cols) = screen.size();
+        (st.offset, screen.rows(0, cols).map(|r| r.trim_end().to_string()).collect())
+    }
+
     /// The screen now, with up to `scrollback` lines of main-screen history.
     pub fn snapshot(&self, scrollback: usize) -> Snapshot {
         let st = self.state();

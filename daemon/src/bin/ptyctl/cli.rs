@@ -242,8 +242,14 @@ pub enum Command {
         regex: String,
 
         /// Search output from this absolute byte offset on [default: output from now on]
-        #[arg(long, value_name = "OFFSET")]
+        #[arg(long, value_name = "OFFSET", conflicts_with = "screen")]
         since: Option<u64>,
+
+        /// Match the text the screen shows (rows joined by newlines), now and after every
+        /// output, instead of the output bytes: for programs that redraw in place (top,
+        /// vim, progress bars), whose bytes never spell the text out
+        #[arg(long)]
+        screen: bool,
 
         /// Give up after this long (e.g. 500ms, 10s, 5m) [default: wait for ever]
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

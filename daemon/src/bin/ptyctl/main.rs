@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser as _;
-use ipc_proto::{Client, ClientError, ErrorCode, IpcError, SessionId, SpawnRequest};
+use ipc_proto::{Client, ClientError, ErrorCode, IpcError, MatchOn, SessionId, SpawnRequest};
 use tokio::net::UnixStream;
 
 use cli::{Cli, Command, Size, SpawnOpts};
@@ -211,10 +211,12 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             return attach::exec(connect(socket).await?, req, follow_size, timeout).await;
         }
-        Command::WaitFor { id, regex, since, timeout, json } => {
+        Command::WaitFor { id, regex, since, screen, timeout, json } => {
             let session = session_id(&id)?;
             let client = connect(socket).await?;
-            let reply = bounded(timeout, client.wait_for(session, &regex, since, timeout)).await?;
+            let on = if screen { MatchOn::Screen } else { MatchOn::Output };
+            let wait = client.wait_for_on(session, &regex, since, timeout, on);
+            let reply = bounded(timeout, wait).await?;
             agent::print_match(&reply, json)?;
         }
         Command::WaitQuiet { id, duration, timeout, json } => {
