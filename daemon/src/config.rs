@@ -49,8 +49,9 @@ pub struct Config {
     pub capacity: usize,
     /// Default replay window per session.
     pub replay_bytes: usize,
-    /// Lines of history each session's screen keeps.
-    pub scrollback_lines: usize,
+    /// Lines of history each session's screen keeps; `None`: no screen model
+    /// (`--screen off`, for measuring what it costs).
+    pub scrollback_lines: Option<usize>,
     /// Default idle timeout; zero disables it.
     pub idle_timeout: Duration,
     /// SIGHUP → SIGKILL grace.
@@ -89,7 +90,7 @@ impl Default for Config {
             socket: ipc_proto::socket_path_from_env(),
             capacity: defaults::CAPACITY,
             replay_bytes: defaults::REPLAY_BYTES,
-            scrollback_lines: defaults::SCROLLBACK_LINES,
+            scrollback_lines: Some(defaults::SCROLLBACK_LINES),
             idle_timeout: defaults::IDLE_TIMEOUT,
             kill_grace: defaults::KILL_GRACE,
             retention: defaults::RETENTION,

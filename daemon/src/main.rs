@@ -18,6 +18,14 @@ enum LogFormat {
     Json,
 }
 
+/// A feature turned on or off.
+#[derive(Copy, Clone, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Switch {
+    On,
+    Off,
+}
+
 /// Whether sessions get cgroups of their own.
 #[derive(Copy, Clone, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +69,10 @@ struct Args {
     /// (about 2.5 KiB per filled 80-column line) [default: 1000]
     #[arg(long, env = "PTYD_SCROLLBACK_LINES")]
     scrollback_lines: Option<usize>,
+    /// Keep a screen model per session (for `screen`, attach snapshots, wait-for --screen);
+    /// off saves its memory and parsing, and attaches fall back to bytes [default: on]
+    #[arg(long, env = "PTYD_SCREEN", value_enum)]
+    screen: Option<Switch>,
     /// Exited sessions kept at most, oldest forgotten first [default: 1024]
     #[arg(long, env = "PTYD_MAX_RETAINED")]
     max_retained: Option<usize>,
@@ -130,6 +142,7 @@ struct DaemonTable {
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
     scrollback_lines: Option<usize>,
+    screen: Option<Switch>,
     max_retained: Option<usize>,
     max_retained_bytes: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
@@ -215,8 +228,12 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
     config.kill_grace = args.kill_grace.or(file.kill_grace).unwrap_or(defaults::KILL_GRACE);
     config.retention = args.retention.or(file.retention).unwrap_or(defaults::RETENTION);
     config.max_retained = args.max_retained.or(file.max_retained).unwrap_or(defaults::MAX_RETAINED);
-    config.scrollback_lines =
+    let lines =
         args.scrollback_lines.or(file.scrollback_lines).unwrap_or(defaults::SCROLLBACK_LINES);
+    config.scrollback_lines = match args.screen.or(file.screen).unwrap_or(Switch::On) {
+        Switch::On => Some(lines),
+        Switch::Off => None,
+    };
     let bytes = |flag: Option<u64>, file: Option<ByteSize>, name: &str, default: usize| {
         let n = match (flag, file) {
             (Some(n), _) | (None, Some(ByteSize::Number(n))) => n,

@@ -365,3 +365,21 @@ async fn wait_for_on_the_screen_sees_text_a_program_draws_in_place() -> Result<(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn with_the_screen_off_attaches_fall_back_to_bytes_and_screen_says_why() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().args(["--screen", "off"])).await?;
+    let client = daemon.try_client().await?;
+    let s = client.spawn(SpawnRequest::new("sh", ["-c", "echo hi; exec sleep 100"])).await?;
+    match client.screen(s.session, 0, false).await {
+        Err(ipc_proto::ClientError::Daemon { code: ipc_proto::ErrorCode::BadRequest, message }) => {
+            ensure!(message.contains("--screen off"), "{message}")
+        }
+        other => anyhow::bail!("expected BadRequest, got {other:?}"),
+    }
+    let mut att =
+        client.attach_from(s.session, None, false, ipc_proto::ScreenStart::Always).await?;
+    ensure!(att.snapshot().is_none(), "{:?}", att.reply);
+    read_until(&mut att, "hi", TIMEOUT).await?;
+    Ok(())
+}

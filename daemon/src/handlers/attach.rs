@@ -30,7 +30,7 @@ pub async fn handle_attach(
         ScreenStart::Always => true,
         // Bytes while `since` is inside the window: the cheapest exact path.
         ScreenStart::Auto => req.since.is_none_or(|since| since < session.output_start()),
-    };
+    } && session.has_screen();
     if from_screen {
         return attach_from_screen(conn, id, session, req.since, mode).await;
     }
@@ -56,10 +56,10 @@ async fn attach_from_screen(
     mode: AttachMode,
 ) -> Result<(), ReplyError> {
     let (_, end, sub) = session.subscribe(Some(session.output_end()), mode)?;
-    let scrollback = conn.pool.config.scrollback_lines;
+    let scrollback = conn.pool.config.scrollback_lines.unwrap_or(0);
     let deadline = tokio::time::Instant::now() + SCREEN_CATCH_UP;
     let snap = loop {
-        let snap = fitting_snapshot(&session, scrollback);
+        let snap = fitting_snapshot(&session, scrollback)?;
         if snap.offset >= end || tokio::time::Instant::now() >= deadline {
             break snap;
         }
@@ -85,11 +85,11 @@ async fn attach_from_screen(
 }
 
 /// The screen with as much history as fits one frame.
-fn fitting_snapshot(session: &Session, mut scrollback: usize) -> Snapshot {
+fn fitting_snapshot(session: &Session, mut scrollback: usize) -> Result<Snapshot, ReplyError> {
     loop {
-        let snap = session.snapshot(scrollback);
+        let snap = session.snapshot(scrollback).map_err(|e| ReplyError::bad(e.to_string()))?;
         if snap.ansi.len() <= ipc_proto::MAX_PAYLOAD_LEN - 64 * 1024 || scrollback == 0 {
-            return snap;
+            return Ok(snap);
         }
         scrollback /= 2;
     }

@@ -13,7 +13,8 @@ const MAX_TEXT: usize = ipc_proto::MAX_PAYLOAD_LEN / 2;
 /// Answers with the screen's text and state, and with `ansi` the bytes that reproduce it.
 pub async fn handle(conn: &mut Connection, id: u64, req: ScreenRequest) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
-    let snap = session.snapshot(req.scrollback as usize);
+    let snap =
+        session.snapshot(req.scrollback as usize).map_err(|e| ReplyError::bad(e.to_string()))?;
     // One frame carries it all; the header gets half of what is left beside the payload.
     let text: usize = snap.lines.iter().map(|l| l.len() + 8).sum();
     let payload = if req.ansi { snap.ansi.len() } else { 0 };

@@ -27,6 +27,7 @@ pub fn handle_wait_for(
     let regex =
         Regex::new(&req.pattern).map_err(|e| ReplyError::bad(format!("invalid regex: {e}")))?;
     if req.on == MatchOn::Screen {
+        session.screen_text().map_err(|e| ReplyError::bad(e.to_string()))?;
         return wait_for_screen(conn, id, session, regex, req);
     }
     // Without `since`, only output from this moment on counts.
@@ -64,7 +65,7 @@ fn wait_for_screen(
     let out = conn.out.clone();
     answer_later(conn, async move {
         let look = |session: &Session| {
-            let (offset, lines) = session.screen_text();
+            let (offset, lines) = session.screen_text().ok()?;
             let text = lines.join("\n");
             let caps = regex.captures(text.as_bytes())?;
             let m = caps.get(0)?;

@@ -46,9 +46,14 @@ pub struct SessionMeta {
 pub struct Keep {
     /// Bytes of raw output, for replay by offset.
     pub replay_bytes: usize,
-    /// Lines of screen history.
-    pub scrollback_lines: usize,
+    /// Lines of screen history; `None`: no screen model at all (`ptyd --screen off`).
+    pub scrollback_lines: Option<usize>,
 }
+
+/// The session has no screen model (`ptyd --screen off`).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("ptyd runs with --screen off: sessions keep no screen")]
+pub struct NoScreen;
 
 /// The terminal's live ends; gone once the session has ended.
 struct Io {
@@ -103,7 +108,7 @@ pub struct Session {
     leases: AtomicUsize,
     output: Output,
     paste: Arc<PasteMode>,
-    screen: Arc<Screen>,
+    screen: Option<Arc<Screen>>,
     terminal: Mutex<Terminal>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
     /// The first reason someone asked the session to end, and the signal for it.
@@ -137,8 +142,10 @@ impl Session {
         let output = Output::new(keep.replay_bytes);
         let paste = Arc::new(PasteMode::default());
         output.add_tap(paste.clone());
-        let screen = Arc::new(Screen::new(cols, rows, keep.scrollback_lines));
-        output.add_tap(screen.clone());
+        let screen = keep.scrollback_lines.map(|lines| Arc::new(Screen::new(cols, rows, lines)));
+        if let Some(screen) = &screen {
+            output.add_tap(screen.clone());
+        }
         Session {
             id,
             pid,
@@ -296,18 +303,25 @@ impl Session {
         term.rows = rows;
         // Under the terminal lock, so the screen's size changes in the same order as the
         // terminal's; output drawn for the new size follows the kernel's SIGWINCH.
-        self.screen.resize(cols, rows);
+        if let Some(screen) = &self.screen {
+            screen.resize(cols, rows);
+        }
         Ok(())
     }
 
     /// The rows the terminal shows now, and the output offset they reflect.
-    pub fn screen_text(&self) -> (u64, Vec<String>) {
-        self.screen.text()
+    pub fn screen_text(&self) -> Result<(u64, Vec<String>), NoScreen> {
+        Ok(self.screen.as_ref().ok_or(NoScreen)?.text())
     }
 
     /// What the terminal shows now, with up to `scrollback` lines of history.
-    pub fn snapshot(&self, scrollback: usize) -> Snapshot {
-        self.screen.snapshot(scrollback)
+    pub fn snapshot(&self, scrollback: usize) -> Result<Snapshot, NoScreen> {
+        Ok(self.screen.as_ref().ok_or(NoScreen)?.snapshot(scrollback))
+    }
+
+    /// Whether the session keeps a screen.
+    pub fn has_screen(&self) -> bool {
+        self.screen.is_some()
     }
 
     /// The memory this session's record keeps once exited: its output window and its
