@@ -328,6 +328,29 @@ async function visibleLines(page) {
 describe("a reload shows the screen that is there", () => {
   const run = useStack(["--grace", "8s"]);
 
+  it("after a drop longer than the replay window, top comes back whole", async () => {
+    const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
+    const page = await context.newPage();
+    const id = await openTerminal(page, run.stack.url);
+    await context.setOffline(true);
+    await page.evaluate(() => window.ptydConn["ws"]?.close());
+    await page.waitForSelector('#status[data-status="reconnecting"]');
+    // While away, far more than the 4 KiB window is printed, and then top draws.
+    await run.stack.ptyctl("send", id, "seq 1 3000; top -d 100", "--enter");
+    const expected = async () => (await run.stack.ptyctl("screen", id)).split("\n").slice(0, -1);
+    await waitFor("top to draw while the page is away", async () =>
+      (await expected()).some((l) => l.startsWith("top - ")),
+    );
+    await context.setOffline(false);
+    await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+    await waitFor("the page to show top's screen as ptyd holds it", async () => {
+      const [shown, want] = [await visibleLines(page), await expected()];
+      return shown.length === want.length && shown.every((l, i) => l === want[i]);
+    });
+    await type(page, "q");
+    await context.close();
+  });
+
   for (const [name, command, drawn] of [
     ["top", "top -d 100", (lines) => lines.some((l) => l.startsWith("top - "))],
     ["vim", "vim -u NONE -N -c 'set nu' /etc/services", (lines) => lines.some((l) => /^\s+1 /.test(l))],
