@@ -69,6 +69,117 @@ impl Osc {
     }
 }
 
+/// The scroll region (DECSTBM) and origin mode (DECOM), which the emulator applies but
+/// does not report, followed from the output with a small CSI recognizer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Margins {
+    csi: Csi,
+    /// Top and bottom rows, from 1, when narrower than the screen.
+    region: Option<(u16, u16)>,
+    origin: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum Csi {
+    #[default]
+    Ground,
+    Escape,
+    /// Inside `ESC [`: whether private (`?`), an intermediate byte, the parameters so far.
+    Params {
+        private: bool,
+        intermediate: Option<u8>,
+        params: [u16; 4],
+        count: usize,
+        overflow: bool,
+    },
+}
+
+impl Margins {
+    fn step(&mut self, b: u8) {
+        self.csi = match (self.csi, b) {
+            (_, 0x1b) => Csi::Escape,
+            (Csi::Ground, _) => Csi::Ground,
+            (Csi::Escape, b'[') => Csi::Params {
+                private: false,
+                intermediate: None,
+                params: [0; 4],
+                count: 0,
+                overflow: false,
+            },
+            (Csi::Escape, b'c') => {
+                // RIS: everything back to its default.
+                (self.region, self.origin) = (None, false);
+                Csi::Ground
+            }
+            (Csi::Escape, _) => Csi::Ground,
+            (Csi::Params { private: false, intermediate: None, count: 0, .. }, b'?') => {
+                Csi::Params {
+                    private: true,
+                    intermediate: None,
+                    params: [0; 4],
+                    count: 0,
+                    overflow: false,
+                }
+            }
+            (Csi::Params { private, intermediate, mut params, mut count, mut overflow }, b) => {
+                match b {
+                    b'0'..=b'9' => {
+                        if count == 0 {
+                            count = 1;
+                        }
+                        match params.get_mut(count - 1) {
+                            Some(p) => {
+                                *p = p.saturating_mul(10).saturating_add(u16::from(b - b'0'))
+                            }
+                            None => overflow = true,
+                        }
+                        Csi::Params { private, intermediate, params, count, overflow }
+                    }
+                    b';' => {
+                        count = count.max(1) + 1;
+                        overflow |= count > params.len();
+                        Csi::Params { private, intermediate, params, count, overflow }
+                    }
+                    0x20..=0x2f => {
+                        Csi::Params { private, intermediate: Some(b), params, count, overflow }
+                    }
+                    0x40..=0x7e => {
+                        if !overflow {
+                            self.finish(
+                                private,
+                                intermediate,
+                                &params[..count.min(params.len())],
+                                b,
+                            );
+                        }
+                        Csi::Ground
+                    }
+                    // C0 controls inside a sequence are carried out and do not end it.
+                    _ => Csi::Params { private, intermediate, params, count, overflow },
+                }
+            }
+        };
+    }
+
+    fn finish(&mut self, private: bool, intermediate: Option<u8>, params: &[u16], fin: u8) {
+        match (private, intermediate, fin) {
+            (false, None, b'r') => {
+                let top = params.first().copied().filter(|t| *t > 0).unwrap_or(1);
+                let bottom = params.get(1).copied().filter(|b| *b > 0);
+                self.region = match bottom {
+                    Some(bottom) if bottom > top => Some((top, bottom)),
+                    None if top > 1 => Some((top, u16::MAX)),
+                    _ => None,
+                };
+            }
+            (true, None, b'h' | b'l') if params.contains(&6) => self.origin = fin == b'h',
+            // DECSTR, a soft reset.
+            (false, Some(b'!'), b'p') => (self.region, self.origin) = (None, false),
+            _ => {}
+        }
+    }
+}
+
 /// What to do with one output byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -87,6 +198,8 @@ struct Extras {
     focus_events: bool,
     /// DECSCUSR shape (`CSI Ps SP q`); 0 is the terminal's default.
     cursor_shape: u16,
+    /// DECAWM off (`CSI ? 7 l`), which the emulator does not apply but a viewer must.
+    autowrap_off: bool,
 }
 
 impl vt100::Callbacks for Extras {
@@ -106,6 +219,8 @@ impl vt100::Callbacks for Extras {
         match (i1, params, c) {
             (Some(b'?'), [[1004]], 'h') => self.focus_events = true,
             (Some(b'?'), [[1004]], 'l') => self.focus_events = false,
+            (Some(b'?'), [[7]], 'h') => self.autowrap_off = false,
+            (Some(b'?'), [[7]], 'l') => self.autowrap_off = true,
             (Some(b' '), [[shape]], 'q') => self.cursor_shape = *shape,
             (Some(b' '), [], 'q') => self.cursor_shape = 0,
             _ => {}
@@ -116,6 +231,7 @@ impl vt100::Callbacks for Extras {
 struct State {
     parser: vt100::Parser<Extras>,
     osc: Osc,
+    margins: Margins,
     /// The output offset the screen reflects: every byte before it has been processed.
     offset: u64,
     scrollback: usize,
@@ -165,7 +281,10 @@ impl Screen {
     /// A blank screen of `cols` × `rows` keeping `scrollback` lines of history.
     pub fn new(cols: u16, rows: u16, scrollback: usize) -> Screen {
         let parser = vt100::Parser::new_with_callbacks(rows, cols, scrollback, Extras::default());
-        Screen { state: Mutex::new(State { parser, osc: Osc::Ground, offset: 0, scrollback }) }
+        let margins = Margins::default();
+        Screen {
+            state: Mutex::new(State { parser, osc: Osc::Ground, margins, offset: 0, scrollback }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -174,7 +293,10 @@ impl Screen {
 
     /// Follows the terminal's new size.
     pub fn resize(&self, cols: u16, rows: u16) {
-        self.state().parser.screen_mut().set_size(rows, cols);
+        let mut st = self.state();
+        st.parser.screen_mut().set_size(rows, cols);
+        // Terminals reset the scroll region to the whole screen on a resize.
+        st.margins.region = None;
     }
 
     /// The offset the screen reflects.
@@ -228,6 +350,25 @@ impl Screen {
             ansi.extend(screen.contents_formatted());
             ansi.extend(screen.cursor_state_formatted());
         }
+        // The scroll region and origin mode (which home the cursor, so it is placed again).
+        let margins = st.margins;
+        let region =
+            margins.region.map(|(top, bottom)| (top, bottom.min(rows))).filter(|(t, b)| t < b);
+        if let Some((top, bottom)) = region {
+            ansi.extend_from_slice(format!("\x1b[{top};{bottom}r").as_bytes());
+        }
+        if margins.origin {
+            ansi.extend_from_slice(b"\x1b[?6h");
+        }
+        if region.is_some() || margins.origin {
+            let (row, col) = screen.cursor_position();
+            let top = if margins.origin { region.map_or(1, |(t, _)| t) } else { 1 };
+            let row = (row + 1).saturating_sub(top - 1).max(1);
+            ansi.extend_from_slice(format!("\x1b[{row};{}H", col + 1).as_bytes());
+        }
+        if extras.autowrap_off {
+            ansi.extend_from_slice(b"\x1b[?7l");
+        }
         ansi.extend(screen.attributes_formatted());
         ansi.extend(screen.input_mode_formatted());
         if extras.focus_events {
@@ -264,6 +405,7 @@ impl OutputTap for Screen {
         // Hand the emulator runs of bytes, holding back what an overlong OSC would buffer.
         let mut run = 0;
         for (i, b) in data.iter().enumerate() {
+            st.margins.step(*b);
             match st.osc.step(*b) {
                 Step::Pass => {}
                 Step::Cut => {
@@ -405,6 +547,37 @@ mod tests {
         );
         let fresh = replay(&snap);
         same_cells(s.state().parser.screen(), fresh.screen());
+    }
+
+    #[test]
+    fn a_scroll_region_and_origin_mode_behave_the_same_after_a_snapshot() {
+        for setup in [
+            &b"top\r\nmid\r\n\x1b[2;4r\x1b[3;1Hin region"[..],
+            b"a\r\nb\x1b[2;5r\x1b[?6h\x1b[2;3Horigin",
+            b"\x1b[3r\x1b[5;1Hbottom part",
+        ] {
+            let s = fed(20, 6, setup);
+            let snap = s.snapshot(0);
+            let mut b = replay(&snap);
+            same_cells(s.state().parser.screen(), b.screen());
+            // What follows lands in the same place in both: the margins crossed over.
+            let more = b"\r\n1\r\n2\r\n3\r\n4\x1b[1;1HH\x1b[99;1HB";
+            s.observe(setup.len() as u64, more);
+            b.process(more);
+            same_cells(s.state().parser.screen(), b.screen());
+        }
+        // A soft reset, a full reset and a resize clear them.
+        for reset in [&b"\x1b[!p"[..], b"\x1bc"] {
+            let s = fed(20, 6, b"\x1b[2;4r\x1b[?6h");
+            s.observe(0, reset);
+            let snap = s.snapshot(0);
+            assert!(!String::from_utf8_lossy(&snap.ansi).contains("\x1b[2;4r"), "{reset:?}");
+            assert!(!String::from_utf8_lossy(&snap.ansi).contains("\x1b[?6h"), "{reset:?}");
+        }
+        let s = fed(20, 6, b"\x1b[2;4r\x1b[?7l");
+        s.resize(30, 8);
+        let text = String::from_utf8_lossy(&s.snapshot(0).ansi).into_owned();
+        assert!(!text.contains("\x1b[2;4r") && text.contains("\x1b[?7l"), "{text:?}");
     }
 
     #[test]
