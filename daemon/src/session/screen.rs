@@ -315,19 +315,28 @@ impl Screen {
 
     /// The screen now, with up to `scrollback` lines of main-screen history.
     pub fn snapshot(&self, scrollback: usize) -> Snapshot {
-        let st = self.state();
-        let screen = st.parser.screen();
-        let (rows, cols) = screen.size();
-        let buffer = if screen.alternate_screen() { Buffer::Alternate } else { Buffer::Main };
-        let extras = st.parser.callbacks();
-        // The main screen: the live one, or (under an alternate screen) a scratch copy that
+        // Copied under the lock, built after it: the session's reader thread waits on this
+        // lock to feed the screen, and must not wait for a snapshot to be serialized.
+        let (copy, extras, margins, offset, kept) = {
+            let st = self.state();
+            let copy = st.parser.screen().clone();
+            (copy, st.parser.callbacks().clone(), st.margins, st.offset, st.scrollback)
+        };
+        let extras = &extras;
+        let (rows, cols) = copy.size();
+        let buffer = if copy.alternate_screen() { Buffer::Alternate } else { Buffer::Main };
+        // The main screen: the copy itself, or (under an alternate screen) the copy once it
         // has left the alternate screen, which vt100 keeps but does not show.
-        let mut main = vt100::Parser::new(rows, cols, st.scrollback);
-        *main.screen_mut() = screen.clone();
-        if buffer == Buffer::Alternate {
+        let mut main = vt100::Parser::new(rows, cols, kept);
+        *main.screen_mut() = copy;
+        let alternate = (buffer == Buffer::Alternate).then(|| {
+            let alternate = main.screen().clone();
             main.process(b"\x1b[?1049l");
-        }
+            alternate
+        });
         let history = history(&mut main, scrollback);
+        // The screen shown, for its contents, cursor and modes.
+        let screen = alternate.as_ref().unwrap_or(main.screen());
         let mut ansi = Vec::new();
         // A known start: main screen, default attributes, cursor home, screen cleared.
         ansi.extend_from_slice(b"\x1b[?1049l\x1b[m\x1b[H\x1b[2J");
@@ -351,7 +360,6 @@ impl Screen {
             ansi.extend(screen.cursor_state_formatted());
         }
         // The scroll region and origin mode (which home the cursor, so it is placed again).
-        let margins = st.margins;
         let region =
             margins.region.map(|(top, bottom)| (top, bottom.min(rows))).filter(|(t, b)| t < b);
         if let Some((top, bottom)) = region {
@@ -384,7 +392,7 @@ impl Screen {
         let scrollback_lines = lines.len();
         lines.extend(screen.rows(0, cols).map(|r| r.trim_end().to_string()));
         Snapshot {
-            offset: st.offset,
+            offset,
             cols,
             rows,
             cursor: screen.cursor_position(),
