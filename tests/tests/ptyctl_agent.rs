@@ -385,3 +385,53 @@ async fn events_prints_plain_lines_and_exits_0_on_interrupt() -> Result<()> {
     ensure!(status.and_then(|s| s.code()) == Some(0), "{status:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn ids_may_be_given_as_unique_prefixes() -> anyhow::Result<()> {
+    use anyhow::{ensure, Context};
+    let daemon = ptyd_tests::Daemon::start(ptyd_tests::DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    // Seventeen ids: two of them share a first hex digit.
+    let mut ids = Vec::new();
+    for _ in 0..17 {
+        ids.push(
+            client.spawn(ipc_proto::SpawnRequest::new("sleep", ["100"])).await?.session.to_string(),
+        );
+    }
+    let short = &ids[0][..8];
+    let out = daemon.ptyctl(["info", short, "--json"]).output()?;
+    ensure!(out.status.success(), "{out:?}");
+    ensure!(String::from_utf8_lossy(&out.stdout).contains(&ids[0]), "{out:?}");
+
+    let first = |id: &String| id.chars().next().unwrap_or('0');
+    let shared =
+        ids.iter().map(first).find(|c| ids.iter().filter(|id| first(id) == *c).count() > 1);
+    let c = shared.context("no shared first digit among 17 ids")?.to_string();
+    let out = daemon.ptyctl(["info", &c]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "an ambiguous prefix is refused: {out:?}");
+    ensure!(err.contains(&format!("session id prefix '{c}' is ambiguous")), "{err}");
+    let candidates: Vec<&String> = ids.iter().filter(|id| id.starts_with(&c)).collect();
+    ensure!(
+        candidates.iter().all(|id| err.contains(id.as_str())),
+        "every candidate is listed: {err}"
+    );
+
+    let unknown = (0..u32::MAX)
+        .map(|n| format!("{n:08x}"))
+        .find(|p| !ids.iter().any(|id| id.starts_with(p)))
+        .context("a prefix nobody has")?;
+    let out = daemon.ptyctl(["kill", &unknown]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "{out:?}");
+    ensure!(
+        err.contains(&format!("HandleNotFound: no session id starts with '{unknown}'")),
+        "{err}"
+    );
+    let out = daemon.ptyctl(["info", "not-hex!"]).output()?;
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid session id 'not-hex!'"),
+        "{out:?}"
+    );
+    Ok(())
+}

@@ -95,7 +95,7 @@ pub enum Command {
             1 when ptyctl or the daemon failed; 128+N when signal N made ptyctl detach."
     )]
     Attach {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Replay output from this absolute byte offset instead of the whole replay window
@@ -109,7 +109,7 @@ pub enum Command {
 
     /// Type text into a session
     Send {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Text to write, byte for byte (no escape processing)
@@ -127,7 +127,7 @@ pub enum Command {
 
     /// Change a session's terminal size
     Resize {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// New size as COLSxROWS, e.g. 120x40
@@ -137,7 +137,7 @@ pub enum Command {
 
     /// End a session, or send one signal to it
     Kill {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Deliver only this signal to the session's process group (e.g. INT, SIGTERM, 9)
@@ -154,7 +154,7 @@ pub enum Command {
             --timeout expired; 125 when ptyctl or the daemon failed."
     )]
     Wait {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Give up after this long (e.g. 500ms, 10s, 5m) [default: wait for ever]
@@ -168,7 +168,7 @@ pub enum Command {
 
     /// Show one session's details
     Info {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Print the daemon's reply as JSON
@@ -235,7 +235,7 @@ pub enum Command {
             daemon failed."
     )]
     WaitFor {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Regular expression to look for, e.g. '\$ $' or 'listening on port (\d+)'
@@ -269,7 +269,7 @@ pub enum Command {
             --timeout expired; 125 when ptyctl or the daemon failed."
     )]
     WaitQuiet {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// The silence that counts as quiet (e.g. 300ms, 2s; at least 1ms)
@@ -293,7 +293,7 @@ pub enum Command {
             Unlike `send`, the text must be UTF-8. Prints nothing unless --json is given."
     )]
     Submit {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// The text, which may span lines (no escape processing)
@@ -318,7 +318,7 @@ pub enum Command {
             holds. When bytes after --since are no longer held, a notice on stderr says how \
             many.")]
     Read {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Start at this absolute byte offset [default: the oldest byte held]
@@ -345,7 +345,7 @@ pub enum Command {
             cursor_row, cursor_col, cursor_visible, title, buffer, cols, rows, offset}, where \
             offset is the output offset the screen reflects (for read or wait-for --since).")]
     Screen {
-        /// Session id
+        /// Session id, or a unique prefix of one
         id: String,
 
         /// Lines of history to print before the screen (at most what the daemon keeps)

@@ -153,24 +153,24 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("{}", reply.session);
         }
         Command::Attach { id, since, detach_key } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             return attach::attach(connect(socket).await?, session, since, detach_key.0).await;
         }
         Command::Send { id, text, enter, stdin } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let client = connect(socket).await?;
             send(&client, session, text, enter, stdin).await?;
         }
         Command::Resize { id, size } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             connect(socket).await?.resize(session, size.cols, size.rows).await?;
         }
         Command::Kill { id, signal } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             connect(socket).await?.kill(session, signal.as_deref()).await?;
         }
         Command::Wait { id, timeout, json } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let client = connect(socket).await?;
             let status = bounded(timeout, client.wait(session, timeout)).await?;
             if json {
@@ -179,7 +179,7 @@ async fn run(cli: Cli) -> Result<i32> {
             return Ok(status.shell_code());
         }
         Command::Info { id, json } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let info = connect(socket).await?.info(session).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
@@ -212,7 +212,7 @@ async fn run(cli: Cli) -> Result<i32> {
             return attach::exec(connect(socket).await?, req, follow_size, timeout).await;
         }
         Command::WaitFor { id, regex, since, screen, timeout, json } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let client = connect(socket).await?;
             let on = if screen { MatchOn::Screen } else { MatchOn::Output };
             let wait = client.wait_for_on(session, &regex, since, timeout, on);
@@ -220,7 +220,7 @@ async fn run(cli: Cli) -> Result<i32> {
             agent::print_match(&reply, json)?;
         }
         Command::WaitQuiet { id, duration, timeout, json } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let client = connect(socket).await?;
             let reply = bounded(timeout, client.wait_quiet(session, duration, timeout)).await?;
             if json {
@@ -228,7 +228,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Submit { id, text, json, .. } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             // Clap requires TEXT unless --stdin is given.
             let text = match text {
                 Some(text) => text,
@@ -240,12 +240,12 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Read { id, since, max, json } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let (reply, data) = connect(socket).await?.read(session, since, max).await?;
             agent::print_read(&reply, &data, json)?;
         }
         Command::Screen { id, scrollback, ansi, json } => {
-            let session = session_id(&id)?;
+            let session = session_id(&socket, &id).await?;
             let (reply, data) = connect(socket).await?.screen(session, scrollback, ansi).await?;
             agent::print_screen(&reply, &data, ansi, json)?;
         }
@@ -287,8 +287,35 @@ async fn bounded<T>(
     }
 }
 
-fn session_id(s: &str) -> Result<SessionId> {
-    s.parse().map_err(|e| anyhow!("invalid session id '{s}': {e}"))
+/// A session id, or a unique prefix of one (as git and docker take them): the web page
+/// and `ls` show ids cut short.
+async fn session_id(socket: &Option<PathBuf>, s: &str) -> Result<SessionId> {
+    if let Ok(id) = s.parse() {
+        return Ok(id);
+    }
+    let prefix = s.to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(anyhow!("invalid session id '{s}': expected an id or a prefix of one"));
+    }
+    let list = connect(socket.clone()).await?.list().await?;
+    let matches: Vec<SessionId> = list
+        .sessions
+        .iter()
+        .map(|info| info.session)
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    let refuse = |code, message| anyhow::Error::new(ClientError::Daemon { code, message });
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(refuse(ErrorCode::HandleNotFound, format!("no session id starts with '{s}'"))),
+        many => {
+            let names: Vec<String> = many.iter().map(|id| id.to_string()).collect();
+            Err(refuse(
+                ErrorCode::BadRequest,
+                format!("session id prefix '{s}' is ambiguous: {}", names.join(", ")),
+            ))
+        }
+    }
 }
 
 fn millis(d: Duration) -> u64 {
