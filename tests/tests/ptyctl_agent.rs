@@ -435,3 +435,42 @@ async fn ids_may_be_given_as_unique_prefixes() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_ends_ptyctl_quietly() -> anyhow::Result<()> {
+    use anyhow::ensure;
+    let daemon = ptyd_tests::Daemon::start(ptyd_tests::DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    for _ in 0..30 {
+        client.spawn(ipc_proto::SpawnRequest::new("sleep", ["100"])).await?;
+    }
+    let ptyctl = ptyd_tests::ptyctl_bin()?;
+    for args in ["ls", "doctor", "exec -- seq 1 200000", "ls --json"] {
+        // bash reports each member's status; `head` closes the pipe after one line.
+        let script = format!(
+            "{} --socket {} {args} | head -1 >/dev/null; echo \"status=${{PIPESTATUS[0]}}\"",
+            ptyctl.display(),
+            daemon.socket().display()
+        );
+        let out = std::process::Command::new("bash").args(["-c", &script]).output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(!stderr.contains("panicked"), "ptyctl {args} panicked: {stderr}");
+        ensure!(
+            stdout.contains("status=141") || stdout.contains("status=0"),
+            "ptyctl {args}: {stdout} {stderr}"
+        );
+        ensure!(stderr.trim().is_empty(), "ptyctl {args} said something: {stderr}");
+    }
+    // The exec's session is ended with it, as when its client goes.
+    ensure!(
+        ptyd_tests::wait_until_with(ptyd_tests::TIMEOUT, async || {
+            client.list().await.is_ok_and(|l| {
+                l.sessions.iter().filter(|s| s.command == "seq").all(|s| s.exit.is_some())
+            })
+        })
+        .await,
+        "the exec's session still runs"
+    );
+    Ok(())
+}

@@ -88,7 +88,39 @@ impl std::fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
+/// The exit status of a process killed by SIGPIPE, as a shell reports it.
+const EXIT_BROKEN_PIPE: i32 = 128 + nix::libc::SIGPIPE;
+
+/// A reader that stopped reading (`ptyctl ls | head -1`) ends ptyctl quietly, with the
+/// status a shell reports for a pipeline member killed by SIGPIPE: no panic from a
+/// `println!`, no error message.
+fn quiet_on_broken_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        previous(info);
+    }));
+}
+
+/// Whether `err` is a write to a closed stdout. IPC failures are typed `ClientError`s, so a
+/// raw broken-pipe `io::Error` here comes from ptyctl's own output.
+fn is_broken_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() {
+    quiet_on_broken_stdout();
     let cli = Cli::parse();
     let codes = ErrorCodes::of(&cli.command);
     let result = tokio::runtime::Builder::new_current_thread()
@@ -103,6 +135,7 @@ fn main() {
         });
     let code = match result {
         Ok(code) => code,
+        Err(err) if is_broken_stdout(&err) => EXIT_BROKEN_PIPE,
         Err(err) => {
             // The error's name (e.g. AtCapacity) first: it is what RUNBOOK.md is indexed by.
             let name = err.chain().find_map(|e| match e.downcast_ref::<ClientError>()? {
