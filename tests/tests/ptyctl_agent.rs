@@ -474,3 +474,29 @@ async fn a_reader_that_stops_reading_ends_ptyctl_quietly() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn spawn_and_exec_start_in_the_callers_directory_and_may_inherit_its_environment(
+) -> anyhow::Result<()> {
+    use anyhow::ensure;
+    let daemon = ptyd_tests::Daemon::start(ptyd_tests::DaemonOptions::new()).await?;
+    let here = tempfile::tempdir()?;
+    let out = daemon.ptyctl(["exec", "--", "pwd"]).current_dir(here.path()).output()?;
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let want = here.path().canonicalize()?;
+    ensure!(std::path::Path::new(&printed).canonicalize()? == want, "{printed:?} vs {want:?}");
+    // --cwd still wins, relative to the caller.
+    std::fs::create_dir(here.path().join("sub"))?;
+    let out =
+        daemon.ptyctl(["exec", "--cwd", "sub", "--", "pwd"]).current_dir(here.path()).output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout).trim().ends_with("/sub"), "{out:?}");
+    // The caller's environment only when asked for.
+    let echo = ["exec", "--", "sh", "-c", "echo value=${PTYD_TEST_INHERIT:-unset}"];
+    let out = daemon.ptyctl(echo).env("PTYD_TEST_INHERIT", "from-caller").output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("value=unset"), "{out:?}");
+    let inherit =
+        ["exec", "--env-inherit", "--", "sh", "-c", "echo value=${PTYD_TEST_INHERIT:-unset}"];
+    let out = daemon.ptyctl(inherit).env("PTYD_TEST_INHERIT", "from-caller").output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("value=from-caller"), "{out:?}");
+    Ok(())
+}

@@ -391,13 +391,19 @@ pub enum Command {
 /// Flags shared by `spawn` and `exec`.
 #[derive(Args, Debug)]
 pub struct SpawnOpts {
-    /// Working directory of the command (relative to ptyctl's) [default: the daemon's]
+    /// Working directory of the command (relative to ptyctl's) [default: ptyctl's own, as
+    /// tmux new-session starts in the client's]
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
 
     /// Set an environment variable on top of the daemon's environment (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
+
+    /// Pass ptyctl's own environment to the command (on top of the daemon's; --env wins;
+    /// systemd's hand-over variables are left out)
+    #[arg(long)]
+    pub env_inherit: bool,
 
     /// Terminal size as COLSxROWS, e.g. 120x40 [default: spawn 80x24, exec the local terminal's]
     #[arg(long, value_name = "COLSxROWS", value_parser = parse_size)]

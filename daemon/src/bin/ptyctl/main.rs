@@ -362,9 +362,25 @@ fn spawn_request(opts: SpawnOpts, command: Vec<String>, size: Size) -> Result<Sp
     let mut req = SpawnRequest::new(program, words);
     req.cols = size.cols;
     req.rows = size.rows;
-    req.env = opts.env.into_iter().collect::<BTreeMap<_, _>>();
+    if opts.env_inherit {
+        // systemd's hand-over variables describe this process, not the command.
+        const PRIVATE: &[&str] = &[
+            "NOTIFY_SOCKET",
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "INVOCATION_ID",
+            "JOURNAL_STREAM",
+        ];
+        req.env = std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect();
+    }
+    req.env.extend(opts.env);
     req.labels = opts.labels.into_iter().collect::<BTreeMap<_, _>>();
-    if let Some(dir) = opts.cwd {
+    // Like tmux, a command starts where the caller is, not where the daemon runs.
+    let cwd = opts.cwd.or_else(|| std::env::current_dir().ok());
+    if let Some(dir) = cwd {
         // The daemon has its own working directory: resolve relative paths against ours.
         let dir = std::path::absolute(&dir)
             .with_context(|| format!("invalid working directory '{}'", dir.display()))?;
