@@ -50,6 +50,12 @@ pub mod defaults {
     pub const MAX_DEAD: usize = 1024;
     /// Name of the profile used when a request names none.
     pub const PROFILE: &str = "default";
+    /// A socket's read buffer (the WebSocket library's default, 128 KiB zero-filled per
+    /// socket, is most of a bridge's memory per terminal; browser messages are small).
+    pub const WS_READ_BUFFER: usize = 8 * 1024;
+    /// Output is written to the socket once this much is buffered (each frame is flushed
+    /// anyway, so this only bounds the buffer kept per socket).
+    pub const WS_WRITE_BUFFER: usize = 8 * 1024;
     /// How long a WebSocket ticket stays valid.
     pub const TICKET_TTL: Duration = Duration::from_secs(30);
     /// A client that has not sent a whole request head within this is disconnected.
@@ -154,6 +160,10 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// Lifetime of a WebSocket ticket.
     pub ticket_ttl: Duration,
+    /// Read buffer per socket.
+    pub ws_read_buffer: usize,
+    /// Write buffer per socket.
+    pub ws_write_buffer: usize,
     /// Time a client has to send a whole request head.
     pub header_timeout: Duration,
     /// Open HTTP connections at most.
@@ -204,6 +214,8 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             public_url: None,
             ticket_ttl: defaults::TICKET_TTL,
+            ws_read_buffer: defaults::WS_READ_BUFFER,
+            ws_write_buffer: defaults::WS_WRITE_BUFFER,
             header_timeout: defaults::HEADER_TIMEOUT,
             max_connections: defaults::MAX_CONNECTIONS,
             max_anonymous_connections: defaults::MAX_ANONYMOUS_CONNECTIONS,
@@ -234,6 +246,9 @@ pub enum ConfigError {
     /// A limit that must be positive is zero.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    /// A buffer too small to read a frame header into.
+    #[error("{0} must be at least {1} bytes")]
+    TooSmall(&'static str, usize),
     /// A timing that must be positive is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -265,6 +280,9 @@ impl Config {
                 return Err(ConfigError::NonLoopbackWithoutToken(self.listen))
             }
             _ => {}
+        }
+        if self.ws_read_buffer < 1024 {
+            return Err(ConfigError::TooSmall("ws-read-buffer", 1024));
         }
         for (name, n) in [
             ("max-connections", self.max_connections),

@@ -95,6 +95,12 @@ struct Args {
     /// names the ws_url (wss:// for https://) and is an allowed host and origin
     #[arg(long, env = "PTYD_BRIDGE_PUBLIC_URL")]
     public_url: Option<PublicUrl>,
+    /// Read buffer per WebSocket, in bytes [default: 8192]
+    #[arg(long, env = "PTYD_BRIDGE_WS_READ_BUFFER")]
+    ws_read_buffer: Option<usize>,
+    /// Write buffer per WebSocket, in bytes [default: 8192]
+    #[arg(long, env = "PTYD_BRIDGE_WS_WRITE_BUFFER")]
+    ws_write_buffer: Option<usize>,
     /// How long a WebSocket ticket is valid [default: 30s]
     #[arg(long, env = "PTYD_BRIDGE_TICKET_TTL", value_parser = humantime::parse_duration)]
     ticket_ttl: Option<Duration>,
@@ -178,6 +184,8 @@ struct BridgeTable {
     public_url: Option<String>,
     #[serde(default, with = "humantime_serde")]
     ticket_ttl: Option<Duration>,
+    ws_read_buffer: Option<usize>,
+    ws_write_buffer: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     header_timeout: Option<Duration>,
     max_connections: Option<usize>,
@@ -317,6 +325,9 @@ fn build_config(
         None => b.public_url.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
     };
     c.ticket_ttl = pick(args.ticket_ttl, b.ticket_ttl, defaults::TICKET_TTL);
+    c.ws_read_buffer = args.ws_read_buffer.or(b.ws_read_buffer).unwrap_or(defaults::WS_READ_BUFFER);
+    c.ws_write_buffer =
+        args.ws_write_buffer.or(b.ws_write_buffer).unwrap_or(defaults::WS_WRITE_BUFFER);
     c.header_timeout = pick(args.header_timeout, b.header_timeout, defaults::HEADER_TIMEOUT);
     c.max_connections =
         args.max_connections.or(b.max_connections).unwrap_or(defaults::MAX_CONNECTIONS);

@@ -48,10 +48,15 @@ pub async fn upgrade(
     }
     let ws = ws.map_err(|r| AppError::BadRequest(format!("expected a WebSocket upgrade: {r}")))?;
     let max = state.config.max_message_bytes;
+    let (read, write) = (state.config.ws_read_buffer, state.config.ws_write_buffer);
     let tracker = state.tracker.clone();
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(read)
+        .write_buffer_size(write)
+        // Past this much unsent (write errors), the socket pushes back instead of growing.
+        .max_write_buffer_size(write + 2 * max.max(64 * 1024) + 64 * 1024)
         .on_failed_upgrade(|e| tracing::warn!("WebSocket upgrade failed: {e}"))
         .on_upgrade(move |socket| {
             tracker.track_future(serve(state, id, since, screen, socket).instrument(span))
