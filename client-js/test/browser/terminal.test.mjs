@@ -29,6 +29,15 @@ function useStack(bridgeArgs) {
   return run;
 }
 
+/** A visitor without the token: the page says why and opens no terminal. */
+async function expectNoTerminal(run) {
+  const page = await run.browser.newPage();
+  await page.goto(run.stack.url + "/");
+  await page.waitForSelector('#status[data-status="dead"]');
+  assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
+  await page.close();
+}
+
 async function enter(page, command) {
   await type(page, command);
   await page.keyboard.press("Enter");
@@ -195,13 +204,7 @@ describe("with an auth token", () => {
     await page.close();
   });
 
-  it("without the token says why instead of opening a terminal", async () => {
-    const page = await run.browser.newPage();
-    await page.goto(run.stack.url + "/");
-    await page.waitForSelector('#status[data-status="dead"]');
-    assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
-    await page.close();
-  });
+  it("without the token says why instead of opening a terminal", () => expectNoTerminal(run));
 });
 
 describe("with the generated token (the default)", () => {
@@ -221,13 +224,7 @@ describe("with the generated token (the default)", () => {
     await page.close();
   });
 
-  it("a visitor without the token gets no terminal", async () => {
-    const page = await run.browser.newPage();
-    await page.goto(run.stack.url + "/");
-    await page.waitForSelector('#status[data-status="dead"]');
-    assert.match(await page.locator("#ended-text").textContent(), /Unauthorized/);
-    await page.close();
-  });
+  it("a visitor without the token gets no terminal", () => expectNoTerminal(run));
 });
 
 /** A static server on its own port for the embedding page and the built library. */

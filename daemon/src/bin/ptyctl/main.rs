@@ -363,18 +363,13 @@ fn spawn_request(opts: SpawnOpts, command: Vec<String>, size: Size) -> Result<Sp
     req.cols = size.cols;
     req.rows = size.rows;
     if opts.env_inherit {
-        // systemd's hand-over variables describe this process, not the command.
-        const PRIVATE: &[&str] = &[
-            "NOTIFY_SOCKET",
-            "LISTEN_PID",
-            "LISTEN_FDS",
-            "LISTEN_FDNAMES",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "INVOCATION_ID",
-            "JOURNAL_STREAM",
-        ];
-        req.env = std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect();
+        // systemd's hand-over variables (and its per-unit ones) describe this process, not
+        // the command.
+        let private = |k: &str| {
+            ptyd::systemd::PRIVATE_ENV.contains(&k)
+                || ["INVOCATION_ID", "JOURNAL_STREAM"].contains(&k)
+        };
+        req.env = std::env::vars().filter(|(k, _)| !private(k)).collect();
     }
     req.env.extend(opts.env);
     req.labels = opts.labels.into_iter().collect::<BTreeMap<_, _>>();
