@@ -239,6 +239,8 @@ async fn read_loop(
         let next = tokio::select! {
             next = reader.next() => next,
             _ = check.tick() => {
+                // Answered waits are done: they hold nothing open any more.
+                while conn.waits.try_join_next().is_some() {}
                 if let Some(why) = overdue(conn, pending, last_frame) {
                     info!("closing connection: {why}");
                     let err = ErrorReply { code: ErrorCode::Timeout, message: why };

@@ -83,6 +83,16 @@ async fn a_connection_idle_after_hello_is_closed_but_one_holding_something_is_no
         "{}",
         frame.header
     );
+    // A connection whose wait was answered holds nothing: it is closed too.
+    let client = daemon.try_client().await?;
+    let done = client.spawn(SpawnRequest::new("true", Vec::<String>::new())).await?;
+    client.wait(done.session, Some(TIMEOUT)).await?;
+    let mut waited = RawConn::connect_hello(daemon.socket()).await?;
+    let reply =
+        waited.request(json!({"type": "wait", "session": done.session.to_string()})).await?;
+    ensure!(reply.kind() == "exited", "{}", reply.header);
+    let frames = waited.expect_closed(TIMEOUT).await?;
+    ensure!(frames.iter().any(|f| f.error_code() == Some("Timeout")), "{frames:?}");
     // The subscriber outlives several idle periods: it has the event feed open.
     let client = daemon.try_client().await?;
     client.spawn(SpawnRequest::new("true", Vec::<String>::new())).await?;
