@@ -29,6 +29,13 @@ function useStack(bridgeArgs) {
   return run;
 }
 
+/** The network goes away: new connections fail, and the open socket is cut. */
+async function cutTheNetwork(context, page) {
+  await context.setOffline(true);
+  await page.evaluate(() => window.ptydConn["ws"]?.close());
+  await page.waitForSelector('#status[data-status="reconnecting"]');
+}
+
 /** A visitor without the token: the page says why and opens no terminal. */
 async function expectNoTerminal(run) {
   const page = await run.browser.newPage();
@@ -136,10 +143,7 @@ describe("web terminal", () => {
     const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
     const id = await openTerminal(page, run.stack.url);
-    // The network goes away: new connections fail, and the open socket is cut.
-    await context.setOffline(true);
-    await page.evaluate(() => window.ptydConn["ws"]?.close());
-    await page.waitForSelector('#status[data-status="reconnecting"]');
+    await cutTheNetwork(context, page);
     assert.equal(await page.locator("#reconnecting").isVisible(), true);
     // Meanwhile the program prints.
     await run.stack.ptyctl("send", id, "echo while-aw''ay", "--enter");
@@ -167,9 +171,7 @@ describe("after the grace", () => {
     const context = await run.browser.newContext();
     const page = await context.newPage();
     await openTerminal(page, run.stack.url);
-    await context.setOffline(true);
-    await page.evaluate(() => window.ptydConn["ws"]?.close());
-    await page.waitForSelector('#status[data-status="reconnecting"]');
+    await cutTheNetwork(context, page);
     await new Promise((r) => setTimeout(r, 2_000)); // past the bridge's 1 s grace
     await context.setOffline(false);
     await page.waitForSelector('#status[data-status="dead"]', { timeout: 15_000 });
@@ -329,9 +331,7 @@ describe("a reload shows the screen that is there", () => {
     const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
     const id = await openTerminal(page, run.stack.url);
-    await context.setOffline(true);
-    await page.evaluate(() => window.ptydConn["ws"]?.close());
-    await page.waitForSelector('#status[data-status="reconnecting"]');
+    await cutTheNetwork(context, page);
     // While away, far more than the 4 KiB window is printed, and then top draws.
     await run.stack.ptyctl("send", id, "seq 1 3000; top -d 100", "--enter");
     const expected = async () => (await run.stack.ptyctl("screen", id)).split("\n").slice(0, -1);
