@@ -37,6 +37,7 @@ fn session(id: SessionId, state: SessionState, ours: bool) -> SessionInfo {
         output_offset: 0,
         idle_timeout_ms: 0,
         exit: None,
+        end_reason: None,
     }
 }
 

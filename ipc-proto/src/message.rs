@@ -589,6 +589,31 @@ pub struct SessionInfo {
     /// How it ended, once it has.
     #[serde(default)]
     pub exit: Option<ExitStatus>,
+    /// Why it ended (or is ending), once someone asked it to or it exited; absent while it
+    /// runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+}
+
+/// Why a session ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The program exited by itself.
+    Exited,
+    /// A client asked (`kill`, the bridge's delete or grace expiry).
+    Killed,
+    /// No input, no output and no client for its idle timeout.
+    IdleTimeout,
+    /// The connection that spawned it with `close_with_connection` closed.
+    OwnerGone,
+    /// An `exec` ran past its timeout.
+    ExecTimeout,
+    /// The daemon stopped.
+    Shutdown,
+    /// A reason this client does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a process ended: exactly one of `code` and `signal` is set.

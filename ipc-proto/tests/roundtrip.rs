@@ -10,9 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ipc_proto::codec::encode_frame;
 use ipc_proto::{
     AttachMode, AttachReply, AttachRequest, DaemonEvent, DaemonEventKind, DaemonMessage,
-    DroppedEvent, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult, ExitEvent,
-    ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply, MatchOn,
-    MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest,
+    DroppedEvent, EndReason, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult,
+    ExitEvent, ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply,
+    MatchOn, MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest,
     ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo, SessionRef,
     SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest,
     WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
@@ -100,6 +100,7 @@ fn full_info() -> SessionInfo {
         output_offset: 123_456,
         idle_timeout_ms: 300_000,
         exit: Some(ExitStatus { code: Some(0), signal: None }),
+        end_reason: Some(EndReason::IdleTimeout),
     }
 }
 
@@ -120,6 +121,7 @@ fn minimal_info() -> SessionInfo {
         output_offset: 0,
         idle_timeout_ms: 0,
         exit: None,
+        end_reason: None,
     }
 }
 

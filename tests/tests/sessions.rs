@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ipc_proto::{ErrorCode, SessionEvent, SessionId, SpawnRequest};
+use ipc_proto::{EndReason, ErrorCode, SessionEvent, SessionId, SpawnRequest};
 use ptyd_tests::{read_to_exit, read_until, Daemon, DaemonOptions, TIMEOUT};
 
 #[tokio::test]
@@ -252,5 +252,36 @@ async fn ptyctl_names_the_error_on_stderr() -> Result<()> {
         .output()?;
     let text = String::from_utf8_lossy(&out.stderr);
     ensure!(text.starts_with("ptyctl: IpcError: cannot connect to ptyd at"), "{text}");
+    Ok(())
+}
+
+/// `info` says why each session ended, on the wire and in ptyctl's words.
+#[tokio::test]
+async fn every_ended_session_says_why() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().args(["--idle-timeout", "300ms"])).await?;
+    let client = daemon.client().await;
+    let no_idle = |mut req: SpawnRequest| {
+        req.idle_timeout_ms = Some(0);
+        req
+    };
+    let exited = client.spawn(no_idle(SpawnRequest::new("true", Vec::<String>::new()))).await?;
+    let killed = client.spawn(no_idle(SpawnRequest::new("sleep", ["100"]))).await?;
+    let idle = client.spawn(SpawnRequest::new("sleep", ["100"])).await?;
+    let running = client.info(killed.session).await?;
+    ensure!(running.end_reason.is_none(), "a running session has no end reason: {running:?}");
+    client.kill(killed.session, None).await?;
+    for (s, want, words) in [
+        (exited.session, EndReason::Exited, "the program exiting"),
+        (killed.session, EndReason::Killed, "a kill request"),
+        (idle.session, EndReason::IdleTimeout, "the idle timeout"),
+    ] {
+        client.wait(s, Some(TIMEOUT)).await?;
+        let info = client.info(s).await?;
+        ensure!(info.end_reason == Some(want), "{want:?}: {info:?}");
+        let out = daemon.ptyctl(["info", &s.to_string()]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.starts_with("ended by:")).unwrap_or_default();
+        ensure!(line.ends_with(words), "{want:?}: {text}");
+    }
     Ok(())
 }

@@ -32,6 +32,20 @@ pub enum EndReason {
     Shutdown,
 }
 
+impl EndReason {
+    /// The wire name.
+    pub fn wire(self) -> ipc_proto::EndReason {
+        match self {
+            EndReason::Exited => ipc_proto::EndReason::Exited,
+            EndReason::Killed => ipc_proto::EndReason::Killed,
+            EndReason::IdleTimeout(_) => ipc_proto::EndReason::IdleTimeout,
+            EndReason::OwnerGone => ipc_proto::EndReason::OwnerGone,
+            EndReason::ExecTimeout => ipc_proto::EndReason::ExecTimeout,
+            EndReason::Shutdown => ipc_proto::EndReason::Shutdown,
+        }
+    }
+}
+
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -385,6 +385,7 @@ impl Session {
             output_offset: self.output.end(),
             idle_timeout_ms: self.meta.idle_timeout.as_millis() as u64,
             exit,
+            end_reason: self.end_reason().map(EndReason::wire),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipc_proto::{ExitStatus, ListReply, SessionInfo, SessionState};
+use ipc_proto::{EndReason, ExitStatus, ListReply, SessionInfo, SessionState};
 use nix::sys::signal::Signal;
 
 /// The `ls` table and its footer.
@@ -38,6 +38,7 @@ pub fn details(s: &SessionInfo, now: SystemTime) -> String {
         ("pid", s.pid.to_string()),
         ("state", state(s)),
         ("exit", s.exit.as_ref().map_or_else(|| "-".to_string(), ExitStatus::to_string)),
+        ("ended by", s.end_reason.map_or("-", end_reason).to_string()),
         ("command", command_line(s)),
         ("cwd", s.cwd.clone().unwrap_or_else(|| "-".to_string())),
         ("size", format!("{}x{}", s.cols, s.rows)),
@@ -70,6 +71,19 @@ fn state(s: &SessionInfo) -> String {
             format!("exited({name})")
         }
         (SessionState::Exited, Some(_)) => "exited(?)".to_string(),
+    }
+}
+
+/// Why a session ended, in words.
+fn end_reason(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Exited => "the program exiting",
+        EndReason::Killed => "a kill request",
+        EndReason::IdleTimeout => "the idle timeout",
+        EndReason::OwnerGone => "its owning connection closing",
+        EndReason::ExecTimeout => "the exec timeout",
+        EndReason::Shutdown => "the daemon stopping",
+        EndReason::Unknown => "an unknown reason",
     }
 }
 
