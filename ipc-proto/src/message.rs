@@ -720,6 +720,10 @@ pub struct QuietReply {
 pub struct SubmitReply {
     /// True when the program had bracketed-paste mode on and the text was sent as a paste.
     pub bracketed_paste: bool,
+    /// The output offset when the text was written: the answer starts at or after it
+    /// (older daemons leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// The outcome of an `exec`; the frame's payload is the kept output.

@@ -626,7 +626,10 @@ fn quiet_reply() {
 #[test]
 fn submitted_reply() {
     for bracketed_paste in [false, true] {
-        assert_message(Frame::new(22, DaemonMessage::Submitted(SubmitReply { bracketed_paste })));
+        assert_message(Frame::new(
+            22,
+            DaemonMessage::Submitted(SubmitReply { bracketed_paste, offset: Some(7) }),
+        ));
     }
 }
 
@@ -1145,7 +1148,7 @@ fn protocol_md_names_every_message_type() {
             dropped: 0,
         }),
         DaemonMessage::Quiet(QuietReply { session: s, offset: 0 }),
-        DaemonMessage::Submitted(SubmitReply { bracketed_paste: false }),
+        DaemonMessage::Submitted(SubmitReply { bracketed_paste: false, offset: None }),
         DaemonMessage::ExecResult(ExecResult {
             session: s,
             code: Some(0),

@@ -189,28 +189,25 @@ async fn wait_for_since_zero_sees_output_printed_before_the_call() -> Result<()>
     Ok(())
 }
 
+/// Without `since`, output from the latest input on counts, printed before the call or
+/// not; output from before that input does not.
 #[tokio::test]
-async fn wait_for_without_since_ignores_earlier_output() -> Result<()> {
+async fn wait_for_without_since_starts_at_the_latest_input() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let client = daemon.try_client().await?;
     let s = spawn(&client, "sh", &["-c", "echo early; read x; echo late-$x; sleep 30"]).await?;
     wait_output_offset(&client, s.session, "early\r\n".len() as u64).await?;
+    client.input(s.session, &b"now\n"[..]).await?;
+    // The answer is in before the wait is asked for, and is still found.
+    let late = client.wait_for(s.session, r"late-\w+", Some(0), Some(TIMEOUT)).await?;
+    let m = client.wait_for(s.session, r"late-\w+", None, Some(TIMEOUT)).await?;
+    ensure!(m.text == "late-now" && m.offset == late.offset, "{m:?} vs {late:?}");
+    let (_, bytes) = client.read(s.session, Some(m.offset), Some(m.text.len())).await?;
+    ensure!(&bytes[..] == b"late-now", "{bytes:?}");
     let err = daemon_error(
         client.wait_for(s.session, "early", None, Some(Duration::from_millis(300))).await,
     )?;
-    ensure!(err.0 == ErrorCode::Timeout, "output before the call must not match: {err:?}");
-
-    // New output does match, at its absolute offset. The wait_for is registered before
-    // the input that causes the output is sent (same connection, in order).
-    let (m, input) = tokio::join!(
-        client.wait_for(s.session, r"late-\w+", None, Some(TIMEOUT)),
-        client.input(s.session, &b"now\n"[..])
-    );
-    input?;
-    let m = m?;
-    ensure!(m.text == "late-now", "{m:?}");
-    let (_, bytes) = client.read(s.session, Some(m.offset), Some(m.text.len())).await?;
-    ensure!(&bytes[..] == b"late-now", "{bytes:?}");
+    ensure!(err.0 == ErrorCode::Timeout, "output before the input must not match: {err:?}");
     client.kill(s.session, None).await?;
     Ok(())
 }
@@ -544,6 +541,35 @@ async fn read_returns_slices_that_chain_and_counts_dropped_bytes() -> Result<()>
     client.wait(small.session, Some(TIMEOUT)).await?;
     let (r, bytes) = client.read(small.session, Some(30), None).await?;
     ensure!(&bytes[..] == b"uvwxyz" && r.end == 36, "{r:?} {bytes:?}");
+    client.kill(s.session, None).await?;
+    Ok(())
+}
+
+/// `wait_for` without `since` looks from the session's latest input on (from the start
+/// before any), so a prompt or an answer printed before the call is found: 100 of 100,
+/// with programs that answer at once.
+#[tokio::test]
+async fn wait_for_without_since_cannot_miss_a_fast_answer() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.client().await;
+    for i in 0..100 {
+        let s = client.spawn(SpawnRequest::new("sh", ["-c", "printf 'ready> '; exec cat"])).await?;
+        // Let the prompt land before asking: the old "from now on" default missed it.
+        client.wait_for(s.session, "ready> ", Some(0), Some(TIMEOUT)).await?;
+        let m = client.wait_for(s.session, "ready> ", None, Some(TIMEOUT)).await;
+        ensure!(m.as_ref().is_ok_and(|m| m.offset == 0), "spawn {i}: {m:?}");
+        client.kill(s.session, None).await?;
+        client.wait(s.session, Some(TIMEOUT)).await?;
+    }
+    let script = "while read -r line; do echo \"got:$line\"; done";
+    let s = client.spawn(SpawnRequest::new("sh", ["-c", script])).await?;
+    for i in 0..100 {
+        let sent = client.submit(s.session, &format!("ping{i}")).await?;
+        let mark = sent.offset.context("the daemon reports the submit's offset")?;
+        let m = client.wait_for(s.session, r"got:ping(\d+)", None, Some(TIMEOUT)).await?;
+        ensure!(m.groups == [Some(i.to_string())], "submit {i}: {m:?}");
+        ensure!(m.offset >= mark, "submit {i}: matched at {} before the mark {mark}", m.offset);
+    }
     client.kill(s.session, None).await?;
     Ok(())
 }

@@ -214,6 +214,23 @@ async fn wait_for_matches_times_out_and_reports_exits_and_bad_regexes() -> Resul
     Ok(())
 }
 
+/// The README's readiness example as written: `spawn`, then `wait-for PROMPT` without
+/// `--since`, after the prompt is already out; then `submit` and `wait-for RESULT`.
+#[tokio::test]
+async fn spawn_then_wait_for_finds_a_prompt_printed_before_the_call() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let id = spawn(&daemon, &["sh", "-c", "printf 'ready> '; exec cat"])?;
+    ensure!(wait_until(TIMEOUT, || offset(&daemon, &id).is_ok_and(|o| o >= 7)), "no prompt");
+    let out = run(daemon.ptyctl(["wait-for", &id, "ready> ", "--timeout", "5s"]))?;
+    ensure!(out.code == Some(0) && out.stdout == "ready> \n", "{out:?}");
+    let sent = run(daemon.ptyctl(["submit", &id, "hello"]))?;
+    ensure!(sent.code == Some(0), "{sent:?}");
+    // cat's copy follows the terminal's echo: the second "hello" on its own line.
+    let out = run(daemon.ptyctl(["wait-for", &id, r"hello\r\n(hello)", "--timeout", "5s"]))?;
+    ensure!(out.code == Some(0), "{out:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn wait_quiet_resolves_times_out_and_reports_exits() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;

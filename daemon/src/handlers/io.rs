@@ -9,6 +9,7 @@ use ipc_proto::{
 
 use super::{session, ReplyError};
 use crate::connection::Connection;
+use crate::session::InputMark;
 
 pub async fn handle_input(
     conn: &mut Connection,
@@ -18,7 +19,7 @@ pub async fn handle_input(
 ) -> Result<(), ReplyError> {
     let session = session(conn, sid)?;
     // Awaited in the read loop on purpose: inputs apply in the order they were sent.
-    session.input(data).await?;
+    session.input(data, InputMark::Start).await?;
     conn.reply(id, DaemonMessage::Ok).await;
     Ok(())
 }
@@ -58,9 +59,10 @@ pub async fn handle_submit(
     let session = session(conn, req.session)?;
     let bracketed = session.bracketed_paste();
     let text = if bracketed { format!("\x1b[200~{}\x1b[201~", req.text) } else { req.text };
-    session.input(Bytes::from(text)).await?;
+    let offset = session.input(Bytes::from(text), InputMark::Start).await?;
     tokio::time::sleep(req.settle_ms.map(Duration::from_millis).unwrap_or(DEFAULT_SETTLE)).await;
-    session.input(Bytes::from_static(b"\r")).await?;
-    conn.reply(id, DaemonMessage::Submitted(SubmitReply { bracketed_paste: bracketed })).await;
+    session.input(Bytes::from_static(b"\r"), InputMark::Continue).await?;
+    let reply = SubmitReply { bracketed_paste: bracketed, offset: Some(offset) };
+    conn.reply(id, DaemonMessage::Submitted(reply)).await;
     Ok(())
 }

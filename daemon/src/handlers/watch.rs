@@ -30,8 +30,9 @@ pub fn handle_wait_for(
         session.screen_text().map_err(|e| ReplyError::bad(e.to_string()))?;
         return wait_for_screen(conn, id, session, regex, req);
     }
-    // Without `since`, only output from this moment on counts.
-    let since = req.since.unwrap_or_else(|| session.output_end());
+    // Without `since`, output from the latest input on counts (all of it before any):
+    // an answer that came before this request is still found.
+    let since = req.since.unwrap_or_else(|| session.input_mark());
     let (replay, _, sub) = session.subscribe(Some(since), AttachMode::Lossy)?;
     let out = conn.out.clone();
     answer_later(conn, async move {

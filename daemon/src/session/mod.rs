@@ -94,6 +94,14 @@ impl From<BeyondEnd> for SessionError {
     }
 }
 
+/// Whether an input write starts a new exchange with the program (moving the session's
+/// input mark) or continues one (the Enter after a submitted text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputMark {
+    Start,
+    Continue,
+}
+
 /// A PTY session.
 pub struct Session {
     /// Its id.
@@ -105,6 +113,8 @@ pub struct Session {
     created_at_ms: u64,
     activity_ms: AtomicU64,
     output_ms: AtomicU64,
+    /// The output offset when the latest input began: where an answer to it can start.
+    input_mark: AtomicU64,
     leases: AtomicUsize,
     output: Output,
     paste: Arc<PasteMode>,
@@ -152,6 +162,7 @@ impl Session {
             meta,
             created_at_ms: now,
             activity_ms: AtomicU64::new(now),
+            input_mark: AtomicU64::new(0),
             output_ms: AtomicU64::new(now),
             leases: AtomicUsize::new(0),
             output,
@@ -286,11 +297,29 @@ impl Session {
     }
 
     /// Queues bytes for the terminal; waits while the writer thread's queue is full.
-    pub async fn input(&self, data: Bytes) -> Result<(), SessionError> {
+    /// Returns the session's input mark: the output offset at which anything the
+    /// program prints in answer can start (`InputMark::Continue` leaves it where an
+    /// earlier write of the same request put it).
+    pub async fn input(&self, data: Bytes, mark: InputMark) -> Result<u64, SessionError> {
         let tx = self.terminal().io.as_ref().map(|io| io.input.clone());
         let tx = tx.ok_or(SessionError::Exited(self.id))?;
         self.touch();
-        tx.send_async(data).await.map_err(|_| SessionError::Exited(self.id))
+        // Read before the bytes reach the program, so no answer can precede it.
+        let at = match mark {
+            InputMark::Start => {
+                let end = self.output_end();
+                self.input_mark.fetch_max(end, Ordering::AcqRel).max(end)
+            }
+            InputMark::Continue => self.input_mark(),
+        };
+        tx.send_async(data).await.map_err(|_| SessionError::Exited(self.id))?;
+        Ok(at)
+    }
+
+    /// The output offset when the latest input began (0 before any): where `wait_for`
+    /// without `since` starts, so an answer printed before the call is not missed.
+    pub fn input_mark(&self) -> u64 {
+        self.input_mark.load(Ordering::Acquire)
     }
 
     /// Sets the terminal size; the kernel sends the foreground group SIGWINCH.

@@ -225,10 +225,10 @@ pub enum Command {
         long_about = "Wait until a session prints text that matches a regular expression, \
             then print the matched text.\n\n\
             The regex (Rust regex syntax) is matched against the raw output bytes, escape \
-            sequences included. Without --since only output printed after the daemon got the \
-            request counts, so output of an input sent just before may be missed: take the \
-            session's output end first (`end` in `ptyctl read ID --max 0 --json`, or `output \
-            bytes` in `info`) and pass it as --since. With --json the reply's `end` is the offset to resume from. \
+            sequences included. Without --since the search starts at the session's latest input \
+            (`input` or `submit`; the start of the output before any input), so `spawn` then \
+            `wait-for PROMPT`, or `submit` then `wait-for RESULT`, cannot miss an answer \
+            printed before the call. With --json the reply's `end` is the offset to resume from. \
             Put `--` before a regex that starts with `-`.",
         after_help = "Exit status: 0 on a match; 2 when the regex is invalid or --since is \
             past the end of the output; 3 when the session exited before a match; 124 when --timeout expired; 125 when ptyctl or the \
@@ -241,7 +241,7 @@ pub enum Command {
         /// Regular expression to look for, e.g. '\$ $' or 'listening on port (\d+)'
         regex: String,
 
-        /// Search output from this absolute byte offset on [default: output from now on]
+        /// Search output from this absolute byte offset on [default: the latest input's offset]
         #[arg(long, value_name = "OFFSET", conflicts_with = "screen")]
         since: Option<u64>,
 
