@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use futures::{SinkExt, StreamExt};
 use ipc_proto::{
     DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply, ProtoError, Request,
-    SessionId, PROTOCOL_VERSION,
+    SessionId, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -57,6 +57,8 @@ pub struct Connection {
     pub owned: Vec<Arc<Session>>,
     /// The daemon-event forwarder, after `subscribe`.
     pub events: Option<AbortHandle>,
+    /// The protocol version agreed at `hello`.
+    pub protocol: u32,
 }
 
 impl Connection {
@@ -116,8 +118,10 @@ pub async fn serve(
         leases: HashMap::new(),
         owned: Vec::new(),
         events: None,
+        protocol: PROTOCOL_VERSION,
     };
-    if handshake(&mut reader, &conn, &stop).await {
+    if let Some(version) = handshake(&mut reader, &conn, &stop).await {
+        conn.protocol = version;
         read_loop(&mut reader, &mut conn, &pending, &stop).await;
     }
 
@@ -153,37 +157,45 @@ async fn settle(conn: &mut Connection) {
     }
 }
 
-async fn handshake(reader: &mut Reader, conn: &Connection, stop: &CancellationToken) -> bool {
+async fn handshake(
+    reader: &mut Reader,
+    conn: &Connection,
+    stop: &CancellationToken,
+) -> Option<u32> {
     let first = tokio::select! {
         first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
-        _ = stop.cancelled() => return false,
+        _ = stop.cancelled() => return None,
     };
     let refuse = |code, message: String| async move {
         warn!(%message, "handshake refused");
         conn.reply(0, DaemonMessage::Error(ErrorReply { code, message })).await;
-        false
+        None
     };
     match first {
         Err(_) => refuse(ErrorCode::BadRequest, "no hello within 10 s".into()).await,
-        Ok(None) => false,
+        Ok(None) => None,
         Ok(Some(Err(e))) => refuse(e.code(), e.to_string()).await,
         Ok(Some(Ok(Err(invalid)))) => {
             refuse(ErrorCode::BadRequest, format!("invalid hello: {}", invalid.reason)).await
         }
         Ok(Some(Ok(Ok(frame)))) => match frame.body {
-            Request::Hello(hello) if hello.protocol_version == PROTOCOL_VERSION => {
-                debug!(client = %hello.client, "client connected");
+            Request::Hello(hello)
+                if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+                    .contains(&hello.protocol_version) =>
+            {
+                debug!(client = %hello.client, protocol = hello.protocol_version, "client connected");
                 let reply = HelloReply {
-                    protocol_version: PROTOCOL_VERSION,
+                    protocol_version: hello.protocol_version,
                     daemon_version: env!("CARGO_PKG_VERSION").to_string(),
                     pid: std::process::id(),
                 };
                 conn.reply(frame.id, DaemonMessage::Hello(reply)).await;
-                true
+                Some(hello.protocol_version)
             }
             Request::Hello(hello) => {
                 let message = format!(
-                    "unsupported protocol version {}: this daemon speaks version {PROTOCOL_VERSION}",
+                    "unsupported protocol version {}: this daemon speaks versions \
+                     {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
                     hello.protocol_version
                 );
                 refuse(ErrorCode::VersionMismatch, message).await

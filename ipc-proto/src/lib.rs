@@ -15,7 +15,12 @@ pub use message::*;
 
 /// The protocol version this crate speaks. Bumped only for incompatible changes;
 /// compatible additions (new optional fields, new message types) keep it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version a daemon still serves, with that version's meanings.
+/// Version 1 differs from 2 only in where `wait_for` without `since` starts: at the
+/// moment of the call (1) or at the session's latest input (2).
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 
 /// Environment variable naming the daemon's socket, read by ptyd, ptyctl and the bridge.
 pub const SOCKET_ENV: &str = "PTYD_SOCKET";

@@ -770,7 +770,7 @@ fn error_reply_every_code() {
         ),
         (
             ErrorCode::VersionMismatch,
-            "unsupported protocol version 2: this daemon speaks version 1".to_string(),
+            "unsupported protocol version 3: this daemon speaks versions 1 to 2".to_string(),
         ),
         (ErrorCode::PermissionDenied, "uid 1001 may not use this daemon".to_string()),
         (ErrorCode::MalformedFrame, "malformed frame: header is not a JSON object".to_string()),

@@ -187,8 +187,9 @@ async fn a_wrong_protocol_version_names_both_versions_and_closes() -> Result<()>
     )
     .await?;
     let message = expect_error_then_close(&mut conn, "VersionMismatch", "hello v999").await?;
-    let expected =
-        format!("unsupported protocol version 999: this daemon speaks version {PROTOCOL_VERSION}");
+    let expected = format!(
+        "unsupported protocol version 999: this daemon speaks versions 1 to {PROTOCOL_VERSION}"
+    );
     ensure!(message == expected, "expected {expected:?}, got {message:?}");
     witness.check("after a version mismatch").await?;
 
@@ -274,5 +275,35 @@ async fn an_unknown_request_type_is_answered_and_the_connection_stays() -> Resul
     ensure!(reply.kind() == "session", "info answered with {}", reply.header);
 
     ensure_daemon_alive(&mut daemon)?;
+    Ok(())
+}
+
+/// A version 1 client is still served, with version 1's meaning of `wait_for` without
+/// `since` (output after the call only); a version 2 client on the same session finds
+/// the earlier output from the input mark.
+#[tokio::test]
+async fn a_version_1_client_keeps_its_wait_for_default() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let mut v1 = RawConn::connect(daemon.socket()).await?;
+    let hello = v1.request(json!({"type": "hello", "protocol_version": 1, "client": "v1"})).await?;
+    ensure!(hello.kind() == "hello" && hello.header["protocol_version"] == 1, "{}", hello.header);
+    let spawned = v1
+        .request(json!({"type": "spawn", "command": "sh", "args": ["-c", "echo early; exec cat"]}))
+        .await?;
+    let session = spawned.header["session"].clone();
+    let early = json!({"type": "wait_for", "session": session, "pattern": "early", "since": 0});
+    ensure!(v1.request(early).await?.kind() == "matched", "the output never came");
+    let old =
+        json!({"type": "wait_for", "session": session, "pattern": "early", "timeout_ms": 300});
+    let reply = v1.request(old).await?;
+    ensure!(
+        reply.error_code() == Some("Timeout"),
+        "version 1 matched old output: {}",
+        reply.header
+    );
+    let client = daemon.client().await;
+    let id: SessionId = serde_json::from_value(session)?;
+    let m = client.wait_for(id, "early", None, Some(TIMEOUT)).await?;
+    ensure!(m.offset == 0, "{m:?}");
     Ok(())
 }

@@ -31,8 +31,12 @@ pub fn handle_wait_for(
         return wait_for_screen(conn, id, session, regex, req);
     }
     // Without `since`, output from the latest input on counts (all of it before any):
-    // an answer that came before this request is still found.
-    let since = req.since.unwrap_or_else(|| session.input_mark());
+    // an answer that came before this request is still found. Version 1 clients keep
+    // their meaning: output from this moment on.
+    let since = req.since.unwrap_or_else(|| match conn.protocol {
+        1 => session.output_end(),
+        _ => session.input_mark(),
+    });
     let (replay, _, sub) = session.subscribe(Some(since), AttachMode::Lossy)?;
     let out = conn.out.clone();
     answer_later(conn, async move {
