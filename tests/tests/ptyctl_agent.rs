@@ -231,6 +231,38 @@ async fn spawn_then_wait_for_finds_a_prompt_printed_before_the_call() -> Result<
     Ok(())
 }
 
+/// `submit --wait-for` types and waits in one call, from the moment the text was typed;
+/// a bad regex is refused before anything is typed.
+#[tokio::test]
+async fn submit_wait_for_answers_in_one_call() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let script = "while read -r line; do echo \"got:$line\"; done";
+    let id = spawn(&daemon, &["sh", "-c", script])?;
+    for word in ["one", "two"] {
+        let pattern = r"got:(\w+)";
+        let out =
+            run(daemon.ptyctl(["submit", &id, word, "--wait-for", pattern, "--timeout", "5s"]))?;
+        ensure!(out.code == Some(0) && out.stdout == format!("got:{word}\n"), "{word}: {out:?}");
+    }
+    let before = offset(&daemon, &id)?;
+    let out = run(daemon.ptyctl(["submit", &id, "three", "--wait-for", "(unclosed"]))?;
+    ensure!(out.code == Some(2) && out.stderr.contains("invalid regex"), "{out:?}");
+    ensure!(offset(&daemon, &id)? == before, "the text was typed despite the bad regex");
+    let out = run(daemon.ptyctl([
+        "submit",
+        &id,
+        "four",
+        "--wait-for",
+        "never-printed",
+        "--timeout",
+        "300ms",
+    ]))?;
+    ensure!(out.code == Some(124), "timeout: {out:?}");
+    let out = run(daemon.ptyctl(["submit", &id, "five", "--wait-for", r"got:five", "--json"]))?;
+    ensure!(out.code == Some(0) && out.json()?["text"] == "got:five", "{out:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn wait_quiet_resolves_times_out_and_reports_exits() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
@@ -382,7 +414,11 @@ async fn events_json_sees_a_session_spawn_and_exit() -> Result<()> {
 #[tokio::test]
 async fn events_prints_plain_lines_and_exits_0_on_interrupt() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
-    let (mut events, _lines, first) = start_events(&daemon, &[])?;
+    let (mut events, lines, mut first) = start_events(&daemon, &[])?;
+    // The feed may start with the `exited` of a `true` spawned just before it subscribed.
+    while first.contains(" exited ") {
+        first = lines.recv_timeout(TIMEOUT).context("no spawned line after an exited one")?;
+    }
     let plain = regex::Regex::new(
         r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z spawned [0-9a-f-]{36} pid=\d+ true$",
     )?;

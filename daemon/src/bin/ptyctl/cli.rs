@@ -290,7 +290,12 @@ pub enum Command {
         long_about = "Type text into a session and press Enter, as one submitted input.\n\n\
             When the program has bracketed paste on (shells, editors, REPLs), the text is sent \
             as a paste, so several lines stay one input; Enter follows as a write of its own. \
-            Unlike `send`, the text must be UTF-8. Prints nothing unless --json is given."
+            Unlike `send`, the text must be UTF-8. Prints nothing unless --json is given.\n\n\
+            With --wait-for REGEX it then waits, like `wait-for`, for the answer: output from \
+            the moment the text was typed that matches, and prints it.",
+        after_help = "Exit status: 0 when submitted (and, with --wait-for, matched); 2 when the \
+            regex is invalid (nothing is typed); 3 when the session exited first; 124 when \
+            --timeout expired; 1 or 125 when ptyctl or the daemon failed."
     )]
     Submit {
         /// Session id, or a unique prefix of one
@@ -305,7 +310,16 @@ pub enum Command {
         #[arg(long)]
         stdin: bool,
 
-        /// Print whether the text went as a bracketed paste: {"bracketed_paste": BOOL}
+        /// Then wait for output matching this regex, from the moment the text was typed
+        #[arg(long, value_name = "REGEX")]
+        wait_for: Option<String>,
+
+        /// With --wait-for, give up after this long (e.g. 10s) [default: wait forever]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "wait_for")]
+        timeout: Option<Duration>,
+
+        /// Print the reply as JSON: {"bracketed_paste": BOOL, "offset": N}, or with
+        /// --wait-for the match as `wait-for --json` prints it
         #[arg(long)]
         json: bool,
     },

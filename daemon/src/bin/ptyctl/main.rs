@@ -53,7 +53,9 @@ impl ErrorCodes {
             Command::Exec { .. } | Command::Wait { .. } => {
                 ErrorCodes { failed: EXIT_PTYCTL_FAILED, ..plain }
             }
-            Command::WaitFor { .. } | Command::WaitQuiet { .. } => ErrorCodes {
+            Command::WaitFor { .. }
+            | Command::WaitQuiet { .. }
+            | Command::Submit { wait_for: Some(_), .. } => ErrorCodes {
                 failed: EXIT_PTYCTL_FAILED,
                 session_exited: Some(EXIT_SESSION_EXITED),
                 bad_request: Some(EXIT_USAGE),
@@ -260,16 +262,33 @@ async fn run(cli: Cli) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             }
         }
-        Command::Submit { id, text, json, .. } => {
+        Command::Submit { id, text, wait_for, timeout, json, .. } => {
             let session = session_id(&socket, &id).await?;
+            // Checked before anything is typed: a bad regex must not leave the text sent.
+            if let Some(pattern) = &wait_for {
+                regex::bytes::Regex::new(pattern).map_err(|e| {
+                    anyhow::Error::new(ClientError::Daemon {
+                        code: ErrorCode::BadRequest,
+                        message: format!("invalid regex: {e}"),
+                    })
+                })?;
+            }
             // Clap requires TEXT unless --stdin is given.
             let text = match text {
                 Some(text) => text,
                 None => agent::stdin_text().await?,
             };
-            let reply = connect(socket).await?.submit(session, &text).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&reply)?);
+            let client = connect(socket).await?;
+            let reply = client.submit(session, &text).await?;
+            match wait_for {
+                Some(pattern) => {
+                    // The reply's offset is where the answer can start; an older daemon
+                    // without it gets its own default (the latest input).
+                    let wait = client.wait_for(session, &pattern, reply.offset, timeout);
+                    agent::print_match(&bounded(timeout, wait).await?, json)?;
+                }
+                None if json => println!("{}", serde_json::to_string_pretty(&reply)?),
+                None => {}
             }
         }
         Command::Read { id, since, max, json } => {
