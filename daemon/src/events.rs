@@ -37,6 +37,7 @@ impl EventBus {
             pid: None,
             command: None,
             exit: None,
+            end_reason: None,
             cols: None,
             rows: None,
         };

@@ -616,6 +616,21 @@ pub enum EndReason {
     Unknown,
 }
 
+impl EndReason {
+    /// The wire name, e.g. `idle_timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Exited => "exited",
+            EndReason::Killed => "killed",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::OwnerGone => "owner_gone",
+            EndReason::ExecTimeout => "exec_timeout",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Unknown => "unknown",
+        }
+    }
+}
+
 /// How a process ended: exactly one of `code` and `signal` is set.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -797,6 +812,9 @@ pub struct DaemonEvent {
     /// `exited`: how it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
+    /// `exited`: why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
     /// `resized`: the new width.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cols: Option<u16>,

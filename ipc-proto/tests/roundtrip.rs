@@ -697,6 +697,7 @@ fn daemon_events() {
         pid: None,
         command: None,
         exit: None,
+        end_reason: None,
         cols: None,
         rows: None,
     };
@@ -705,6 +706,7 @@ fn daemon_events() {
         DaemonEvent {
             event: DaemonEventKind::Exited,
             exit: Some(ExitStatus { code: None, signal: Some(1) }),
+            end_reason: Some(EndReason::IdleTimeout),
             ..base.clone()
         },
         DaemonEvent { event: DaemonEventKind::IdleKilled, ..base.clone() },
@@ -730,6 +732,7 @@ fn daemon_event_optional_fields_are_omitted_and_kinds_are_snake_case() {
         pid: None,
         command: None,
         exit: None,
+        end_reason: None,
         cols: None,
         rows: None,
     };
@@ -1176,6 +1179,7 @@ fn protocol_md_names_every_message_type() {
             pid: None,
             command: None,
             exit: None,
+            end_reason: None,
             cols: None,
             rows: None,
         }),

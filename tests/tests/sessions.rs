@@ -260,6 +260,8 @@ async fn ptyctl_names_the_error_on_stderr() -> Result<()> {
 async fn every_ended_session_says_why() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new().args(["--idle-timeout", "300ms"])).await?;
     let client = daemon.client().await;
+    let watcher = daemon.client().await;
+    let mut events = watcher.subscribe().await?;
     let no_idle = |mut req: SpawnRequest| {
         req.idle_timeout_ms = Some(0);
         req
@@ -282,6 +284,23 @@ async fn every_ended_session_says_why() -> Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().find(|l| l.starts_with("ended by:")).unwrap_or_default();
         ensure!(line.ends_with(words), "{want:?}: {text}");
+    }
+    // The `exited` events say it too.
+    let mut reasons = std::collections::HashMap::new();
+    while reasons.len() < 3 {
+        let notice = tokio::time::timeout(TIMEOUT, events.recv()).await?.context("feed closed")?;
+        if let ipc_proto::Notice::Event(ev) = notice {
+            if ev.event == ipc_proto::DaemonEventKind::Exited {
+                reasons.insert(ev.session, ev.end_reason);
+            }
+        }
+    }
+    for (s, want) in [
+        (exited.session, EndReason::Exited),
+        (killed.session, EndReason::Killed),
+        (idle.session, EndReason::IdleTimeout),
+    ] {
+        ensure!(reasons.get(&s) == Some(&Some(want)), "{want:?}: {reasons:?}");
     }
     Ok(())
 }

@@ -110,7 +110,10 @@ pub async fn run(
     // soon as its wait returns never meets a pool still counting the old session.
     drop(handle);
     session.finish(status);
-    pool.events.emit(DaemonEventKind::Exited, &session, |e| e.exit = Some(status));
+    pool.events.emit(DaemonEventKind::Exited, &session, |e| {
+        e.exit = Some(status);
+        e.end_reason = session.end_reason().map(EndReason::wire);
+    });
     info!(%status, active_count = pool.active(), "session ended; released pty slot");
     // Its record is the pool's now; the sweeper forgets it when its retention ends.
     pool.retire(&session);

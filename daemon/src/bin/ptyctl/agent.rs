@@ -197,11 +197,17 @@ fn notice_line(notice: &Notice) -> String {
             let pid = ev.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
             format!("pid={pid} {}", ev.command.as_deref().unwrap_or("?"))
         }
-        DaemonEventKind::Exited => match ev.exit {
-            Some(ExitStatus { code: Some(code), .. }) => format!("code={code}"),
-            Some(ExitStatus { signal: Some(sig), .. }) => format!("signal={sig}"),
-            _ => String::new(),
-        },
+        DaemonEventKind::Exited => {
+            let status = match ev.exit {
+                Some(ExitStatus { code: Some(code), .. }) => format!("code={code}"),
+                Some(ExitStatus { signal: Some(sig), .. }) => format!("signal={sig}"),
+                _ => String::new(),
+            };
+            match ev.end_reason {
+                Some(reason) => format!("{status} reason={}", reason.as_str()),
+                None => status,
+            }
+        }
         DaemonEventKind::Resized => match (ev.cols, ev.rows) {
             (Some(cols), Some(rows)) => format!("{cols}x{rows}"),
             _ => String::new(),
@@ -239,6 +245,7 @@ fn notice_json(notice: &Notice) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc_proto::EndReason;
 
     fn event(kind: DaemonEventKind) -> DaemonEvent {
         DaemonEvent {
@@ -248,6 +255,7 @@ mod tests {
             pid: None,
             command: None,
             exit: None,
+            end_reason: None,
             cols: None,
             rows: None,
         }
@@ -270,9 +278,13 @@ mod tests {
         assert_eq!(notice_line(&Notice::Event(exited)), format!("{at} exited {id} code=0"));
         let killed = DaemonEvent {
             exit: Some(ExitStatus { code: None, signal: Some(9) }),
+            end_reason: Some(EndReason::Killed),
             ..event(DaemonEventKind::Exited)
         };
-        assert_eq!(notice_line(&Notice::Event(killed)), format!("{at} exited {id} signal=9"));
+        assert_eq!(
+            notice_line(&Notice::Event(killed)),
+            format!("{at} exited {id} signal=9 reason=killed")
+        );
         let idle = event(DaemonEventKind::IdleKilled);
         assert_eq!(notice_line(&Notice::Event(idle)), format!("{at} idle_killed {id}"));
         let resized =
