@@ -30,17 +30,7 @@ impl EventBus {
         session: &Session,
         fill: impl FnOnce(&mut DaemonEvent),
     ) {
-        let mut ev = DaemonEvent {
-            event,
-            session: session.id,
-            at_ms: now_ms(),
-            pid: None,
-            command: None,
-            exit: None,
-            end_reason: None,
-            cols: None,
-            rows: None,
-        };
+        let mut ev = DaemonEvent::new(event, session.id, now_ms());
         fill(&mut ev);
         // No subscribers is fine: nobody is listening.
         let _ = self.tx.send(ev);

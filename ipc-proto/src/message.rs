@@ -823,6 +823,23 @@ pub struct DaemonEvent {
     pub rows: Option<u16>,
 }
 
+impl DaemonEvent {
+    /// An event of this kind with none of the kind-specific fields set.
+    pub fn new(event: DaemonEventKind, session: SessionId, at_ms: u64) -> DaemonEvent {
+        DaemonEvent {
+            event,
+            session,
+            at_ms,
+            pid: None,
+            command: None,
+            exit: None,
+            end_reason: None,
+            cols: None,
+            rows: None,
+        }
+    }
+}
+
 /// Events this subscriber missed because it read too slowly.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EventsDropped {

@@ -690,17 +690,7 @@ fn output_range_reply_with_payload() {
 
 #[test]
 fn daemon_events() {
-    let base = DaemonEvent {
-        event: DaemonEventKind::Spawned,
-        session: sid(),
-        at_ms: 1_700_000_000_000,
-        pid: None,
-        command: None,
-        exit: None,
-        end_reason: None,
-        cols: None,
-        rows: None,
-    };
+    let base = DaemonEvent::new(DaemonEventKind::Spawned, sid(), 1_700_000_000_000);
     let events = [
         DaemonEvent { pid: Some(77), command: Some("bash".into()), ..base.clone() },
         DaemonEvent {

@@ -248,17 +248,8 @@ mod tests {
     use ipc_proto::EndReason;
 
     fn event(kind: DaemonEventKind) -> DaemonEvent {
-        DaemonEvent {
-            event: kind,
-            session: "6f1c0d3e-8a5b-4c1d-9e2f-0a1b2c3d4e5f".parse().unwrap(),
-            at_ms: 1_795_387_801_123,
-            pid: None,
-            command: None,
-            exit: None,
-            end_reason: None,
-            cols: None,
-            rows: None,
-        }
+        let session = "6f1c0d3e-8a5b-4c1d-9e2f-0a1b2c3d4e5f".parse().unwrap();
+        DaemonEvent::new(kind, session, 1_795_387_801_123)
     }
 
     #[test]
