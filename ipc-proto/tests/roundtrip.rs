@@ -715,17 +715,7 @@ fn daemon_events() {
 
 #[test]
 fn daemon_event_optional_fields_are_omitted_and_kinds_are_snake_case() {
-    let ev = DaemonEvent {
-        event: DaemonEventKind::IdleKilled,
-        session: sid(),
-        at_ms: 5,
-        pid: None,
-        command: None,
-        exit: None,
-        end_reason: None,
-        cols: None,
-        rows: None,
-    };
+    let ev = DaemonEvent::new(DaemonEventKind::IdleKilled, sid(), 5);
     let bytes = encode_frame(&Frame::new(0, DaemonMessage::Event(ev))).unwrap();
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..]).unwrap();
     assert_eq!(
@@ -1162,17 +1152,7 @@ fn protocol_md_names_every_message_type() {
         DaemonMessage::Output(OutputEvent { session: s, offset: 0 }),
         DaemonMessage::Dropped(DroppedEvent { session: s, offset: 0, bytes: 0 }),
         DaemonMessage::Exit(ExitEvent { session: s, status: exit }),
-        DaemonMessage::Event(DaemonEvent {
-            event: DaemonEventKind::Spawned,
-            session: s,
-            at_ms: 0,
-            pid: None,
-            command: None,
-            exit: None,
-            end_reason: None,
-            cols: None,
-            rows: None,
-        }),
+        DaemonMessage::Event(DaemonEvent::new(DaemonEventKind::Spawned, s, 0)),
         DaemonMessage::EventsDropped(EventsDropped { count: 0 }),
     ];
     for msg in &messages {

@@ -282,8 +282,8 @@ async fn run(cli: Cli) -> Result<i32> {
             let reply = client.submit(session, &text).await?;
             match wait_for {
                 Some(pattern) => {
-                    // The reply's offset is where the answer can start; an older daemon
-                    // without it gets its own default (the latest input).
+                    // The reply's offset is where the answer can start (a version 2 daemon
+                    // always sends it; without it the daemon's default is the same mark).
                     let wait = client.wait_for(session, &pattern, reply.offset, timeout);
                     agent::print_match(&bounded(timeout, wait).await?, json)?;
                 }
