@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p ptyd-tests --bench screen`
 //!
-//! - 64 MiB of `cat` output through a lossless attach, screen on beside screen off.
+//! - 64 MiB of `cat` output through a lossless attach, screen on beside screen off
+//!   (median of 5 interleaved runs each), as one endless line and as text lines.
 //! - ptyd's RSS per idle `bash` at 80×24 with the default scrollback (1000 lines), for
 //!   500 shells (`SCREEN_SHELLS` to change), screen on beside off.
 //! - `screen` snapshot time (with `ansi`, full history) p50/p99 at 80×24 and 200×50, once
@@ -16,6 +17,7 @@ use ptyd_tests::{rss_bytes, Daemon, DaemonOptions};
 
 const BULK: usize = 64 * 1024 * 1024;
 const SNAPSHOTS: usize = 200;
+const THROUGHPUT_RUNS: usize = 5;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -35,18 +37,33 @@ async fn main() -> Result<()> {
     let off = start("off").await?;
     println!("ptyd {:?}", ptyd_tests::ptyd_bin()?);
 
-    let (mut t_on, mut t_off) = (0.0, 0.0);
-    for _ in 0..2 {
-        t_off += throughput(&off.client().await).await?;
-        t_on += throughput(&on.client().await).await?;
+    for (what, script) in [
+        (
+            "64 MiB cat through attach, screen on",
+            format!("head -c {BULK} /dev/zero | tr '\\0' 'x'"),
+        ),
+        (
+            "64 MiB of text lines, screen on",
+            format!(
+                "yes 'a line of a long log, as programs print them: 0123456789' | head -c {BULK}"
+            ),
+        ),
+    ] {
+        // Interleaved, the median of each: this machine's other load moves single runs.
+        let (mut t_on, mut t_off) = (Vec::new(), Vec::new());
+        for _ in 0..THROUGHPUT_RUNS {
+            t_off.push(throughput(&off.client().await, &script).await?);
+            t_on.push(throughput(&on.client().await, &script).await?);
+        }
+        let (t_on, t_off) = (median(t_on), median(t_off));
+        println!(
+            "{:<44} {:>8.1} MiB/s   screen off {:>8.1} MiB/s   ratio {:.2}",
+            what,
+            t_on,
+            t_off,
+            t_on / t_off
+        );
     }
-    println!(
-        "{:<44} {:>8.1} MiB/s   screen off {:>8.1} MiB/s   ratio {:.2}",
-        "64 MiB cat through attach, screen on",
-        t_on / 2.0,
-        t_off / 2.0,
-        t_on / t_off
-    );
 
     let per_on = idle_cost(&on, shells).await?;
     let per_off = idle_cost(&off, shells).await?;
@@ -74,11 +91,10 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn throughput(client: &Client) -> Result<f64> {
-    let script = format!("head -c {BULK} /dev/zero | tr '\\0' 'x'");
+async fn throughput(client: &Client, script: &str) -> Result<f64> {
     let t = Instant::now();
     let (_, mut att) = client
-        .spawn_attached(SpawnRequest::new("sh", ["-c", &script]), AttachMode { lossless: true })
+        .spawn_attached(SpawnRequest::new("sh", ["-c", script]), AttachMode { lossless: true })
         .await?;
     let mut got = 0;
     while let Some(ev) = att.next().await {
@@ -130,4 +146,9 @@ async fn snapshot_times(
     client.kill(s, None).await?;
     times.sort();
     Ok((times[times.len() / 2], times[times.len() * 99 / 100], bytes))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

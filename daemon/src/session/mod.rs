@@ -152,7 +152,7 @@ impl Session {
         let output = Output::new(keep.replay_bytes);
         let paste = Arc::new(PasteMode::default());
         output.add_tap(paste.clone());
-        let screen = keep.scrollback_lines.map(|lines| Arc::new(Screen::new(cols, rows, lines)));
+        let screen = keep.scrollback_lines.map(|lines| Screen::new(cols, rows, lines));
         if let Some(screen) = &screen {
             output.add_tap(screen.clone());
         }

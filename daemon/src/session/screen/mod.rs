@@ -7,189 +7,38 @@
 //! prints), its cursor, title and modes, and a byte stream that, written into a fresh
 //! terminal of the same size, reproduces it: the main screen (with scrollback when asked)
 //! painted first, then the alternate screen if a program has it up, then the modes.
+//!
+//! Output is not parsed as it arrives: it waits in the screen until someone looks (a
+//! snapshot, the text, a resize), until the session has been quiet for a moment (the
+//! flusher thread parses it then, off the session's reader thread), or until there is
+//! enough of it to shorten (`scrolled_out`: what would scroll out of the history unseen
+//! is dropped, keeping the emulator's end state), so a `cat` of a large file is not
+//! emulated byte by byte.
 
-use std::sync::{Mutex, MutexGuard};
+mod flusher;
+mod scrolled_out;
+mod sequences;
 
+use std::mem;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use self::scrolled_out::Geometry;
+use self::sequences::{Osc, Trackers};
 use super::output::OutputTap;
+
+/// Least output held back before it is shortened or parsed on the reader thread; more
+/// is held for screens whose history needs more output to scroll out (`State::high`).
+const HIGH_FLOOR: usize = 256 * 1024;
+
+/// Most output a screen holds back, whatever its size and history.
+const HIGH_CEILING: usize = 8 * 1024 * 1024;
+
+/// How long a session is quiet before the flusher parses what its screen holds back.
+const QUIET: Duration = Duration::from_millis(20);
 
 /// Longest window title kept.
 const MAX_TITLE: usize = 1024;
-
-/// Longest OSC string passed to the emulator. Its parser buffers an OSC until its end,
-/// without limit: past this the string is ended early and the rest skipped until its
-/// real terminator, so a program printing an endless OSC cannot grow ptyd's memory.
-const MAX_OSC: usize = 4096;
-
-/// Where the output stands with respect to OSC strings (`ESC ] … BEL` or `ESC ] … ESC \`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Osc {
-    /// Outside one.
-    #[default]
-    Ground,
-    /// Just after an ESC outside one.
-    Escape,
-    /// Inside one, this many bytes long.
-    Inside(usize),
-    /// Just after an ESC inside one (an ST may follow).
-    InsideEscape(usize),
-    /// Inside one that was cut: skipping to its terminator.
-    Skipping,
-    /// Just after an ESC while skipping.
-    SkippingEscape,
-}
-
-impl Osc {
-    /// Moves past `b`; true when `b` must be withheld from the emulator.
-    fn step(&mut self, b: u8) -> Step {
-        const ESC: u8 = 0x1b;
-        let ends = |b: u8| matches!(b, 0x07 | 0x18 | 0x1a);
-        let (next, step) = match (*self, b) {
-            (Osc::Ground, ESC) => (Osc::Escape, Step::Pass),
-            (Osc::Ground, _) => (Osc::Ground, Step::Pass),
-            (Osc::Escape, b']') => (Osc::Inside(0), Step::Pass),
-            (Osc::Escape, ESC) => (Osc::Escape, Step::Pass),
-            (Osc::Escape, _) => (Osc::Ground, Step::Pass),
-            (Osc::Inside(_), b) if ends(b) => (Osc::Ground, Step::Pass),
-            (Osc::Inside(n), ESC) => (Osc::InsideEscape(n), Step::Pass),
-            (Osc::Inside(n), _) if n >= MAX_OSC => (Osc::Skipping, Step::Cut),
-            (Osc::Inside(n), _) => (Osc::Inside(n + 1), Step::Pass),
-            (Osc::InsideEscape(_), b'\\') => (Osc::Ground, Step::Pass),
-            // Any other ESC ends the string (the emulator does the same) and starts anew.
-            (Osc::InsideEscape(_), b']') => (Osc::Inside(0), Step::Pass),
-            (Osc::InsideEscape(_), ESC) => (Osc::Escape, Step::Pass),
-            (Osc::InsideEscape(_), _) => (Osc::Ground, Step::Pass),
-            (Osc::Skipping, b) if ends(b) => (Osc::Ground, Step::Skip),
-            (Osc::Skipping, ESC) => (Osc::SkippingEscape, Step::Skip),
-            (Osc::Skipping, _) => (Osc::Skipping, Step::Skip),
-            (Osc::SkippingEscape, b'\\') => (Osc::Ground, Step::Skip),
-            (Osc::SkippingEscape, _) => (Osc::Skipping, Step::Skip),
-        };
-        *self = next;
-        step
-    }
-}
-
-/// The scroll region (DECSTBM) and origin mode (DECOM), which the emulator applies but
-/// does not report, followed from the output with a small CSI recognizer.
-#[derive(Debug, Default, Clone, Copy)]
-struct Margins {
-    csi: Csi,
-    /// Top and bottom rows, from 1, when narrower than the screen.
-    region: Option<(u16, u16)>,
-    origin: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-enum Csi {
-    #[default]
-    Ground,
-    Escape,
-    /// Inside `ESC [`: whether private (`?`), an intermediate byte, the parameters so far.
-    Params {
-        private: bool,
-        intermediate: Option<u8>,
-        params: [u16; 4],
-        count: usize,
-        overflow: bool,
-    },
-}
-
-impl Margins {
-    fn step(&mut self, b: u8) {
-        self.csi = match (self.csi, b) {
-            (_, 0x1b) => Csi::Escape,
-            (Csi::Ground, _) => Csi::Ground,
-            (Csi::Escape, b'[') => Csi::Params {
-                private: false,
-                intermediate: None,
-                params: [0; 4],
-                count: 0,
-                overflow: false,
-            },
-            (Csi::Escape, b'c') => {
-                // RIS: everything back to its default.
-                (self.region, self.origin) = (None, false);
-                Csi::Ground
-            }
-            (Csi::Escape, _) => Csi::Ground,
-            (Csi::Params { private: false, intermediate: None, count: 0, .. }, b'?') => {
-                Csi::Params {
-                    private: true,
-                    intermediate: None,
-                    params: [0; 4],
-                    count: 0,
-                    overflow: false,
-                }
-            }
-            (Csi::Params { private, intermediate, mut params, mut count, mut overflow }, b) => {
-                match b {
-                    b'0'..=b'9' => {
-                        if count == 0 {
-                            count = 1;
-                        }
-                        match params.get_mut(count - 1) {
-                            Some(p) => {
-                                *p = p.saturating_mul(10).saturating_add(u16::from(b - b'0'))
-                            }
-                            None => overflow = true,
-                        }
-                        Csi::Params { private, intermediate, params, count, overflow }
-                    }
-                    b';' => {
-                        count = count.max(1) + 1;
-                        overflow |= count > params.len();
-                        Csi::Params { private, intermediate, params, count, overflow }
-                    }
-                    0x20..=0x2f => {
-                        Csi::Params { private, intermediate: Some(b), params, count, overflow }
-                    }
-                    0x40..=0x7e => {
-                        if !overflow {
-                            self.finish(
-                                private,
-                                intermediate,
-                                &params[..count.min(params.len())],
-                                b,
-                            );
-                        }
-                        Csi::Ground
-                    }
-                    // C0 controls inside a sequence are carried out and do not end it.
-                    _ => Csi::Params { private, intermediate, params, count, overflow },
-                }
-            }
-        };
-    }
-
-    fn finish(&mut self, private: bool, intermediate: Option<u8>, params: &[u16], fin: u8) {
-        match (private, intermediate, fin) {
-            (false, None, b'r') => {
-                let top = params.first().copied().filter(|t| *t > 0).unwrap_or(1);
-                let bottom = params.get(1).copied().filter(|b| *b > 0);
-                self.region = match bottom {
-                    Some(bottom) if bottom > top => Some((top, bottom)),
-                    None if top > 1 => Some((top, u16::MAX)),
-                    _ => None,
-                };
-            }
-            (true, None, b'h' | b'l') if params.contains(&6) => self.origin = fin == b'h',
-            // DECSTR, a soft reset.
-            (false, Some(b'!'), b'p') => (self.region, self.origin) = (None, false),
-            _ => {}
-        }
-    }
-}
-
-/// What to do with one output byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Give it to the emulator.
-    Pass,
-    /// End the OSC string here (a BEL instead of this byte), then skip.
-    Cut,
-    /// Withhold it.
-    Skip,
-}
 
 /// Modes and state vt100 leaves to its caller, followed from the output.
 #[derive(Debug, Default, Clone)]
@@ -228,18 +77,111 @@ impl vt100::Callbacks for Extras {
     }
 }
 
+/// Whether held-back output may be shortened before it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// Drop what scrolls out unseen (`scrolled_out`).
+    Shorten,
+    /// Parse every byte: the reference the shortening is tested against.
+    #[cfg(test)]
+    Exact,
+}
+
+/// Output received but not parsed yet: the output offsets `[State::offset, end)`.
+struct Pending {
+    bytes: Vec<u8>,
+    end: u64,
+    /// When the last of it arrived.
+    last: Instant,
+    /// Queued with the flusher.
+    scheduled: bool,
+}
+
+/// What becomes of the pending buffer's memory once it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// Kept for more output: the session is busy.
+    Keep,
+    /// Given back: the session is quiet.
+    Release,
+}
+
 struct State {
     parser: vt100::Parser<Extras>,
-    osc: Osc,
-    margins: Margins,
+    trackers: Trackers,
     /// The output offset the screen reflects: every byte before it has been processed.
     offset: u64,
     scrollback: usize,
+    pending: Pending,
+    feed: Feed,
+    /// Output bytes given to the emulator, after shortening.
+    parsed: u64,
+    /// A fixed [`State::high`], for tests.
+    high_fixed: Option<usize>,
+}
+
+impl State {
+    fn geometry(&self) -> Geometry {
+        let (rows, cols) = self.parser.screen().size();
+        Geometry { cols, rows, scrollback: self.scrollback }
+    }
+
+    /// Pending output past which it is shortened, and parsed if it stays past 3/4 of it:
+    /// room for twice what a cut must leave, so that most cuts save something.
+    fn high(&self) -> usize {
+        let fit = 2 * self.geometry().worth_cutting() + 64 * 1024;
+        self.high_fixed.unwrap_or(fit.clamp(HIGH_FLOOR, HIGH_CEILING))
+    }
+
+    /// Drops from the pending output what would scroll out of the history unseen.
+    fn shorten(&mut self) {
+        if self.feed != Feed::Shorten {
+            return;
+        }
+        let cuts = scrolled_out::cuts(&self.pending.bytes, self.geometry());
+        // What the module cannot see: the cut must not be inside an OSC string (its text
+        // would be lost) and vt100 must scroll the whole screen (no region).
+        let mut trackers = self.trackers;
+        let mut seen = 0;
+        let allowed: Vec<_> = cuts
+            .into_iter()
+            .filter(|cut| {
+                trackers.follow(&self.pending.bytes[seen..cut.start()]);
+                seen = cut.start();
+                trackers.osc == Osc::Ground && trackers.margins.scrolls_whole_screen()
+            })
+            .collect();
+        for cut in allowed.iter().rev() {
+            scrolled_out::apply(&mut self.pending.bytes, cut);
+        }
+    }
+
+    /// Parses all pending output.
+    fn flush(&mut self, memory: Memory) {
+        if self.pending.bytes.is_empty() {
+            self.offset = self.pending.end;
+            return;
+        }
+        if self.pending.bytes.len() >= self.geometry().worth_cutting() {
+            self.shorten();
+        }
+        let mut bytes = mem::take(&mut self.pending.bytes);
+        let parser = &mut self.parser;
+        self.trackers.filter(&bytes, |run| parser.process(run));
+        self.parsed += bytes.len() as u64;
+        self.offset = self.pending.end;
+        if memory == Memory::Keep {
+            bytes.clear();
+            self.pending.bytes = bytes;
+        }
+    }
 }
 
 /// A session's screen.
 pub struct Screen {
     state: Mutex<State>,
+    /// This screen, for the flusher.
+    me: Weak<Screen>,
 }
 
 /// Which buffer a program shows.
@@ -279,35 +221,72 @@ pub struct Snapshot {
 
 impl Screen {
     /// A blank screen of `cols` × `rows` keeping `scrollback` lines of history.
-    pub fn new(cols: u16, rows: u16, scrollback: usize) -> Screen {
+    pub fn new(cols: u16, rows: u16, scrollback: usize) -> Arc<Screen> {
+        Screen::build(cols, rows, scrollback, Feed::Shorten, None)
+    }
+
+    fn build(
+        cols: u16,
+        rows: u16,
+        scrollback: usize,
+        feed: Feed,
+        high_fixed: Option<usize>,
+    ) -> Arc<Screen> {
         let parser = vt100::Parser::new_with_callbacks(rows, cols, scrollback, Extras::default());
-        let margins = Margins::default();
-        Screen {
-            state: Mutex::new(State { parser, osc: Osc::Ground, margins, offset: 0, scrollback }),
-        }
+        let pending = Pending { bytes: Vec::new(), end: 0, last: Instant::now(), scheduled: false };
+        let state = State {
+            parser,
+            trackers: Trackers::new(rows),
+            offset: 0,
+            scrollback,
+            pending,
+            feed,
+            parsed: 0,
+            high_fixed,
+        };
+        Arc::new_cyclic(|me| Screen { state: Mutex::new(state), me: me.clone() })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Follows the terminal's new size.
-    pub fn resize(&self, cols: u16, rows: u16) {
+    /// The state with every byte received so far parsed.
+    fn current(&self) -> MutexGuard<'_, State> {
         let mut st = self.state();
-        st.parser.screen_mut().set_size(rows, cols);
-        // Terminals reset the scroll region to the whole screen on a resize.
-        st.margins.region = None;
+        st.flush(Memory::Keep);
+        st
     }
 
-    /// The offset the screen reflects.
+    /// Parses what is held back if the session has been quiet for `quiet`; true when
+    /// nothing is held back any more (the flusher may forget this screen).
+    fn flush_if_quiet(&self, quiet: Duration) -> bool {
+        let mut st = self.state();
+        if !st.pending.bytes.is_empty() && st.pending.last.elapsed() < quiet {
+            return false;
+        }
+        st.flush(Memory::Release);
+        st.pending.bytes = Vec::new();
+        st.pending.scheduled = false;
+        true
+    }
+
+    /// Follows the terminal's new size. The output before it was written for the old one.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let mut st = self.current();
+        st.parser.screen_mut().set_size(rows, cols);
+        st.trackers.margins.resize(rows);
+    }
+
+    /// The offset the screen reflects: all output received so far.
     pub fn offset(&self) -> u64 {
-        self.state().offset
+        self.current().offset
     }
 
     /// The rows of the screen shown, trailing blanks trimmed, and the offset they reflect:
     /// cheaper than a snapshot, for matching.
     pub fn text(&self) -> (u64, Vec<String>) {
-        let st = self.state();
+        let st = self.current();
         let screen = st.parser.screen();
         let (_, cols) = screen.size();
         (st.offset, screen.rows(0, cols).map(|r| r.trim_end().to_string()).collect())
@@ -318,9 +297,10 @@ impl Screen {
         // Copied under the lock, built after it: the session's reader thread waits on this
         // lock to feed the screen, and must not wait for a snapshot to be serialized.
         let (copy, extras, margins, offset, kept) = {
-            let st = self.state();
+            let st = self.current();
             let copy = st.parser.screen().clone();
-            (copy, st.parser.callbacks().clone(), st.margins, st.offset, st.scrollback)
+            let margins = st.trackers.margins;
+            (copy, st.parser.callbacks().clone(), margins, st.offset, st.scrollback)
         };
         let extras = &extras;
         let (rows, cols) = copy.size();
@@ -409,26 +389,21 @@ impl Screen {
 impl OutputTap for Screen {
     fn observe(&self, offset: u64, data: &[u8]) {
         let mut st = self.state();
-        let st = &mut *st;
-        // Hand the emulator runs of bytes, holding back what an overlong OSC would buffer.
-        let mut run = 0;
-        for (i, b) in data.iter().enumerate() {
-            st.margins.step(*b);
-            match st.osc.step(*b) {
-                Step::Pass => {}
-                Step::Cut => {
-                    st.parser.process(&data[run..i]);
-                    st.parser.process(b"\x07");
-                    run = i + 1;
-                }
-                Step::Skip => {
-                    st.parser.process(&data[run..i]);
-                    run = i + 1;
-                }
+        st.pending.bytes.extend_from_slice(data);
+        st.pending.end = offset + data.len() as u64;
+        st.pending.last = Instant::now();
+        let high = st.high();
+        if st.pending.bytes.len() >= high {
+            st.shorten();
+            if st.pending.bytes.len() >= high / 4 * 3 {
+                // Output that does not shorten (a TUI redrawing) is parsed here, which
+                // bounds the memory and slows the program to the emulator's pace.
+                st.flush(Memory::Keep);
             }
         }
-        st.parser.process(&data[run..]);
-        st.offset = offset + data.len() as u64;
+        if !st.pending.bytes.is_empty() && !st.pending.scheduled {
+            st.pending.scheduled = flusher::schedule(self.me.clone());
+        }
     }
 }
 
@@ -469,9 +444,10 @@ fn printable(title: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::sequences::MAX_OSC;
     use super::*;
 
-    fn fed(cols: u16, rows: u16, bytes: &[u8]) -> Screen {
+    fn fed(cols: u16, rows: u16, bytes: &[u8]) -> Arc<Screen> {
         let s = Screen::new(cols, rows, 100);
         s.observe(0, bytes);
         s
@@ -514,7 +490,7 @@ mod tests {
         let snap = s.snapshot(0);
         assert_eq!(snap.lines[..3], ["plain", "bold red xy", "漢字 wide"]);
         assert_eq!(snap.cursor, (2, 6));
-        same_cells(s.state().parser.screen(), replay(&snap).screen());
+        same_cells(s.current().parser.screen(), replay(&snap).screen());
     }
 
     #[test]
@@ -530,7 +506,7 @@ mod tests {
         assert_eq!(snap.lines[0], "vim!");
         assert!(!snap.cursor_visible);
         let mut fresh = replay(&snap);
-        same_cells(s.state().parser.screen(), fresh.screen());
+        same_cells(s.current().parser.screen(), fresh.screen());
         let extras = fresh.callbacks();
         assert!(extras.focus_events);
         assert_eq!(extras.cursor_shape, 5);
@@ -554,7 +530,7 @@ mod tests {
             ["line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "line 9", ""]
         );
         let fresh = replay(&snap);
-        same_cells(s.state().parser.screen(), fresh.screen());
+        same_cells(s.current().parser.screen(), fresh.screen());
     }
 
     #[test]
@@ -567,12 +543,12 @@ mod tests {
             let s = fed(20, 6, setup);
             let snap = s.snapshot(0);
             let mut b = replay(&snap);
-            same_cells(s.state().parser.screen(), b.screen());
+            same_cells(s.current().parser.screen(), b.screen());
             // What follows lands in the same place in both: the margins crossed over.
             let more = b"\r\n1\r\n2\r\n3\r\n4\x1b[1;1HH\x1b[99;1HB";
             s.observe(setup.len() as u64, more);
             b.process(more);
-            same_cells(s.state().parser.screen(), b.screen());
+            same_cells(s.current().parser.screen(), b.screen());
         }
         // A soft reset, a full reset and a resize clear them.
         for reset in [&b"\x1b[!p"[..], b"\x1bc"] {
@@ -598,7 +574,7 @@ mod tests {
         let snap = s.snapshot(0);
         assert_eq!(snap.title, "short");
         assert_eq!(snap.lines[0], "ok!");
-        assert_eq!(s.state().osc, Osc::Ground);
+        assert_eq!(s.current().trackers.osc, Osc::Ground);
     }
 
     #[test]
@@ -627,7 +603,167 @@ mod tests {
         s.observe(0, &combining);
         let snap = s.snapshot(10);
         assert!(snap.title.len() <= MAX_TITLE);
-        assert_eq!(s.state().osc, Osc::Ground, "the OSC was skipped to its end");
+        assert_eq!(s.current().trackers.osc, Osc::Ground, "the OSC was skipped to its end");
         assert!(snap.ansi.len() < 4 << 20, "snapshot of {} bytes", snap.ansi.len());
+    }
+
+    /// A small random generator: the tests must be repeatable.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Output that is mostly plain (the shortening's case), with a little of everything
+    /// it must not cut across: cursor moves, regions, the alternate screen, strings.
+    fn program_output(rng: &mut Rng, len: usize, rare: u64) -> Vec<u8> {
+        const OTHER: &[&[u8]] = &[
+            b"\x1b[H",
+            b"\x1b[2J",
+            b"\x1b[2;3r",
+            b"\x1b[r",
+            b"\x1b[?1049h",
+            b"\x1b[?1049l",
+            b"\x1b]2;a title\x07",
+            b"\x1b]2;a title left open ",
+            b"\x1bP1;2qsixel-ish data",
+            b"\x1b\\",
+            b"\x1bM",
+            b"\x1b7",
+            b"\x1b8",
+            b"\x1b[5A",
+            b"\x1b[3;7H",
+            b"\x07",
+            b"\x1b(B",
+            b"\x1b[?25l",
+            b"\x1b[?7l",
+            b"\x1b\x1b[2J",
+            b"\x1b[4h",
+            b"\x1bc",
+        ];
+        let mut out = Vec::new();
+        while out.len() < len {
+            match rng.below(100) {
+                n if n < rare => {
+                    out.extend_from_slice(OTHER[rng.below(OTHER.len() as u64) as usize])
+                }
+                n if n < 40 => {
+                    let long = rng.below(8) == 0;
+                    let run = rng.below(if long { 300 } else { 25 });
+                    out.extend((0..run).map(|_| b' ' + rng.below(95) as u8));
+                }
+                n if n < 60 => out.extend_from_slice(b"\r\n"),
+                n if n < 64 => out.push(b'\n'),
+                n if n < 68 => out.push(b'\r'),
+                n if n < 76 => {
+                    let sgr = ["", "0", "1", "4;31", "7", "38;5;200", "48;2;1;2;3", "0;32", "22"];
+                    let p = sgr[rng.below(sgr.len() as u64) as usize];
+                    out.extend_from_slice(format!("\x1b[{p}m").as_bytes());
+                }
+                n if n < 79 => out.extend_from_slice(b"\x1b[K"),
+                n if n < 85 => {
+                    let text = ["é", "中文", "e\u{301}", "\u{1f600}"];
+                    out.extend_from_slice(text[rng.below(text.len() as u64) as usize].as_bytes());
+                }
+                n if n < 88 => out.push(b'\t'),
+                n if n < 90 => out.push(0x08),
+                _ => out.extend_from_slice(b"$ "),
+            }
+        }
+        out
+    }
+
+    /// Everything a viewer could see of a screen, history included.
+    fn seen(s: &Screen) -> (Vec<u8>, Vec<String>, (u16, u16), String, u64) {
+        let snap = s.snapshot(usize::MAX);
+        (snap.ansi, snap.lines, snap.cursor, snap.title, snap.offset)
+    }
+
+    #[test]
+    fn shortened_output_leaves_the_screen_exactly_as_all_of_it_would() {
+        let mut cut_away = 0;
+        for seed in 1..=60u64 {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491));
+            let (cols, rows, history) = match seed % 3 {
+                0 => (10, 3, 4),
+                1 => (7, 2, 0),
+                _ => (20, 5, 10),
+            };
+            let rare = [0, 1, 3][(seed % 3) as usize];
+            let out = program_output(&mut rng, 40_000, rare);
+            let high = Some([400, 3000][(seed % 2) as usize]);
+            let short = Screen::build(cols, rows, history, Feed::Shorten, high);
+            let exact = Screen::build(cols, rows, history, Feed::Exact, high);
+            let mut offset = 0;
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let n = (1 + rng.below(700) as usize).min(rest.len());
+                let (chunk, more) = rest.split_at(n);
+                short.observe(offset, chunk);
+                exact.observe(offset, chunk);
+                offset += n as u64;
+                rest = more;
+                if rng.below(40) == 0 {
+                    assert_eq!(seen(&short), seen(&exact), "seed {seed}, at {offset}");
+                }
+            }
+            assert_eq!(seen(&short), seen(&exact), "seed {seed}, at the end");
+            same_cells(short.current().parser.screen(), exact.current().parser.screen());
+            let (a, b) = (short.current(), exact.current());
+            for row in 0..rows {
+                assert_eq!(
+                    a.parser.screen().row_wrapped(row),
+                    b.parser.screen().row_wrapped(row),
+                    "seed {seed}: wrap mark of row {row}"
+                );
+            }
+            cut_away += b.parsed - a.parsed;
+        }
+        assert!(cut_away > 1_000_000, "only {cut_away} bytes were cut: the test tests nothing");
+    }
+
+    #[test]
+    fn a_long_cat_is_mostly_not_emulated() {
+        let s = Screen::new(80, 24, 1000);
+        let line = b"a line of a long file, not too short and not too long\r\n";
+        let mut offset = 0;
+        for _ in 0..100_000 {
+            s.observe(offset, line);
+            offset += line.len() as u64;
+        }
+        let x = vec![b'x'; 4 << 20];
+        s.observe(offset, &x);
+        let (end, lines) = s.text();
+        assert_eq!(end, offset + x.len() as u64);
+        assert!(lines[..23].iter().all(|l| *l == "x".repeat(80)), "{lines:?}");
+        let parsed = s.current().parsed;
+        assert!(parsed < end / 10, "{parsed} of {end} bytes parsed");
+    }
+
+    #[test]
+    fn a_stretch_that_starts_at_the_top_of_a_full_screen_is_cut_only_once_it_is_all_gone() {
+        // The cursor goes home over a full screen; then lines, some of which push the old
+        // rows out and some not quite.
+        for lines in 1..40 {
+            let mut out = b"old 1\r\nold 2\r\nold 3\x1b[H".to_vec();
+            for i in 0..lines {
+                out.extend_from_slice(format!("{i}\r\n").as_bytes());
+            }
+            out.extend_from_slice(b"\x1b[Hend");
+            let short = Screen::build(10, 3, 2, Feed::Shorten, Some(16));
+            let exact = Screen::build(10, 3, 2, Feed::Exact, Some(16));
+            short.observe(0, &out);
+            exact.observe(0, &out);
+            assert_eq!(seen(&short), seen(&exact), "{lines} lines");
+        }
     }
 }
