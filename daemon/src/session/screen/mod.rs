@@ -676,6 +676,8 @@ mod tests {
                 }
                 n if n < 88 => out.push(b'\t'),
                 n if n < 90 => out.push(0x08),
+                n if n < 92 => out.extend(std::iter::repeat_n(0, rng.below(200) as usize)),
+                n if n < 93 => out.extend_from_slice(b"\xc3\0\0\0\xa9"),
                 _ => out.extend_from_slice(b"$ "),
             }
         }
@@ -691,7 +693,7 @@ mod tests {
     #[test]
     fn shortened_output_leaves_the_screen_exactly_as_all_of_it_would() {
         let mut cut_away = 0;
-        for seed in 1..=60u64 {
+        for seed in 1..=300u64 {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491));
             let (cols, rows, history) = match seed % 3 {
                 0 => (10, 3, 4),

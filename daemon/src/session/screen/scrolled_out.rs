@@ -13,14 +13,19 @@
 //! pen (so their SGRs are kept) and the cursor's column, which a CR sets to 0 — or which,
 //! inside a run of printable ASCII, is unchanged by dropping a whole number of rows.
 //!
+//! NULs (`dd if=/dev/zero`) do nothing in vt100 in any state, so long runs of them go.
+//!
 //! The caller checks what this module cannot see: that vt100 scrolls the whole screen
 //! (no scroll region) and that the cut is not inside an OSC string, whose text would be
 //! lost. A cut inside another string (DCS, APC, …) is harmless: vt100 ignores their
-//! contents, and the first ESC kept ends them at the same point as before.
+//! contents, and a cut that held an ESC (which ended the string) keeps one.
 
 use std::ops::Range;
 
 const ESC: u8 = 0x1b;
+
+/// NUL bytes in a row worth a cut of their own.
+const NUL_RUN: usize = 64;
 
 /// The screen the output lands on.
 #[derive(Debug, Clone, Copy)]
@@ -48,18 +53,22 @@ impl Geometry {
 /// One way to shorten pending output without changing what the emulator ends with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Cut {
-    /// `at` (which ends with a CR) becomes the SGRs in it, then a CR.
+    /// `at` (which ends with a CR) becomes the SGRs in it (or, without any, an erase in
+    /// line if it holds an ESC), then a CR.
     BeforeCr { at: Range<usize> },
     /// `at`, inside a run of printable ASCII after its first byte, is dropped: a whole
     /// number of rows, so what follows lands in the same columns.
     WholeRows { at: Range<usize> },
+    /// `at`, NUL bytes after another NUL, is dropped: vt100 ignores a NUL wherever it
+    /// comes (the first of a run is kept: it may end a UTF-8 sequence).
+    Nuls { at: Range<usize> },
 }
 
 impl Cut {
     /// Where the cut starts.
     pub(super) fn start(&self) -> usize {
         match self {
-            Cut::BeforeCr { at } | Cut::WholeRows { at } => at.start,
+            Cut::BeforeCr { at } | Cut::WholeRows { at } | Cut::Nuls { at } => at.start,
         }
     }
 }
@@ -84,7 +93,8 @@ enum Lex {
     /// After `ESC [` at `at`, in digits, `;` and `:`.
     Csi { at: usize },
     /// In a sequence that is not plain: waiting for a byte that ends any CSI or ESC
-    /// sequence (0x40–0x7e) before text can be trusted again.
+    /// sequence (0x40–0x7e, but not one that after an ESC opens a CSI or a string)
+    /// before text can be trusted again.
     Resync,
 }
 
@@ -178,12 +188,27 @@ pub(super) fn cuts(pending: &[u8], g: Geometry) -> Vec<Cut> {
         marks: Vec::new(),
         cuts: Vec::new(),
     };
+    let mut nuls = Vec::new();
     let mut i = 0;
     while i < pending.len() {
         let b = pending[i];
+        if b == 0 {
+            // Nothing at all to vt100, in a sequence or out of one; it only breaks a run.
+            let n = 1 + zero_prefix(&pending[i + 1..]);
+            if n > NUL_RUN {
+                nuls.push(i + 1..i + n);
+            }
+            if let Lex::Text = s.lex {
+                s.close_run(i);
+            }
+            i += n;
+            continue;
+        }
         match s.lex {
             Lex::Resync => match b {
                 ESC => s.lex = Lex::Esc { at: i },
+                // After an ESC these open a sequence instead of ending one.
+                b'[' | b']' | b'P' | b'X' | b'^' | b'_' => {}
                 0x40..=0x7e => s.restart(i, Some(i + 1)),
                 _ => {}
             },
@@ -249,7 +274,32 @@ pub(super) fn cuts(pending: &[u8], g: Geometry) -> Vec<Cut> {
         _ => pending.len(),
     };
     s.end_stretch(end);
-    s.cuts
+    // NULs that a stretch's cut already removes (or overlaps) get no cut of their own.
+    let mut cuts = s.cuts;
+    let covered = |at: &Range<usize>| {
+        cuts.iter().any(|c| match c {
+            Cut::BeforeCr { at: r } | Cut::WholeRows { at: r } => {
+                r.start < at.end && at.start < r.end
+            }
+            Cut::Nuls { .. } => false,
+        })
+    };
+    let nuls: Vec<_> =
+        nuls.into_iter().filter(|at| !covered(at)).map(|at| Cut::Nuls { at }).collect();
+    cuts.extend(nuls);
+    cuts.sort_by_key(Cut::start);
+    cuts
+}
+
+/// How many bytes at the start of `data` are NUL.
+fn zero_prefix(data: &[u8]) -> usize {
+    const BLOCK: usize = 32;
+    let whole = data
+        .chunks_exact(BLOCK)
+        .take_while(|block| block.iter().fold(true, |all, b| all & (*b == 0)))
+        .count();
+    let n = whole * BLOCK;
+    n + data[n..].iter().take_while(|b| **b == 0).count()
 }
 
 fn printable(b: &u8) -> bool {
@@ -272,11 +322,17 @@ fn printable_prefix(data: &[u8]) -> usize {
 /// Carries out `cut` on `pending`.
 pub(super) fn apply(pending: &mut Vec<u8>, cut: &Cut) {
     match cut {
-        Cut::WholeRows { at } => {
+        Cut::WholeRows { at } | Cut::Nuls { at } => {
             pending.drain(at.clone());
         }
         Cut::BeforeCr { at } => {
-            let mut kept = sgrs(&pending[at.clone()]);
+            let plain = &pending[at.clone()];
+            let mut kept = sgrs(plain);
+            if kept.is_empty() && plain.contains(&ESC) {
+                // The cut may start inside a string (DCS, APC, …) that its first ESC
+                // ended: keep one that changes nothing but a row that scrolls out.
+                kept.extend_from_slice(b"\x1b[K");
+            }
             kept.push(b'\r');
             pending.splice(at.clone(), kept);
         }
