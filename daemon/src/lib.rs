@@ -17,6 +17,7 @@ pub mod frame_budget;
 pub mod handlers;
 pub mod pool;
 pub mod pty;
+pub mod pty_io;
 pub mod reaper;
 pub mod retention;
 pub mod ring;

@@ -1,5 +1,5 @@
 //! Creating a PTY with a child on it, the RAII handle that owns its slot, its process
-//! group and its cgroup, and the named threads that move its bytes.
+//! group and its cgroup (its bytes move in `pty_io`).
 //!
 //! `unsafe` is allowed in this module because starting a terminal session needs what
 //! std does not wrap: a `pre_exec` hook (the child joins its cgroup, becomes a session
@@ -9,14 +9,13 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::libc;
 use nix::pty::{openpty, OpenptyResult, Winsize};
@@ -53,10 +52,8 @@ pub struct Spawned {
     pub pid: u32,
     /// The master side (close-on-exec), kept for resizing.
     pub master: OwnedFd,
-    /// A duplicate of the master, for the reader thread.
-    pub reader: File,
-    /// A duplicate of the master, for the writer thread.
-    pub writer: File,
+    /// A duplicate of the master, for the session's I/O tasks (`pty_io`).
+    pub io: File,
     /// Resolves with the child's status once the reaper collects it.
     pub exit: tokio::sync::oneshot::Receiver<ipc_proto::ExitStatus>,
 }
@@ -110,16 +107,9 @@ pub fn spawn(
     let group = scopeguard::guard(pid, |pid| {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     });
-    let dup = |what: &str| {
-        master
-            .try_clone()
-            .map(File::from)
-            .map_err(|e| format!("dup pty master for the {what}: {e}"))
-    };
-    let reader = dup("reader")?;
-    let writer = dup("writer")?;
+    let io = master.try_clone().map(File::from).map_err(|e| format!("dup pty master: {e}"))?;
     let pid = scopeguard::ScopeGuard::into_inner(group);
-    Ok(Spawned { pid, master, reader, writer, exit })
+    Ok(Spawned { pid, master, io, exit })
 }
 
 /// A new PTY of `size`, both ends close-on-exec.
@@ -375,44 +365,4 @@ impl Drop for PtyHandle {
             });
         }
     }
-}
-
-/// Reads the master until EOF (or EIO, which Linux returns once the slave is closed)
-/// on a thread named `pty-reader-<id>`, passing each chunk to `sink`. `done` runs last.
-pub fn start_reader(
-    id: &str,
-    mut reader: impl Read + Send + 'static,
-    sink: impl Fn(&[u8]) + Send + 'static,
-    done: impl FnOnce() + Send + 'static,
-) -> std::io::Result<()> {
-    std::thread::Builder::new().name(format!("pty-reader-{id}")).spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => sink(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        done();
-    })?;
-    Ok(())
-}
-
-/// Writes queued input to the master on a thread named `pty-writer-<id>`, until every
-/// sender is gone. A child that does not read its input blocks only this thread.
-pub fn start_writer(
-    id: &str,
-    mut writer: impl Write + Send + 'static,
-    input: flume::Receiver<Bytes>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new().name(format!("pty-writer-{id}")).spawn(move || {
-        for data in input.iter() {
-            if writer.write_all(&data).and_then(|_| writer.flush()).is_err() {
-                break;
-            }
-        }
-    })?;
-    Ok(())
 }

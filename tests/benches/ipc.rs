@@ -2,7 +2,9 @@
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p ptyd-tests --bench ipc`
 //! Prints spawn latency (spawn → first output byte), throughput of 64 MiB of output,
-//! and 1-byte echo round trips, each beside the direct-PTY ceiling.
+//! and 1-byte echo round trips, each beside the direct-PTY ceiling; then spawn latency
+//! with 500 sessions alive (`IPC_LIVE` to change) beside it with none, the time to open
+//! them, and ptyd's thread count.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -18,27 +20,20 @@ const BULK: usize = 64 * 1024 * 1024;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn")).await?;
+    let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args([
+        "--capacity",
+        "1000",
+        "--idle-timeout",
+        "0",
+    ]))
+    .await?;
     let client = daemon.client().await;
     println!("ptyd {:?} (pid {})", ptyd_tests::ptyd_bin()?, daemon.pid());
 
     let direct = percentiles(&mut direct_spawns()?);
-    let mut ipc = Vec::new();
-    for _ in 0..SPAWNS {
-        let t = Instant::now();
-        let (_, mut att) = client
-            .spawn_attached(SpawnRequest::new("echo", ["x"]), AttachMode { lossless: true })
-            .await?;
-        while let Some(ev) = att.next().await {
-            if matches!(ev, SessionEvent::Output { .. }) {
-                break;
-            }
-        }
-        ipc.push(t.elapsed());
-    }
-    let ipc = percentiles(&mut ipc);
-    row("spawn → first byte p50", ipc.0, direct.0);
-    row("spawn → first byte p99", ipc.1, direct.1);
+    let unloaded = percentiles(&mut spawns(&client).await?);
+    row("spawn → first byte p50", unloaded.0, direct.0);
+    row("spawn → first byte p99", unloaded.1, direct.1);
 
     let direct_tp = direct_throughput()?;
     let t = Instant::now();
@@ -76,7 +71,62 @@ async fn main() -> Result<()> {
     row("1-byte echo p50", ipc.0, direct.0);
     row("1-byte echo p99", ipc.1, direct.1);
     client.kill(cat.session, None).await?;
+
+    // The same spawns with many sessions alive: does spawning cost more as the daemon
+    // grows, and does the daemon grow threads with its sessions?
+    let live: usize = std::env::var("IPC_LIVE").ok().and_then(|n| n.parse().ok()).unwrap_or(500);
+    let threads_idle = threads(daemon.pid())?;
+    let mut ids = Vec::new();
+    let t = Instant::now();
+    for _ in 0..live {
+        ids.push(client.spawn(SpawnRequest::new("sleep", ["1000"])).await?.session);
+    }
+    let opened = t.elapsed();
+    let threads_live = threads(daemon.pid())?;
+    let loaded = percentiles(&mut spawns(&client).await?);
+    row_beside(&format!("spawn p50, {live} live"), loaded.0, "none live", unloaded.0);
+    row_beside(&format!("spawn p99, {live} live"), loaded.1, "none live", unloaded.1);
+    println!(
+        "{:<28} {:>10.0} ms       {:.2} ms each",
+        format!("open {live} sessions"),
+        opened.as_secs_f64() * 1e3,
+        opened.as_secs_f64() * 1e3 / live as f64
+    );
+    println!(
+        "{:<28} {:>10}          with none: {}",
+        format!("ptyd threads, {live} live"),
+        threads_live,
+        threads_idle
+    );
+    for id in ids {
+        client.kill(id, None).await?;
+    }
     Ok(())
+}
+
+/// Spawn → first output byte, `SPAWNS` times.
+async fn spawns(client: &ipc_proto::Client) -> Result<Vec<Duration>> {
+    let mut out = Vec::new();
+    for _ in 0..SPAWNS {
+        let t = Instant::now();
+        let (_, mut att) = client
+            .spawn_attached(SpawnRequest::new("echo", ["x"]), AttachMode { lossless: true })
+            .await?;
+        while let Some(ev) = att.next().await {
+            if matches!(ev, SessionEvent::Output { .. }) {
+                break;
+            }
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+/// The `Threads:` line of `/proc/<pid>/status`.
+fn threads(pid: u32) -> Result<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Threads:")).context("no Threads:")?;
+    Ok(line.trim().parse()?)
 }
 
 fn bulk_command() -> SpawnRequest {
@@ -183,8 +233,12 @@ fn mib_per_s(bytes: usize, d: Duration) -> f64 {
 }
 
 fn row(name: &str, ipc: Duration, direct: Duration) {
+    row_beside(name, ipc, "direct", direct);
+}
+
+fn row_beside(name: &str, ipc: Duration, label: &str, direct: Duration) {
     println!(
-        "{name:<28} {:>10.1} µs       direct {:>10.1} µs       ratio {:.2}",
+        "{name:<28} {:>10.1} µs       {label} {:>10.1} µs       ratio {:.2}",
         ipc.as_secs_f64() * 1e6,
         direct.as_secs_f64() * 1e6,
         ipc.as_secs_f64() / direct.as_secs_f64()

@@ -255,11 +255,13 @@ impl Session {
         self.paste.on()
     }
 
-    /// Records output from the reader thread (see [`Output::push`]).
-    pub fn push_output(&self, data: &[u8]) {
-        self.output.push(data);
+    /// Records output from the output task (see [`Output::push`]) and waits until every
+    /// lossless subscriber has room for it.
+    pub async fn push_output(&self, data: &[u8]) {
+        let backlog = self.output.push(data);
         self.touch();
         self.output_ms.store(now_ms(), Ordering::Relaxed);
+        backlog.deliver().await;
     }
 
     /// Replays from `since` and, while the session runs, subscribes to what follows, in
@@ -296,7 +298,7 @@ impl Session {
         self.output.start()
     }
 
-    /// Queues bytes for the terminal; waits while the writer thread's queue is full.
+    /// Queues bytes for the terminal; waits while the input task's queue is full.
     /// Returns the session's input mark: the output offset at which anything the
     /// program prints in answer can start (`InputMark::Continue` leaves it where an
     /// earlier write of the same request put it).

@@ -26,7 +26,7 @@ pub struct Chunk {
 /// How a subscriber takes output it cannot keep up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
-    /// Every byte: a full queue holds the program back (through the reader thread).
+    /// Every byte: a full queue holds the program back (the output task waits for it).
     Lossless,
     /// A full queue misses chunks; the subscriber sees the gap in the offsets.
     Lossy,
@@ -44,7 +44,7 @@ impl AttachMode {
 }
 
 /// Something that observes a session's output as it is produced (bracketed-paste mode
-/// today; a screen model next). Called on the session's reader thread for every chunk, in
+/// and the screen). Called from the session's output task for every chunk, in
 /// offset order: keep it short and never block on a client.
 pub trait OutputTap: Send + Sync {
     /// Sees `data`, which starts at absolute output offset `offset`.
@@ -69,6 +69,19 @@ struct State {
 pub struct Output {
     state: Mutex<State>,
     taps: RwLock<Vec<Arc<dyn OutputTap>>>,
+}
+
+/// Chunks that lossless subscribers had no room for yet.
+#[must_use = "a lossless subscriber loses the chunk unless the backlog is delivered"]
+pub struct Backlog(Vec<(flume::Sender<Chunk>, Chunk)>);
+
+impl Backlog {
+    /// Waits until every lossless subscriber has taken its chunk (or is gone).
+    pub async fn deliver(self) {
+        for (tx, chunk) in self.0 {
+            let _ = tx.send_async(chunk).await;
+        }
+    }
 }
 
 /// What a subscriber gets at once: the replay, and the output end at that moment.
@@ -114,11 +127,11 @@ impl Output {
         self.taps.write().unwrap_or_else(|p| p.into_inner()).push(tap);
     }
 
-    /// Records a chunk from the reader thread and hands it to every subscriber: lossless
-    /// ones are waited for (this blocks only this session's reader thread), lossy ones
-    /// that are full simply miss the chunk and later see a gap. Taps see it after the
-    /// ring has it.
-    pub fn push(&self, data: &[u8]) {
+    /// Records a chunk of output and hands it to every subscriber that has room: a lossy
+    /// one that is full misses it (and later sees the gap); a lossless one that is full is
+    /// left in the returned [`Backlog`], which the output task awaits before it reads on,
+    /// so the program is held back. Taps see the chunk after the ring has it.
+    pub fn push(&self, data: &[u8]) -> Backlog {
         let chunk_data = Bytes::copy_from_slice(data);
         let (offset, targets) = {
             let mut st = self.state();
@@ -130,18 +143,17 @@ impl Output {
         for tap in self.taps.read().unwrap_or_else(|p| p.into_inner()).iter() {
             tap.observe(offset, data);
         }
+        let mut backlog = Backlog(Vec::new());
         for (tx, mode) in targets {
             let chunk = Chunk { offset, data: chunk_data.clone() };
-            // A gone subscriber is pruned on the next push; a full lossy one misses this chunk.
-            match mode {
-                AttachMode::Lossless => {
-                    let _ = tx.send(chunk);
-                }
-                AttachMode::Lossy => {
-                    let _ = tx.try_send(chunk);
+            // A gone subscriber is pruned on the next push.
+            if let Err(flume::TrySendError::Full(chunk)) = tx.try_send(chunk) {
+                if mode == AttachMode::Lossless {
+                    backlog.0.push((tx, chunk));
                 }
             }
         }
+        backlog
     }
 
     /// Replays from `since` (the window start when `None`) and, unless the session has
@@ -220,11 +232,11 @@ mod tests {
         let out = Output::new(8);
         let seen = Arc::new(Seen(Mutex::default()));
         out.add_tap(seen.clone());
-        out.push(b"hello ");
+        let _ = out.push(b"hello ");
         let attached = out.subscribe(Some(2), AttachMode::Lossless).unwrap();
         assert_eq!(attached.end, 6);
         let (_, rx) = attached.feed.unwrap();
-        out.push(b"world");
+        let _ = out.push(b"world");
         assert_eq!(rx.try_recv().unwrap().offset, 6);
         assert_eq!(*seen.0.lock().unwrap(), vec![(0, b"hello ".to_vec()), (6, b"world".to_vec())]);
         assert_eq!(

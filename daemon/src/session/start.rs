@@ -1,5 +1,5 @@
 //! The only way a session comes to be: around a freshly spawned child, its record, its
-//! I/O threads, and the lifecycle that will end it. Returned as [`Started`], whose
+//! I/O tasks, and the lifecycle that will end it. Returned as [`Started`], whose
 //! lifecycle future the pool runs once the session is in its registry (so that a child
 //! that exits at once is retired only after it was registered). A session adopted from
 //! another daemon image (live upgrade) will get a second constructor here.
@@ -14,7 +14,8 @@ use tracing::Instrument;
 use super::lifecycle;
 use super::{AttachMode, Keep, Session, SessionMeta, Subscription};
 use crate::pool::{PoolError, PtyPool};
-use crate::pty::{self, PtyHandle, Spawned};
+use crate::pty::{PtyHandle, Spawned};
+use crate::pty_io::{self, PtyIo};
 
 /// Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
 const INPUT_DEPTH: usize = 16;
@@ -62,7 +63,7 @@ pub fn start(
         spawned.master,
         input_tx,
     ));
-    // Subscribed before the reader thread starts, so not one byte can be missed.
+    // Subscribed before the output task starts, so not one byte can be missed.
     let subscription = match req.attach {
         Some(mode) => {
             let mode = AttachMode::from_lossless(mode.lossless);
@@ -70,23 +71,22 @@ pub fn start(
         }
         None => None,
     };
-    let name = id.to_string();
-    let short = &name[..8];
-    pty::start_writer(short, spawned.writer, input_rx)
-        .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty writer thread: {e}")))?;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let sink = session.clone();
-    pty::start_reader(
-        short,
-        spawned.reader,
-        move |data| sink.push_output(data),
-        move || {
-            let _ = done_tx.send(());
-        },
-    )
-    .map_err(|e| PoolError::SpawnFailed(format!("cannot start pty reader thread: {e}")))?;
+    let io = PtyIo::new(spawned.io).map_err(|e| {
+        PoolError::SpawnFailed(format!("cannot register the pty with the runtime: {e}"))
+    })?;
     // A root span: the session outlives the connection that spawned it.
     let span = tracing::info_span!(parent: None, "session", session_id = %id, pid = spawned.pid);
+    tokio::spawn(io.clone().write_input(input_rx).instrument(span.clone()));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let sink = session.clone();
+    let output = async move {
+        let mut buf = vec![0u8; pty_io::READ_CHUNK];
+        while let Some(n) = io.read(&mut buf).await {
+            sink.push_output(&buf[..n]).await;
+        }
+        let _ = done_tx.send(());
+    };
+    tokio::spawn(output.instrument(span.clone()));
     let lifecycle = lifecycle::run(session.clone(), handle, spawned.exit, done_rx, pool.clone())
         .instrument(span);
     Ok(Started { session, subscription, lifecycle })
