@@ -1,6 +1,7 @@
 //! A session's terminal I/O, driven by the runtime: the PTY master is non-blocking and
 //! registered with tokio's reactor (`AsyncFd`), one task reads the program's output and
-//! one writes its input. No thread per session, and one wake-up per chunk.
+//! input is written by whoever sends it (a task drains what the terminal does not take at
+//! once). No thread per session, and no task hop for a keystroke.
 //!
 //! Flow control is the same as with blocking reads: the output task awaits a lossless
 //! subscriber that is full before it reads again, so the kernel's buffer fills and the
@@ -9,11 +10,13 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::unix::AsyncFd;
+use tracing::Instrument;
 
 /// Largest chunk read at once.
 pub const READ_CHUNK: usize = 32 * 1024;
@@ -52,11 +55,22 @@ impl PtyIo {
         }
     }
 
+    /// Writes `data` now, as far as the terminal takes it without waiting.
+    fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.get_ref().write(data) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                done => return done,
+            }
+        }
+    }
+
     /// Writes queued input until every sender is gone or the terminal is closed. A child
     /// that does not read its input holds up only this task (and, through the bounded
     /// queue, whoever sends it more).
-    pub async fn write_input(self, input: flume::Receiver<Bytes>) {
-        while let Ok(data) = input.recv_async().await {
+    async fn write_queued(self, queue: flume::Receiver<Bytes>, ahead: Arc<AtomicUsize>) {
+        while let Ok(data) = queue.recv_async().await {
             let mut rest = &data[..];
             while !rest.is_empty() {
                 let Ok(mut ready) = self.0.writable().await else { return };
@@ -68,6 +82,52 @@ impl PtyIo {
                     Err(_would_block) => {}
                 }
             }
+            ahead.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+/// The terminal closed: input can no longer be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// A session's input. A write goes straight to the terminal when nothing is queued
+/// ahead of it and the terminal takes it at once (a keystroke: no task hop); the rest of
+/// it, and every write while something is queued, waits in a bounded queue that one task
+/// drains in order. Writes are whole and in the order they are sent.
+pub struct Input {
+    pty: PtyIo,
+    queue: flume::Sender<Bytes>,
+    /// Chunks queued or being written by the task.
+    ahead: Arc<AtomicUsize>,
+    /// One writer at a time, so that a write is never split by another.
+    order: tokio::sync::Mutex<()>,
+}
+
+impl Input {
+    /// The input of `pty`, queueing up to `depth` writes; spawns the task that drains
+    /// them, which ends once this is dropped and the queue is empty.
+    pub fn start(pty: PtyIo, depth: usize) -> Input {
+        let (queue, rx) = flume::bounded(depth);
+        let ahead = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(pty.clone().write_queued(rx, ahead.clone()).in_current_span());
+        Input { pty, queue, ahead, order: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Writes `data` to the terminal, or queues what it does not take at once; waits
+    /// while the queue is full.
+    pub async fn send(&self, data: Bytes) -> Result<(), Closed> {
+        let _order = self.order.lock().await;
+        let rest = if self.ahead.load(Ordering::Acquire) == 0 {
+            match self.pty.write_now(&data) {
+                Ok(n) if n == data.len() => return Ok(()),
+                Ok(n) => data.slice(n..),
+                Err(_) => return Err(Closed),
+            }
+        } else {
+            data
+        };
+        self.ahead.fetch_add(1, Ordering::AcqRel);
+        self.queue.send_async(rest).await.map_err(|_| Closed)
     }
 }

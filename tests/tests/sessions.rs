@@ -304,3 +304,57 @@ async fn every_ended_session_says_why() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn input_from_two_clients_arrives_whole_and_each_in_order() -> Result<()> {
+    // Chunks far larger than the terminal takes at once, so most of each waits in the
+    // session's input queue while the other client sends too.
+    const CHUNK: usize = 16 * 1024;
+    const EACH: usize = 24;
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let (a, b) = (daemon.client().await, daemon.client().await);
+    let script = "stty raw -echo; echo ready; exec cat";
+    let s = a.spawn(SpawnRequest::new("sh", ["-c", script])).await?.session;
+    let mut att = a.attach(s, Some(0), true).await?;
+    // Nothing follows "ready" until input comes: cat prints only what it reads.
+    read_until(&mut att, "ready\n", TIMEOUT).await?;
+    let chunk = |who: u8, i: usize| {
+        let mut c = format!("<{}{i:03}>", who as char).into_bytes();
+        c.resize(CHUNK, who);
+        c
+    };
+    let send = |client: &ipc_proto::Client, who: u8| {
+        let client = client.clone();
+        async move {
+            for i in 0..EACH {
+                client.input(s, chunk(who, i)).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    // Read while sending: cat echoes, and a reader that waited would hold it back.
+    let read = async {
+        let mut got = Vec::new();
+        while got.len() < 2 * EACH * CHUNK {
+            got.extend(next_output(&mut att).await?);
+        }
+        anyhow::Ok(got)
+    };
+    let (sent_a, sent_b, got) = tokio::join!(send(&a, b'a'), send(&b, b'b'), read);
+    sent_a?;
+    sent_b?;
+    let got = got?;
+    let mut next = [0usize; 2];
+    for piece in got.chunks(CHUNK) {
+        let who = piece[1];
+        let k = usize::from(who == b'b');
+        ensure!(
+            piece == chunk(who, next[k]),
+            "chunk {next:?} of {} is cut or out of order",
+            who as char
+        );
+        next[k] += 1;
+    }
+    ensure!(next == [EACH, EACH], "{next:?}");
+    Ok(())
+}

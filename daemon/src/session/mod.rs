@@ -24,6 +24,7 @@ pub use self::output::{AttachMode, Chunk, OutputTap};
 use self::output::{BeyondEnd, Output};
 use self::paste::PasteMode;
 use self::screen::{Screen, Snapshot};
+use crate::pty_io::Input;
 use crate::ring::Replay;
 
 /// Descriptive fields fixed at spawn.
@@ -58,7 +59,7 @@ pub struct NoScreen;
 /// The terminal's live ends; gone once the session has ended.
 struct Io {
     master: OwnedFd,
-    input: flume::Sender<Bytes>,
+    input: Arc<Input>,
 }
 
 /// The terminal: its size, its live ends, and how it ended.
@@ -146,7 +147,7 @@ impl Session {
         keep: Keep,
         (cols, rows): (u16, u16),
         master: OwnedFd,
-        input: flume::Sender<Bytes>,
+        input: Input,
     ) -> Session {
         let now = now_ms();
         let output = Output::new(keep.replay_bytes);
@@ -171,7 +172,7 @@ impl Session {
             terminal: Mutex::new(Terminal {
                 cols,
                 rows,
-                io: Some(Io { master, input }),
+                io: Some(Io { master, input: Arc::new(input) }),
                 exit: None,
             }),
             exit_tx: watch::channel(None).0,
@@ -298,7 +299,7 @@ impl Session {
         self.output.start()
     }
 
-    /// Queues bytes for the terminal; waits while the input task's queue is full.
+    /// Writes bytes to the terminal (see [`Input`]); waits while its queue is full.
     /// Returns the session's input mark: the output offset at which anything the
     /// program prints in answer can start (`InputMark::Continue` leaves it where an
     /// earlier write of the same request put it).
@@ -314,7 +315,7 @@ impl Session {
             }
             InputMark::Continue => self.input_mark(),
         };
-        tx.send_async(data).await.map_err(|_| SessionError::Exited(self.id))?;
+        tx.send(data).await.map_err(|_| SessionError::Exited(self.id))?;
         Ok(at)
     }
 

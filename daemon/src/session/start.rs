@@ -15,7 +15,7 @@ use super::lifecycle;
 use super::{AttachMode, Keep, Session, SessionMeta, Subscription};
 use crate::pool::{PoolError, PtyPool};
 use crate::pty::{PtyHandle, Spawned};
-use crate::pty_io::{self, PtyIo};
+use crate::pty_io::{self, Input, PtyIo};
 
 /// Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
 const INPUT_DEPTH: usize = 16;
@@ -53,7 +53,12 @@ pub fn start(
         replay_bytes: req.replay_bytes.unwrap_or(pool.config.replay_bytes),
         scrollback_lines: pool.config.scrollback_lines,
     };
-    let (input_tx, input_rx) = flume::bounded(INPUT_DEPTH);
+    let io = PtyIo::new(spawned.io).map_err(|e| {
+        PoolError::SpawnFailed(format!("cannot register the pty with the runtime: {e}"))
+    })?;
+    // A root span: the session outlives the connection that spawned it.
+    let span = tracing::info_span!(parent: None, "session", session_id = %id, pid = spawned.pid);
+    let input = span.in_scope(|| Input::start(io.clone(), INPUT_DEPTH));
     let session = Arc::new(Session::new(
         id,
         spawned.pid,
@@ -61,7 +66,7 @@ pub fn start(
         keep,
         (req.cols, req.rows),
         spawned.master,
-        input_tx,
+        input,
     ));
     // Subscribed before the output task starts, so not one byte can be missed.
     let subscription = match req.attach {
@@ -71,12 +76,6 @@ pub fn start(
         }
         None => None,
     };
-    let io = PtyIo::new(spawned.io).map_err(|e| {
-        PoolError::SpawnFailed(format!("cannot register the pty with the runtime: {e}"))
-    })?;
-    // A root span: the session outlives the connection that spawned it.
-    let span = tracing::info_span!(parent: None, "session", session_id = %id, pid = spawned.pid);
-    tokio::spawn(io.clone().write_input(input_rx).instrument(span.clone()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let sink = session.clone();
     let output = async move {
