@@ -18,6 +18,8 @@ command -v systemd-socket-activate >/dev/null || need_pkgs+=(systemd)
 command -v tmux >/dev/null || need_pkgs+=(tmux)
 command -v vim >/dev/null || need_pkgs+=(vim)
 command -v top >/dev/null || need_pkgs+=(procps)
+# The shells whose integration `run` uses.
+command -v zsh >/dev/null || need_pkgs+=(zsh)
 # Debian's Chromium for the browser tests (Playwright's own download does not work here).
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -82,6 +82,9 @@ pub struct Config {
     /// Where sessions get cgroups of their own; `None` contains them by process group
     /// only. Set up by `main.rs` with [`CgroupTree::setup`] from `session_limits`.
     pub cgroups: Option<Arc<CgroupTree>>,
+    /// Give the interactive bash and zsh that sessions start semantic prompt marks
+    /// (`shell_integration.rs`), for `run`.
+    pub shell_integration: bool,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             max_frame_len: ipc_proto::MAX_FRAME_LEN,
             session_limits: Limits::default(),
             cgroups: None,
+            shell_integration: true,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod retention;
 pub mod ring;
 pub mod server;
 pub mod session;
+pub mod shell_integration;
 pub mod socket;
 pub mod systemd;
 

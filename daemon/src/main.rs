@@ -73,6 +73,10 @@ struct Args {
     /// off saves its memory and parsing, and attaches fall back to bytes [default: on]
     #[arg(long, env = "PTYD_SCREEN", value_enum)]
     screen: Option<Switch>,
+    /// Give the interactive bash and zsh that sessions start semantic prompt marks
+    /// (OSC 133, after the user's own startup files), which `run` needs [default: on]
+    #[arg(long, env = "PTYD_SHELL_INTEGRATION", value_enum)]
+    shell_integration: Option<Switch>,
     /// Exited sessions kept at most, oldest forgotten first [default: 1024]
     #[arg(long, env = "PTYD_MAX_RETAINED")]
     max_retained: Option<usize>,
@@ -143,6 +147,7 @@ struct DaemonTable {
     retention: Option<Duration>,
     scrollback_lines: Option<usize>,
     screen: Option<Switch>,
+    shell_integration: Option<Switch>,
     max_retained: Option<usize>,
     max_retained_bytes: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
@@ -234,6 +239,8 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
         Switch::On => Some(lines),
         Switch::Off => None,
     };
+    config.shell_integration =
+        args.shell_integration.or(file.shell_integration).unwrap_or(Switch::On) == Switch::On;
     let bytes = |flag: Option<u64>, file: Option<ByteSize>, name: &str, default: usize| {
         let n = match (flag, file) {
             (Some(n), _) | (None, Some(ByteSize::Number(n))) => n,

@@ -10,7 +10,7 @@ use ipc_proto::{DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Class, Peer, Refusal, Slot};
 use crate::cgroup::SessionCgroup;
@@ -20,6 +20,7 @@ use crate::pty::{self, PtyHandle, SpawnSpec};
 use crate::reaper::Reaper;
 use crate::retention::{Bounds, Retained};
 use crate::session::{self, Session, Subscription};
+use crate::shell_integration::{self, Integration, ShellFiles};
 
 /// Pool failures, worded as the spec words them.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,20 @@ pub struct PtyPool {
     tasks: TaskTracker,
     /// The daemon-wide event feed.
     pub events: EventBus,
+    /// The shell integration's files, when it is on.
+    shell: Option<ShellFiles>,
+}
+
+/// Installs the shell integration beside the socket; without it, shells just get no marks.
+fn shell_files(socket: &std::path::Path) -> Option<ShellFiles> {
+    let dir = socket.parent()?.join("shell");
+    match shell_integration::install(&dir) {
+        Ok(files) => Some(files),
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "cannot write the shell integration; shells get no prompt marks");
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for PtyPool {
@@ -95,7 +110,9 @@ impl PtyPool {
             count: config.max_retained,
             bytes: config.max_retained_bytes,
         };
+        let shell = config.shell_integration.then(|| shell_files(&config.socket)).flatten();
         Arc::new(PtyPool {
+            shell,
             admission: Admission::new(
                 config.capacity,
                 config.max_sessions_per_uid,
@@ -150,7 +167,7 @@ impl PtyPool {
         validate(&req)?;
         let class = if req.interactive { Class::Interactive } else { Class::Agent };
         let slot = self.admit(peer, class)?;
-        let spec = SpawnSpec {
+        let mut spec = SpawnSpec {
             command: req.command.clone(),
             args: req.args.clone(),
             env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -158,6 +175,11 @@ impl PtyPool {
             cols: req.cols,
             rows: req.rows,
         };
+        let integration = match &self.shell {
+            Some(files) => shell_integration::apply(&mut spec, files, |k| std::env::var(k).ok()),
+            None => Integration::None,
+        };
+        debug!(?integration, command = %req.command, "shell integration");
         let id = SessionId::new();
         let (cgroup, procs) = self.session_cgroup(id, &req.command)?;
         let reaper = self.reaper.clone();
@@ -181,7 +203,7 @@ impl PtyPool {
         // From here on the handle owns the slot, the group and the cgroup: any early
         // return kills them.
         let handle = PtyHandle::new(spawned.pid, slot, cgroup);
-        let started = session::start::start(self, id, &req, spawned, handle)?;
+        let started = session::start::start(self, id, &req, integration, spawned, handle)?;
         let session = started.session;
         self.sessions.lock().unwrap().insert(id, session.clone());
         info!(session_id = %id, pid = session.pid, command = %req.command, active_count = self.active(), "spawned pty");

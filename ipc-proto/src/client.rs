@@ -406,6 +406,16 @@ impl Client {
         }
     }
 
+    /// Types `req.command` into the session's shell and waits until it has finished: its
+    /// exit status and (the last of) its output.
+    pub async fn run(&self, req: RunRequest) -> Result<(ExecResult, Bytes), ClientError> {
+        let frame = self.call_routed(Request::Run(req), Bytes::new(), None).await?;
+        match frame.body {
+            DaemonMessage::RunResult(r) => Ok((r, frame.data)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Output after `since` (the oldest held byte when `None`), at most `max` bytes.
     pub async fn read(
         &self,

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     Timeout,
     /// The daemon is shutting down and takes no new sessions.
     ShuttingDown,
+    /// `run` on a session whose shell prints no semantic prompt marks (OSC 133).
+    NoShellIntegration,
+    /// `run` on a session whose shell is running a command already.
+    SessionBusy,
     /// A bug or an unexpected OS failure inside the daemon.
     Internal,
     /// A code this client does not know (sent by a newer daemon).

@@ -85,6 +85,8 @@ pub enum Request {
     Submit(SubmitRequest),
     /// Run a command to completion and return its status and output.
     Exec(ExecRequest),
+    /// Type a command into a session's live shell; answer when it has finished.
+    Run(RunRequest),
     /// Output after an offset, without attaching.
     Read(ReadRequest),
     /// Hold the session against its idle timeout while this connection lives.
@@ -119,6 +121,7 @@ impl Request {
             Request::WaitQuiet(_) => "wait_quiet",
             Request::Submit(_) => "submit",
             Request::Exec(_) => "exec",
+            Request::Run(_) => "run",
             Request::Read(_) => "read",
             Request::Lease(_) => "lease",
             Request::Release(_) => "release",
@@ -366,6 +369,23 @@ pub struct ExecRequest {
     pub max_output: Option<usize>,
 }
 
+/// Type a command into the shell of a session and wait until it has finished, as the
+/// shell's semantic prompt marks (OSC 133) tell: the shell keeps its directory, variables
+/// and history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RunRequest {
+    /// The session, whose shell must be at its prompt.
+    pub session: SessionId,
+    /// The command line, as typed (it may hold several lines).
+    pub command: String,
+    /// Interrupt the command (Ctrl-C) after this long. Absent: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Keep at most this many output bytes (the last ones). Absent and at most: 960 KiB.
+    #[serde(default)]
+    pub max_output: Option<usize>,
+}
+
 /// Read output after an offset without attaching.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ReadRequest {
@@ -460,6 +480,8 @@ pub enum DaemonMessage {
     Submitted(SubmitReply),
     /// Reply to `exec`; the payload holds the (last) output bytes.
     ExecResult(ExecResult),
+    /// Reply to `run`; the payload holds the (last) output bytes of the command.
+    RunResult(ExecResult),
     /// Reply to `read`; the payload holds the bytes.
     OutputRange(ReadReply),
     /// Reply to `screen`; with `ansi`, the payload holds the snapshot bytes.

@@ -13,8 +13,8 @@ use ipc_proto::{
     DroppedEvent, EndReason, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult,
     ExitEvent, ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply,
     MatchOn, MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest,
-    ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo, SessionRef,
-    SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest,
+    RunRequest, ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo,
+    SessionRef, SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest,
     WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
@@ -144,6 +144,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | Request::WaitQuiet(_)
         | Request::Submit(_)
         | Request::Exec(_)
+        | Request::Run(_)
         | Request::Read(_)
         | Request::Lease(_)
         | Request::Release(_)
@@ -163,6 +164,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | DaemonMessage::Quiet(_)
         | DaemonMessage::Submitted(_)
         | DaemonMessage::ExecResult(_)
+        | DaemonMessage::RunResult(_)
         | DaemonMessage::OutputRange(_)
         | DaemonMessage::Screen(_)
         | DaemonMessage::Error(_)
@@ -664,6 +666,38 @@ fn exec_result_reply_with_payload() {
 }
 
 #[test]
+fn run_request_and_result() {
+    assert_request(Frame::new(
+        30,
+        Request::Run(RunRequest {
+            session: sid(),
+            command: "cd /srv && make\nls".into(),
+            timeout_ms: Some(60_000),
+            max_output: Some(4096),
+        }),
+    ));
+    let minimal =
+        r#"{"type":"run","session":"6f1c2b2e-8d0a-4a57-9a3e-0d6f1f6b9c11","command":"ls"}"#;
+    let Request::Run(req) = serde_json::from_str::<Request>(minimal).unwrap() else {
+        panic!("not a run request")
+    };
+    assert_eq!((req.timeout_ms, req.max_output), (None, None));
+    assert_message(Frame::with_data(
+        30,
+        DaemonMessage::RunResult(ExecResult {
+            session: sid(),
+            code: Some(130),
+            signal: None,
+            timed_out: true,
+            truncated: false,
+            total_bytes: 3,
+            duration_ms: 500,
+        }),
+        Bytes::from_static(b"^C\r\n"),
+    ));
+}
+
+#[test]
 fn output_range_reply_with_payload() {
     assert_message(Frame::with_data(
         24,
@@ -1093,6 +1127,12 @@ fn protocol_md_names_every_message_type() {
             timeout_ms: None,
             max_output: None,
         }),
+        Request::Run(RunRequest {
+            session: s,
+            command: String::new(),
+            timeout_ms: None,
+            max_output: None,
+        }),
         Request::Read(ReadRequest { session: s, since: None, max: None }),
         Request::Lease(SessionRef { session: s }),
         Request::Release(SessionRef { session: s }),
@@ -1141,6 +1181,15 @@ fn protocol_md_names_every_message_type() {
             total_bytes: 0,
             duration_ms: 0,
         }),
+        DaemonMessage::RunResult(ExecResult {
+            session: s,
+            code: Some(0),
+            signal: None,
+            timed_out: false,
+            truncated: false,
+            total_bytes: 0,
+            duration_ms: 0,
+        }),
         DaemonMessage::OutputRange(ReadReply {
             session: s,
             offset: 0,
@@ -1172,6 +1221,8 @@ fn protocol_md_names_every_message_type() {
         ErrorCode::UnknownRequest,
         ErrorCode::Timeout,
         ErrorCode::ShuttingDown,
+        ErrorCode::NoShellIntegration,
+        ErrorCode::SessionBusy,
         ErrorCode::Internal,
     ];
     for code in codes {

@@ -6,7 +6,10 @@
 //!    as a new process, and tmux doing the same (`new-session -d 'true; tmux wait-for -S
 //!    done-N'` then `wait-for done-N`, against a tmux server started beforehand, whose
 //!    startup is reported once on its own), plus a plain fork+exec of `true` as the floor.
-//! 2. Output → `wait_for`: a `cat` on a raw, non-echoing terminal is sent `ping-N\n`;
+//! 2. `run -- true` in a live bash (the Rust client, and `ptyctl run` as a new process),
+//!    beside tmux typing the same into a bash it runs (`send-keys 'true; tmux wait-for -S
+//!    done-N' Enter`, then `wait-for done-N`).
+//! 3. Output → `wait_for`: a `cat` on a raw, non-echoing terminal is sent `ping-N\n`;
 //!    measured from sending it until `wait_for` (since the previous match's end) resolves,
 //!    beside a lossless attachment reading the same echo.
 
@@ -15,7 +18,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use ipc_proto::{Attachment, Client, ExecRequest, SessionEvent, SessionId, SpawnRequest};
+use ipc_proto::{
+    Attachment, Client, ExecRequest, RunRequest, SessionEvent, SessionId, SpawnRequest,
+};
 use ptyd_tests::{Daemon, DaemonOptions};
 use tokio::process::Command;
 
@@ -61,6 +66,28 @@ async fn main() -> Result<()> {
     row("fork+exec of true, no pty, no IPC", &floor, Some(&ipc));
     println!("  (ratio: this row's p50 / ptyd exec's p50)");
 
+    println!("\nrun -- true in a live bash, round trip ({EXECS} runs each)");
+    header();
+    let mut shell = SpawnRequest::new("bash", Vec::<String>::new());
+    shell.env.insert("HOME".into(), daemon.dir().display().to_string());
+    let bash = client.spawn(shell).await?.session;
+    let runs = measure(EXECS, || run_true(&client, bash)).await?;
+    row("ptyd run over IPC (Rust client)", &runs, Some(&ipc));
+    let cli = measure(EXECS, || async move {
+        let mut cmd = Command::new(ptyctl);
+        let id = bash.to_string();
+        cmd.arg("--socket").arg(daemon.socket()).args(["run", &id, "--", "true"]);
+        run(&mut cmd).await
+    })
+    .await?;
+    row("ptyctl run -- true (new process)", &cli, Some(&ipc));
+    match tmux_live_round_trips(daemon.dir()).await? {
+        Some(tmux) => row("tmux send-keys + wait-for, live bash", &tmux, Some(&ipc)),
+        None => println!("  tmux not installed: apt-get install -y tmux"),
+    }
+    println!("  (ratio: this row's p50 / ptyd exec's p50 above)");
+    client.kill(bash, None).await?;
+
     println!("\noutput → notification: `cat` echoes ping-N on a raw terminal ({PINGS} each)");
     header();
     let cat = client
@@ -93,6 +120,44 @@ async fn exec_true(client: &Client) -> Result<()> {
     let (result, _) = client.exec(exec_request("true")).await?;
     ensure!(result.code == Some(0) && !result.timed_out, "exec -- true: {result:?}");
     Ok(())
+}
+
+async fn run_true(client: &Client, session: SessionId) -> Result<()> {
+    let req = RunRequest { session, command: "true".into(), timeout_ms: None, max_output: None };
+    let (result, _) = client.run(req).await?;
+    ensure!(result.code == Some(0) && !result.timed_out, "run -- true: {result:?}");
+    Ok(())
+}
+
+/// The tmux equivalent of `run -- true`: typed into a bash that a tmux session runs
+/// (`send-keys 'true; tmux wait-for -S done-N' Enter`), then `wait-for done-N`.
+async fn tmux_live_round_trips(dir: &Path) -> Result<Option<Vec<Duration>>> {
+    let socket = dir.join("tmux-live.sock");
+    let tmux = |args: &[&str]| {
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-f").arg("/dev/null").arg("-S").arg(&socket).args(args);
+        cmd
+    };
+    match tmux(&["new-session", "-d", "-s", "live", "bash --norc --noprofile"]).status().await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => bail!("cannot run tmux: {e}"),
+        Ok(s) if !s.success() => bail!("tmux could not start a server: {s}"),
+        Ok(_) => {}
+    }
+    let mut n = 0;
+    let result = measure(EXECS, || {
+        n += 1;
+        let line = format!("true; tmux -S '{}' wait-for -S done-{n}", socket.display());
+        let mut send = tmux(&["send-keys", "-t", "live", &line, "Enter"]);
+        let mut wait = tmux(&["wait-for", &format!("done-{n}")]);
+        async move {
+            run(&mut send).await?;
+            run(&mut wait).await
+        }
+    })
+    .await;
+    let _ = run(&mut tmux(&["kill-server"])).await;
+    result.map(Some)
 }
 
 /// Runs `cmd` to completion with no I/O; fails unless it exits 0.

@@ -1,5 +1,5 @@
 //! ptyctl's commands for scripts and agents against a real daemon: `exec --json` and the
-//! streaming `exec` (exit codes, timeouts, truncation), `wait-for`, `wait-quiet`,
+//! streaming `exec` (exit codes, timeouts, truncation), `run`, `wait-for`, `wait-quiet`,
 //! `submit`, `read` and `events`.
 //!
 //! Every ptyctl run is bounded by [`TIMEOUT`]; conditions are awaited with the commands
@@ -260,6 +260,27 @@ async fn submit_wait_for_answers_in_one_call() -> Result<()> {
     ensure!(out.code == Some(124), "timeout: {out:?}");
     let out = run(daemon.ptyctl(["submit", &id, "five", "--wait-for", r"got:five", "--json"]))?;
     ensure!(out.code == Some(0) && out.json()?["text"] == "got:five", "{out:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_prints_the_output_and_exits_with_the_commands_code() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let home = format!("HOME={}", daemon.dir().display());
+    let out = run(daemon.ptyctl(["spawn", "--env", &home, "--", "bash"]))?;
+    ensure!(out.code == Some(0), "{out:?}");
+    let id = out.stdout.trim().to_string();
+    let out = run(daemon.ptyctl(["run", &id, "--", "echo", "hi;", "(exit 7)"]))?;
+    ensure!(out.code == Some(7) && out.stdout == "hi\r\n", "{out:?}");
+    let out = run(daemon.ptyctl(["run", &id, "--json", "--", "cd /tmp && pwd"]))?;
+    let json = out.json()?;
+    ensure!(out.code == Some(0) && json["exit_code"] == 0, "{out:?}");
+    ensure!(json["output"] == "/tmp\r\n" && json["timed_out"] == false, "{out:?}");
+    let out = run(daemon.ptyctl(["run", &id, "--timeout", "200ms", "--", "sleep 30"]))?;
+    ensure!(out.code == Some(124), "timeout: {out:?}");
+    let sh = spawn(&daemon, &["sh"])?;
+    let out = run(daemon.ptyctl(["run", &sh, "--", "true"]))?;
+    ensure!(out.code == Some(125) && out.stderr.contains("NoShellIntegration"), "{out:?}");
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod io;
 mod kill;
 mod lease;
 mod query;
+mod run;
 mod screen;
 mod spawn;
 mod watch;
@@ -74,6 +75,7 @@ pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<()
         Request::WaitQuiet(req) => watch::handle_wait_quiet(conn, id, req),
         Request::Submit(req) => io::handle_submit(conn, id, req).await,
         Request::Exec(req) => exec::handle(conn, id, req).await,
+        Request::Run(req) => run::handle(conn, id, req).await,
         Request::Lease(r) => lease::handle_lease(conn, id, r.session).await,
         Request::Release(r) => lease::handle_release(conn, id, r.session).await,
         Request::Subscribe => events::handle_subscribe(conn, id).await,

@@ -1,8 +1,10 @@
 //! One PTY session: the record every request works on (`Session`), its only constructor
-//! (`start`), its output and the taps that observe it (`output`, `paste`), and its life
+//! (`start`), its output and the taps that observe it (`output`, `paste`, `marks`,
+//! `screen`), and its life
 //! from spawn to retirement (`lifecycle`, with the reasons a session ends).
 
 pub mod lifecycle;
+pub mod marks;
 pub mod output;
 pub mod paste;
 pub mod screen;
@@ -20,12 +22,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::lifecycle::EndReason;
+use self::marks::{PromptMarks, RunClaim, ShellState};
 pub use self::output::{AttachMode, Chunk, OutputTap};
 use self::output::{BeyondEnd, Output};
 use self::paste::PasteMode;
 use self::screen::{Screen, Snapshot};
 use crate::pty_io::Input;
 use crate::ring::Replay;
+use crate::shell_integration::Integration;
 
 /// Descriptive fields fixed at spawn.
 #[derive(Debug, Clone)]
@@ -40,6 +44,8 @@ pub struct SessionMeta {
     pub labels: BTreeMap<String, String>,
     /// Kill after this long idle; zero means never.
     pub idle_timeout: Duration,
+    /// The shell integration it was started with (prompt marks will come).
+    pub integration: Integration,
 }
 
 /// What a session keeps of its past.
@@ -119,6 +125,7 @@ pub struct Session {
     leases: AtomicUsize,
     output: Output,
     paste: Arc<PasteMode>,
+    marks: Arc<PromptMarks>,
     screen: Option<Arc<Screen>>,
     terminal: Mutex<Terminal>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
@@ -153,6 +160,8 @@ impl Session {
         let output = Output::new(keep.replay_bytes);
         let paste = Arc::new(PasteMode::default());
         output.add_tap(paste.clone());
+        let marks = Arc::new(PromptMarks::default());
+        output.add_tap(marks.clone());
         let screen = keep.scrollback_lines.map(|lines| Screen::new(cols, rows, lines));
         if let Some(screen) = &screen {
             output.add_tap(screen.clone());
@@ -168,6 +177,7 @@ impl Session {
             leases: AtomicUsize::new(0),
             output,
             paste,
+            marks,
             screen,
             terminal: Mutex::new(Terminal {
                 cols,
@@ -249,6 +259,16 @@ impl Session {
     /// How long since the last output byte.
     pub fn quiet_for(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.output_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Where the session's shell stands, as its prompt marks tell.
+    pub fn shell(&self) -> ShellState {
+        self.marks.shell()
+    }
+
+    /// The shell for one `run`, unless another `run` has it.
+    pub fn claim_shell(&self) -> Option<RunClaim> {
+        self.marks.claim()
     }
 
     /// Whether the program has bracketed-paste mode on.
@@ -395,6 +415,12 @@ impl Session {
         self.exit_tx.send_replace(Some(status));
     }
 
+    /// The terminal's size: columns and rows.
+    pub fn size(&self) -> (u16, u16) {
+        let term = self.terminal();
+        (term.cols, term.rows)
+    }
+
     /// The wire view of this session.
     pub fn info(&self) -> SessionInfo {
         let (cols, rows, exit) = {
@@ -406,7 +432,12 @@ impl Session {
             pid: self.pid,
             command: self.meta.command.clone(),
             args: self.meta.args.clone(),
-            cwd: self.meta.cwd.clone(),
+            cwd: exit
+                .is_none()
+                .then(|| std::fs::read_link(format!("/proc/{}/cwd", self.pid)).ok())
+                .flatten()
+                .map(|p| p.to_string_lossy().into_owned())
+                .or_else(|| self.meta.cwd.clone()),
             labels: self.meta.labels.clone(),
             cols,
             rows,

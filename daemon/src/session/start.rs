@@ -16,6 +16,7 @@ use super::{AttachMode, Keep, Session, SessionMeta, Subscription};
 use crate::pool::{PoolError, PtyPool};
 use crate::pty::{PtyHandle, Spawned};
 use crate::pty_io::{self, Input, PtyIo};
+use crate::shell_integration::Integration;
 
 /// Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
 const INPUT_DEPTH: usize = 16;
@@ -36,6 +37,7 @@ pub fn start(
     pool: &Arc<PtyPool>,
     id: SessionId,
     req: &SpawnRequest,
+    integration: Integration,
     spawned: Spawned,
     handle: PtyHandle,
 ) -> Result<Started<impl Future<Output = ()> + Send + 'static>, PoolError> {
@@ -48,6 +50,7 @@ pub fn start(
             .idle_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(pool.config.idle_timeout),
+        integration,
     };
     let keep = Keep {
         replay_bytes: req.replay_bytes.unwrap_or(pool.config.replay_bytes),

@@ -1,5 +1,5 @@
-//! The commands made for scripts and agents: `exec --json`, `wait-for`, `submit`, `read`
-//! and `events`, and their plain and JSON outputs.
+//! The commands made for scripts and agents: `exec --json`, `run`, `wait-for`, `submit`,
+//! `read` and `events`, and their plain and JSON outputs.
 
 use std::io::{self, Write as _};
 use std::time::{Duration, UNIX_EPOCH};
@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use ipc_proto::{
     Client, DaemonEvent, DaemonEventKind, ExecRequest, ExitStatus, MatchReply, Notice, ReadReply,
-    ScreenReply, SessionId, SpawnRequest,
+    RunRequest, ScreenReply, SessionId, SpawnRequest,
 };
 use serde::Serialize;
 
@@ -67,6 +67,43 @@ pub async fn exec_json(
         return Ok(crate::EXIT_TIMEOUT);
     }
     Ok(ExitStatus { code: result.code, signal: result.signal }.shell_code())
+}
+
+/// `run`: types the command into the session's shell and waits for it; prints its output
+/// (or, with `json`, one JSON object) and returns its exit code, or 124 when the timeout
+/// interrupted it.
+pub async fn run(
+    client: &Client,
+    session: SessionId,
+    command: String,
+    timeout: Option<Duration>,
+    max_output: Option<usize>,
+    json: bool,
+) -> Result<i32> {
+    let req = RunRequest { session, command, timeout_ms: timeout.map(crate::millis), max_output };
+    let (result, data) = client.run(req).await?;
+    if json {
+        let output = ExecOutput {
+            session: result.session,
+            exit_code: result.code,
+            signal: result.signal,
+            timed_out: result.timed_out,
+            output: String::from_utf8_lossy(&data).into_owned(),
+            truncated: result.truncated,
+            total_bytes: result.total_bytes,
+            duration_ms: result.duration_ms,
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
+    } else {
+        let mut stdout = io::stdout().lock();
+        stdout.write_all(&data)?;
+        stdout.flush()?;
+    }
+    if result.timed_out {
+        return Ok(crate::EXIT_TIMEOUT);
+    }
+    // No status means the shell ended without saying (killed): report a failure.
+    Ok(result.code.unwrap_or(crate::EXIT_PTYCTL_FAILED))
 }
 
 /// `wait-for`: the matched text, or the whole reply as JSON.

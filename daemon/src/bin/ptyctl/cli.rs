@@ -285,6 +285,49 @@ pub enum Command {
         json: bool,
     },
 
+    /// Run a command in a session's live shell and exit with its code
+    #[command(
+        long_about = "Run a command in a session's live shell and exit with its code.\n\n\
+            The words are joined with spaces and typed into the shell as one command line (as \
+            a paste when the shell has bracketed paste on, so several lines stay one input); \
+            ptyctl waits until the shell says the command has finished, prints its output (the \
+            shell's echo of the command line left out) and exits with its exit code. The shell \
+            keeps its working directory, variables and history, unlike `exec`, which starts a \
+            new session.\n\n\
+            It needs the shell's semantic prompt marks (OSC 133): ptyd adds them to the \
+            interactive bash and zsh it starts, after the user's own startup files. Other \
+            sessions are refused (use `submit --wait-for`), and so is a shell that is running \
+            a command already.\n\n\
+            With --timeout the command is interrupted (Ctrl-C) when the time is up. With \
+            --json, ptyctl prints one JSON object: session, exit_code, signal (always null), \
+            timed_out, output (as text, invalid UTF-8 replaced), truncated, total_bytes and \
+            duration_ms.",
+        after_help = "Exit status: the command's exit code; 124 when --timeout expired (the \
+            command was interrupted); 125 when ptyctl or the daemon failed (unknown id, no \
+            prompt marks, the shell is busy, cannot connect...)."
+    )]
+    Run {
+        /// Session id, or a unique prefix of one
+        id: String,
+
+        /// Interrupt the command (Ctrl-C) after this long and exit 124 (e.g. 500ms, 10s)
+        /// [default: no limit]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+
+        /// Print the result as one JSON object
+        #[arg(long)]
+        json: bool,
+
+        /// Keep only the last BYTES of output [default and maximum: 960 KiB]
+        #[arg(long, value_name = "BYTES")]
+        max_output: Option<usize>,
+
+        /// The command line (put `--` before it if it starts with `-`)
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+
     /// Type text into a session and press Enter, as one submitted input
     #[command(
         long_about = "Type text into a session and press Enter, as one submitted input.\n\n\

@@ -50,7 +50,7 @@ impl ErrorCodes {
     fn of(command: &Command) -> ErrorCodes {
         let plain = ErrorCodes { failed: EXIT_FAILED, session_exited: None, bad_request: None };
         match command {
-            Command::Exec { .. } | Command::Wait { .. } => {
+            Command::Exec { .. } | Command::Run { .. } | Command::Wait { .. } => {
                 ErrorCodes { failed: EXIT_PTYCTL_FAILED, ..plain }
             }
             Command::WaitFor { .. }
@@ -261,6 +261,12 @@ async fn run(cli: Cli) -> Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             }
+        }
+        Command::Run { id, timeout, json, max_output, command } => {
+            let session = session_id(&socket, &id).await?;
+            let client = connect(socket).await?;
+            return agent::run(&client, session, command.join(" "), timeout, max_output, json)
+                .await;
         }
         Command::Submit { id, text, wait_for, timeout, json, .. } => {
             let session = session_id(&socket, &id).await?;
