@@ -285,6 +285,54 @@ async fn run_prints_the_output_and_exits_with_the_commands_code() -> Result<()> 
 }
 
 #[tokio::test]
+async fn ls_and_wait_json_say_why_a_session_ended() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let exits = spawn(&daemon, &["sh", "-c", "exit 3"])?;
+    let out = run(daemon.ptyctl(["wait", &exits, "--json"]))?;
+    let json = out.json()?;
+    ensure!(out.code == Some(3) && json["code"] == 3 && json["end_reason"] == "exited", "{out:?}");
+    let sleeper = spawn(&daemon, &["sleep", "30"])?;
+    ensure!(run(daemon.ptyctl(["kill", &sleeper]))?.code == Some(0));
+    let out = run(daemon.ptyctl(["wait", &sleeper, "--json"]))?;
+    ensure!(out.json()?["end_reason"] == "killed", "{out:?}");
+    let out = run(daemon.ptyctl(["ls"]))?;
+    let line = |id: &str| out.stdout.lines().find(|l| l.starts_with(id)).map(str::to_string);
+    let header =
+        out.stdout.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>();
+    let column = header.iter().position(|h| *h == "ENDED").context("no ENDED column")?;
+    for (id, why) in [(&exits, "exited"), (&sleeper, "killed")] {
+        let row = line(id).with_context(|| format!("{id} not listed: {out:?}"))?;
+        ensure!(row.split_whitespace().nth(column) == Some(why), "{why}: {row}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_gives_text_without_escape_sequences_and_with_lf_line_ends() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let script = r"printf '\033[1;31mred\033[m\tdone\n\033]0;title\007second\n'";
+    let out = run(daemon.ptyctl(["exec", "--plain", "--", "sh", "-c", script]))?;
+    ensure!(out.code == Some(0) && out.stdout == "red\tdone\nsecond\n", "{out:?}");
+    let out = run(daemon.ptyctl(["exec", "--json", "--plain", "--", "sh", "-c", script]))?;
+    ensure!(out.json()?["output"] == "red\tdone\nsecond\n", "{out:?}");
+    let raw = run(daemon.ptyctl(["exec", "--json", "--", "sh", "-c", script]))?;
+    ensure!(raw.json()?["output"].as_str().is_some_and(|o| o.contains("\u{1b}[1;31m")), "{raw:?}");
+
+    let id = spawn(&daemon, &["sh", "-c", &format!("{script}; exec sleep 30")])?;
+    let out = run(daemon.ptyctl(["wait-for", &id, "--since", "0", "--plain", r"red.*\n"]))?;
+    ensure!(out.code == Some(0) && out.stdout == "red\tdone\n", "{out:?}");
+    let out = run(daemon.ptyctl(["read", &id, "--since", "0", "--plain"]))?;
+    ensure!(out.stdout == "red\tdone\nsecond\n", "{out:?}");
+
+    let home = format!("HOME={}", daemon.dir().display());
+    let out = run(daemon.ptyctl(["spawn", "--env", &home, "--", "bash"]))?;
+    let bash = out.stdout.trim().to_string();
+    let out = run(daemon.ptyctl(["run", &bash, "--plain", "--", script]))?;
+    ensure!(out.code == Some(0) && out.stdout == "red\tdone\nsecond\n", "{out:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn wait_quiet_resolves_times_out_and_reports_exits() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let id = spawn(

@@ -12,6 +12,7 @@ use ipc_proto::{
 };
 use serde::Serialize;
 
+use crate::plain::Render;
 use crate::stdio;
 use crate::term::Signals;
 
@@ -37,6 +38,7 @@ pub async fn exec_json(
     req: SpawnRequest,
     timeout: Option<Duration>,
     max_output: Option<usize>,
+    mut render: Render,
 ) -> Result<i32> {
     let req = ExecRequest {
         command: req.command,
@@ -56,7 +58,7 @@ pub async fn exec_json(
         exit_code: result.code,
         signal: result.signal,
         timed_out: result.timed_out,
-        output: String::from_utf8_lossy(&data).into_owned(),
+        output: String::from_utf8_lossy(&render.render(&data)).into_owned(),
         truncated: result.truncated,
         total_bytes: result.total_bytes,
         duration_ms: result.duration_ms,
@@ -72,16 +74,9 @@ pub async fn exec_json(
 /// `run`: types the command into the session's shell and waits for it; prints its output
 /// (or, with `json`, one JSON object) and returns its exit code, or 124 when the timeout
 /// interrupted it.
-pub async fn run(
-    client: &Client,
-    session: SessionId,
-    command: String,
-    timeout: Option<Duration>,
-    max_output: Option<usize>,
-    json: bool,
-) -> Result<i32> {
-    let req = RunRequest { session, command, timeout_ms: timeout.map(crate::millis), max_output };
+pub async fn run(client: &Client, req: RunRequest, json: bool, mut render: Render) -> Result<i32> {
     let (result, data) = client.run(req).await?;
+    let data = render.render(&data);
     if json {
         let output = ExecOutput {
             session: result.session,
@@ -107,7 +102,8 @@ pub async fn run(
 }
 
 /// `wait-for`: the matched text, or the whole reply as JSON.
-pub fn print_match(reply: &MatchReply, json: bool) -> Result<()> {
+pub fn print_match(reply: &MatchReply, json: bool, mut render: Render) -> Result<()> {
+    let reply = &MatchReply { text: render.render_text(&reply.text), ..reply.clone() };
     if json {
         println!("{}", serde_json::to_string_pretty(reply)?);
         return Ok(());
@@ -154,7 +150,8 @@ struct ReadOutput {
 }
 
 /// `read`: the raw bytes on stdout and the next offset on stderr, or one JSON object.
-pub fn print_read(reply: &ReadReply, data: &Bytes, json: bool) -> Result<()> {
+pub fn print_read(reply: &ReadReply, data: &Bytes, json: bool, mut render: Render) -> Result<()> {
+    let data = &render.render(data);
     if json {
         let output = ReadOutput {
             offset: reply.offset,

@@ -18,6 +18,7 @@ use tokio::signal::unix::Signal;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::plain::Render;
 use crate::stdio;
 use crate::term::{self, RawMode, Signals};
 
@@ -57,7 +58,7 @@ pub async fn attach(
     // Only a terminal gets a detach key: piped input is data and must reach the session intact.
     let key = if tty { detach_key } else { None };
     let controls = forward_stdin(client.clone(), session, key);
-    let ending = pump(&client, &mut att, &mut signals, controls, tty, false).await;
+    let ending = pump(&client, &mut att, &mut signals, controls, tty, false, Render::Raw).await;
     // Dropping the attachment detaches; leaving the process closes the connection anyway.
     drop(att);
     drop(raw);
@@ -85,6 +86,7 @@ pub async fn exec(
     req: SpawnRequest,
     follow_size: bool,
     timeout: Option<Duration>,
+    render: Render,
 ) -> Result<i32> {
     let tty = term::stdin_is_tty();
     let mut signals = Signals::install().context("cannot handle signals")?;
@@ -105,7 +107,7 @@ pub async fn exec(
     // Without a terminal, stdin is left alone (like `ssh host cmd` with a pipe it never reads).
     let controls =
         if tty { forward_stdin(client.clone(), session, None) } else { mpsc::channel(1).1 };
-    let pumped = pump(&client, &mut att, &mut signals, controls, tty, true);
+    let pumped = pump(&client, &mut att, &mut signals, controls, tty, true, render);
     // `None` when the timeout expired. Counted from the spawn, like the daemon's exec.
     let ending = match timeout {
         Some(t) => tokio::time::timeout(t, pumped).await.ok(),
@@ -155,6 +157,7 @@ async fn pump(
     mut controls: mpsc::Receiver<Control>,
     raw: bool,
     forward_interrupt: bool,
+    mut render: Render,
 ) -> Result<Ending> {
     let session = att.session();
     // At most one write in flight, and no event taken while it is: a slow stdout slows the
@@ -163,7 +166,13 @@ async fn pump(
     loop {
         tokio::select! {
             event = att.next(), if writing.is_none() => match event {
-                Some(SessionEvent::Output { data, .. }) => writing = Some(stdio::write_stdout(data)),
+                Some(SessionEvent::Output { data, .. }) => {
+                    let data = match render.render(&data) {
+                        std::borrow::Cow::Borrowed(_) => data,
+                        std::borrow::Cow::Owned(text) => text.into(),
+                    };
+                    writing = Some(stdio::write_stdout(data));
+                }
                 Some(SessionEvent::Dropped { bytes, .. }) => {
                     notice(raw, &format!("[ptyctl: {bytes} bytes dropped]"));
                 }

@@ -161,7 +161,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
 
-        /// Print the exit status as JSON
+        /// Print the exit status as JSON: {"code", "signal", "end_reason"} (why it ended:
+        /// exited, killed, idle_timeout, owner_gone, exec_timeout, shutdown)
         #[arg(long)]
         json: bool,
     },
@@ -215,6 +216,11 @@ pub enum Command {
         #[arg(long, value_name = "BYTES", requires = "json")]
         max_output: Option<usize>,
 
+        /// Print the output as text: escape sequences (colours, cursor moves, titles)
+        /// removed, CRLF as LF
+        #[arg(long)]
+        plain: bool,
+
         /// The command and its arguments (put `--` before them if they start with `-`)
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<String>,
@@ -258,6 +264,11 @@ pub enum Command {
         /// Print the match as JSON: offset, end, text, capture groups, dropped bytes
         #[arg(long)]
         json: bool,
+
+        /// Print the output as text: escape sequences (colours, cursor moves, titles)
+        /// removed, CRLF as LF
+        #[arg(long)]
+        plain: bool,
     },
 
     /// Wait until a session has printed nothing for a while
@@ -322,6 +333,11 @@ pub enum Command {
         /// Keep only the last BYTES of output [default and maximum: 960 KiB]
         #[arg(long, value_name = "BYTES")]
         max_output: Option<usize>,
+
+        /// Print the output as text: escape sequences (colours, cursor moves, titles)
+        /// removed, CRLF as LF
+        #[arg(long)]
+        plain: bool,
 
         /// The command line (put `--` before it if it starts with `-`)
         #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -390,6 +406,11 @@ pub enum Command {
         /// UTF-8 replaced) and nothing on stderr
         #[arg(long)]
         json: bool,
+
+        /// Print the output as text: escape sequences (colours, cursor moves, titles)
+        /// removed, CRLF as LF
+        #[arg(long)]
+        plain: bool,
     },
 
     /// Print what a session's terminal shows, like `tmux capture-pane -p`

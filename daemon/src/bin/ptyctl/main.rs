@@ -4,6 +4,7 @@ mod agent;
 mod attach;
 mod cli;
 mod doctor;
+mod plain;
 mod stdio;
 mod table;
 mod term;
@@ -16,10 +17,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser as _;
-use ipc_proto::{Client, ClientError, ErrorCode, IpcError, MatchOn, SessionId, SpawnRequest};
+use ipc_proto::{
+    Client, ClientError, ErrorCode, IpcError, MatchOn, RunRequest, SessionId, SpawnRequest,
+};
 use tokio::net::UnixStream;
 
 use cli::{Cli, Command, Size, SpawnOpts};
+use plain::Render;
 
 /// Exit status when `--timeout` expires (`wait`, `wait-for`, `wait-quiet`, `exec`), as
 /// timeout(1) does.
@@ -209,7 +213,14 @@ async fn run(cli: Cli) -> Result<i32> {
             let client = connect(socket).await?;
             let status = bounded(timeout, client.wait(session, timeout)).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                // Why it ended, from the record the daemon keeps after the exit.
+                let end_reason = client.info(session).await.ok().and_then(|i| i.end_reason);
+                let out = serde_json::json!({
+                    "code": status.code,
+                    "signal": status.signal,
+                    "end_reason": end_reason,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
             }
             return Ok(status.shell_code());
         }
@@ -222,12 +233,14 @@ async fn run(cli: Cli) -> Result<i32> {
                 print!("{}", table::details(&info, SystemTime::now()));
             }
         }
-        Command::Exec { opts, json, timeout, max_output, command } => {
+        Command::Exec { opts, json, timeout, max_output, plain, command } => {
+            let render = Render::from_flag(plain);
             if json {
                 // Nothing is drawn locally: the local terminal's size is irrelevant.
                 let size = opts.size.unwrap_or(Size { cols: 80, rows: 24 });
                 let req = spawn_request(opts, command, size)?;
-                return agent::exec_json(&connect(socket).await?, req, timeout, max_output).await;
+                let client = connect(socket).await?;
+                return agent::exec_json(&client, req, timeout, max_output, render).await;
             }
             let tty = term::stdin_is_tty();
             // An explicit size stays put; otherwise the session follows the local terminal.
@@ -244,15 +257,15 @@ async fn run(cli: Cli) -> Result<i32> {
                     req.env.insert("TERM".into(), value);
                 }
             }
-            return attach::exec(connect(socket).await?, req, follow_size, timeout).await;
+            return attach::exec(connect(socket).await?, req, follow_size, timeout, render).await;
         }
-        Command::WaitFor { id, regex, since, screen, timeout, json } => {
+        Command::WaitFor { id, regex, since, screen, timeout, json, plain } => {
             let session = session_id(&socket, &id).await?;
             let client = connect(socket).await?;
             let on = if screen { MatchOn::Screen } else { MatchOn::Output };
             let wait = client.wait_for_on(session, &regex, since, timeout, on);
             let reply = bounded(timeout, wait).await?;
-            agent::print_match(&reply, json)?;
+            agent::print_match(&reply, json, Render::from_flag(plain))?;
         }
         Command::WaitQuiet { id, duration, timeout, json } => {
             let session = session_id(&socket, &id).await?;
@@ -262,11 +275,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             }
         }
-        Command::Run { id, timeout, json, max_output, command } => {
+        Command::Run { id, timeout, json, max_output, plain, command } => {
             let session = session_id(&socket, &id).await?;
             let client = connect(socket).await?;
-            return agent::run(&client, session, command.join(" "), timeout, max_output, json)
-                .await;
+            let req = RunRequest {
+                session,
+                command: command.join(" "),
+                timeout_ms: timeout.map(millis),
+                max_output,
+            };
+            return agent::run(&client, req, json, Render::from_flag(plain)).await;
         }
         Command::Submit { id, text, wait_for, timeout, json, .. } => {
             let session = session_id(&socket, &id).await?;
@@ -291,16 +309,16 @@ async fn run(cli: Cli) -> Result<i32> {
                     // The reply's offset is where the answer can start (a version 2 daemon
                     // always sends it; without it the daemon's default is the same mark).
                     let wait = client.wait_for(session, &pattern, reply.offset, timeout);
-                    agent::print_match(&bounded(timeout, wait).await?, json)?;
+                    agent::print_match(&bounded(timeout, wait).await?, json, Render::Raw)?;
                 }
                 None if json => println!("{}", serde_json::to_string_pretty(&reply)?),
                 None => {}
             }
         }
-        Command::Read { id, since, max, json } => {
+        Command::Read { id, since, max, json, plain } => {
             let session = session_id(&socket, &id).await?;
             let (reply, data) = connect(socket).await?.read(session, since, max).await?;
-            agent::print_read(&reply, &data, json)?;
+            agent::print_read(&reply, &data, json, Render::from_flag(plain))?;
         }
         Command::Screen { id, scrollback, ansi, json } => {
             let session = session_id(&socket, &id).await?;

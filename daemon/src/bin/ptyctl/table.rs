@@ -8,13 +8,15 @@ use nix::sys::signal::Signal;
 
 /// The `ls` table and its footer.
 pub fn sessions(list: &ListReply, now: SystemTime) -> String {
-    let mut rows =
-        vec![["ID", "PID", "STATE", "SIZE", "ATTACHED", "AGE", "COMMAND"].map(String::from)];
+    let mut rows = vec![
+        ["ID", "PID", "STATE", "ENDED", "SIZE", "ATTACHED", "AGE", "COMMAND"].map(String::from)
+    ];
     for s in &list.sessions {
         rows.push([
             s.session.to_string(),
             s.pid.to_string(),
             state(s),
+            s.end_reason.map_or("-", EndReason::as_str).to_string(),
             format!("{}x{}", s.cols, s.rows),
             s.attached.to_string(),
             age(since(s.created_at_ms, now)),
