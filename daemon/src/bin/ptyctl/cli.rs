@@ -464,6 +464,22 @@ pub enum Command {
         after_help = "Exit status: 0 when no check failed (warnings allowed); 1 otherwise."
     )]
     Doctor,
+
+    /// Print a completion script for a shell
+    #[command(long_about = "Print a completion script for a shell, generated from ptyctl's \
+        own definition of its commands and flags.\n\n\
+        bash:  ptyctl completions bash > /usr/share/bash-completion/completions/ptyctl\n\
+        zsh:   ptyctl completions zsh > /usr/share/zsh/vendor-completions/_ptyctl\n\
+        fish:  ptyctl completions fish > /usr/share/fish/vendor_completions.d/ptyctl.fish")]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+
+    /// Print ptyctl's man page (roff), generated from its help
+    #[command(long_about = "Print ptyctl's man page (roff), generated from its help texts: \
+        `ptyctl man > /usr/share/man/man1/ptyctl.1`, then `man ptyctl`.")]
+    Man,
 }
 
 /// Flags shared by `spawn` and `exec`.

@@ -327,6 +327,14 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Events { json } => return agent::events(&connect(socket).await?, json).await,
         Command::Doctor => return Ok(doctor::run(&socket_path(socket)).await),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ptyctl", &mut std::io::stdout());
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout()).context("cannot write the man page")?;
+        }
     }
     Ok(0)
 }
