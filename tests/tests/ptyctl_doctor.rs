@@ -123,3 +123,31 @@ fn a_file_that_is_not_a_socket_fails() -> Result<()> {
     ensure!(lines_starting(&out, "FAIL").iter().any(|l| l.contains("not a socket")), "{out}");
     Ok(())
 }
+
+#[tokio::test]
+async fn json_gives_the_same_checks_as_one_object() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o700))?;
+    let (code, out) = doctor(daemon.ptyctl(["doctor", "--json"]))?;
+    ensure!(code == Some(0), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).context("one JSON object")?;
+    let checks = json["checks"].as_array().context("checks")?;
+    let names: Vec<_> = checks.iter().filter_map(|c| c["check"].as_str()).collect();
+    for name in ["socket", "daemon", "pool", "open_files", "ptys", "zombies"] {
+        ensure!(names.contains(&name), "no {name} check: {out}");
+    }
+    ensure!(checks.iter().all(|c| c["status"] != "fail"), "{out}");
+    ensure!(json["summary"]["fail"] == 0 && json["summary"]["ok"].as_u64() > Some(3), "{out}");
+
+    let dir = tempfile::tempdir()?;
+    let mut cmd = std::process::Command::new(ptyd_tests::ptyctl_bin()?);
+    cmd.arg("--socket").arg(dir.path().join("ptyd.sock")).args(["doctor", "--json"]);
+    cmd.env_remove("PTYD_SOCKET");
+    let (code, out) = doctor(cmd)?;
+    let json: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(code == Some(1) && json["summary"]["fail"] == 1, "{out}");
+    let failed = &json["checks"][0];
+    ensure!(failed["check"] == "socket" && failed["status"] == "fail", "{out}");
+    ensure!(failed["hints"][0].as_str().is_some_and(|h| h.contains("ptyd --socket")), "{out}");
+    Ok(())
+}

@@ -463,7 +463,12 @@ pub enum Command {
             children of the daemon.",
         after_help = "Exit status: 0 when no check failed (warnings allowed); 1 otherwise."
     )]
-    Doctor,
+    Doctor {
+        /// Print one JSON object instead: {"socket", "checks": [{"check", "status" (ok,
+        /// warn or fail), "message", "hints"}], "summary": {"ok", "warn", "fail"}}
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Print a completion script for a shell
     #[command(long_about = "Print a completion script for a shell, generated from ptyctl's \

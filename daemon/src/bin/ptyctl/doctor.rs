@@ -25,12 +25,34 @@ const FDS_PER_SESSION: u64 = 3;
 /// …and what the daemon needs besides (listener, connections, logs, runtime).
 const FDS_BASE: u64 = 64;
 
+/// How `doctor` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// A line per check as it is made, then a summary.
+    #[default]
+    Text,
+    /// One JSON object once every check is made.
+    Json,
+}
+
 /// Runs every check against the socket at `path`; returns the exit status (1 if any
 /// check failed).
-pub async fn run(path: &Path) -> i32 {
-    let mut report = Report::default();
+pub async fn run(path: &Path, format: Format) -> i32 {
+    let mut report = Report { format, ..Report::default() };
     check(path, &mut report).await;
-    println!("summary: {} ok, {} warn, {} FAIL", report.ok, report.warn, report.fail);
+    match format {
+        Format::Text => {
+            println!("summary: {} ok, {} warn, {} FAIL", report.ok, report.warn, report.fail)
+        }
+        Format::Json => {
+            let out = serde_json::json!({
+                "socket": path,
+                "checks": report.checks,
+                "summary": {"ok": report.ok, "warn": report.warn, "fail": report.fail},
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+    }
     if report.fail > 0 {
         1
     } else {
@@ -39,45 +61,78 @@ pub async fn run(path: &Path) -> i32 {
 }
 
 async fn check(path: &Path, report: &mut Report) {
+    report.check = "socket";
     if !socket_file(path, report) {
         return;
     }
+    report.check = "daemon";
     let Some(client) = handshake(path, report).await else { return };
     let pid = client.daemon().pid;
+    report.check = "pool";
     if let Some(capacity) = pool(&client, report).await {
+        report.check = "open_files";
         open_files(pid, capacity, report);
     }
+    report.check = "ptys";
     ptys(report);
+    report.check = "zombies";
     zombies(pid, report).await;
 }
 
-/// Counts the checks and prints their lines.
+/// One line of the report: which check, how it went, what it found, what to do.
+#[derive(Debug, serde::Serialize)]
+struct Line {
+    check: &'static str,
+    status: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hints: Vec<String>,
+}
+
+/// Counts the checks and prints (or, for JSON, keeps) their lines.
 #[derive(Default, Debug)]
 struct Report {
+    format: Format,
+    /// The check the lines now made belong to.
+    check: &'static str,
+    checks: Vec<Line>,
     ok: usize,
     warn: usize,
     fail: usize,
 }
 
 impl Report {
+    fn line(&mut self, status: &'static str, label: &str, msg: impl Display) {
+        let message = msg.to_string();
+        if self.format == Format::Text {
+            println!("{label} {message}");
+        }
+        self.checks.push(Line { check: self.check, status, message, hints: Vec::new() });
+    }
+
     fn ok(&mut self, msg: impl Display) {
         self.ok += 1;
-        println!("ok   {msg}");
+        self.line("ok", "ok  ", msg);
     }
 
     fn warn(&mut self, msg: impl Display) {
         self.warn += 1;
-        println!("warn {msg}");
+        self.line("warn", "warn", msg);
     }
 
     fn fail(&mut self, msg: impl Display) {
         self.fail += 1;
-        println!("FAIL {msg}");
+        self.line("fail", "FAIL", msg);
     }
 
     /// What to do about the line above; not a check of its own.
-    fn hint(&self, msg: impl Display) {
-        println!("     {msg}");
+    fn hint(&mut self, msg: impl Display) {
+        if self.format == Format::Text {
+            println!("     {msg}");
+        }
+        if let Some(last) = self.checks.last_mut() {
+            last.hints.push(msg.to_string());
+        }
     }
 }
 

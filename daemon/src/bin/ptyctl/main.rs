@@ -326,7 +326,10 @@ async fn run(cli: Cli) -> Result<i32> {
             agent::print_screen(&reply, &data, ansi, json)?;
         }
         Command::Events { json } => return agent::events(&connect(socket).await?, json).await,
-        Command::Doctor => return Ok(doctor::run(&socket_path(socket)).await),
+        Command::Doctor { json } => {
+            let format = if json { doctor::Format::Json } else { doctor::Format::Text };
+            return Ok(doctor::run(&socket_path(socket), format).await);
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ptyctl", &mut std::io::stdout());
