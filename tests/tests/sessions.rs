@@ -239,19 +239,20 @@ async fn ptyctl_names_the_error_on_stderr() -> Result<()> {
     stderr_of(&["spawn", "--", "sleep", "30"])?;
     let full = stderr_of(&["spawn", "--", "sleep", "30"])?;
     ensure!(
-        full == (Some(1), "ptyctl: AtCapacity: pty pool is at capacity (1)".into()),
+        full == (Some(5), "ptyctl: AtCapacity: pty pool is at capacity (1)".into()),
         "{full:?}"
     );
     let ghost = SessionId::new();
     let unknown = stderr_of(&["info", &ghost.to_string()])?;
     let expected = format!("ptyctl: HandleNotFound: pty handle not found: {ghost}");
-    ensure!(unknown == (Some(1), expected), "{unknown:?}");
+    ensure!(unknown == (Some(4), expected), "{unknown:?}");
     let gone = daemon.dir().join("nobody-here.sock");
     let out = std::process::Command::new(ptyd_tests::ptyctl_bin()?)
         .args(["--socket", gone.to_str().unwrap_or_default(), "ls"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stderr);
     ensure!(text.starts_with("ptyctl: IpcError: cannot connect to ptyd at"), "{text}");
+    ensure!(out.status.code() == Some(125), "{out:?}");
     Ok(())
 }
 

@@ -98,7 +98,7 @@ pub async fn run(client: &Client, req: RunRequest, json: bool, mut render: Rende
         return Ok(crate::EXIT_TIMEOUT);
     }
     // No status means the shell ended without saying (killed): report a failure.
-    Ok(result.code.unwrap_or(crate::EXIT_PTYCTL_FAILED))
+    Ok(result.code.unwrap_or(crate::EXIT_FAILED))
 }
 
 /// `wait-for`: the matched text, or the whole reply as JSON.

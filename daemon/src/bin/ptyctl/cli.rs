@@ -6,21 +6,42 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
-Exit status:
-  0      success (ls, spawn, send, resize, kill, info, submit, read; attach after a
-         detach; wait-for on a match; wait-quiet once quiet; events when interrupted;
-         doctor when no check failed)
-  1      failure of ls, spawn, attach, send, resize, kill, info, submit, read or events
-         (bad session id, daemon unreachable, daemon error); doctor: a check failed
-  2      usage error (unknown flag, malformed size, duration or KEY=VALUE); wait-for
-         and wait-quiet: the daemon rejected the request (invalid regex, --since past
-         the end of the output)
-  3      wait-for, wait-quiet: the session exited first
-  N      exec, wait and attach: the session's exit code, or 128+N when signal N killed it
-  124    wait, wait-for, wait-quiet: --timeout expired; exec: --timeout expired and the
-         session was ended
-  125    exec, wait, wait-for and wait-quiet: ptyctl or the daemon failed (cannot connect,
-         session not found, spawn failed, pool at capacity...)";
+Exit status, the same for every subcommand:
+  0      success
+  2      usage error: an unknown flag, a malformed value, or a request the daemon found
+         malformed (invalid regex, --since past the end of the output, ambiguous id prefix)
+  3      the session had exited, or exited before what was waited for happened
+  4      no such session (an unknown id, or a prefix of none)
+  5      refused: pool at capacity or quota reached, peer not allowed, daemon shutting
+         down, no shell integration (run), the shell busy (run)
+  124    --timeout expired
+  125    ptyctl or the daemon failed otherwise (cannot connect, spawn failed, internal)
+  N      exec, run, wait and attach exit with the session's own code (128+N for signal
+         N; attach: 0 after a detach); for them every failure above but 2 and 124 is 125
+  1      doctor: a check failed";
+
+/// Whether a command exits with its session's own code, which decides its exit status
+/// on error (see `EXIT_CODES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `exec`, `run`, `wait`, `attach`.
+    PassesSessionCode,
+    /// Every other command.
+    Reports,
+}
+
+impl Kind {
+    /// The kind of `command`.
+    pub fn of(command: &Command) -> Kind {
+        match command {
+            Command::Exec { .. }
+            | Command::Run { .. }
+            | Command::Wait { .. }
+            | Command::Attach { .. } => Kind::PassesSessionCode,
+            _ => Kind::Reports,
+        }
+    }
+}
 
 /// Control the sessions of ptyd, the PTY session daemon.
 #[derive(Parser, Debug)]
@@ -92,7 +113,7 @@ pub enum Command {
             When stdin is not a terminal, it is forwarded until end of file (no detach key), \
             then output keeps streaming until the session exits.",
         after_help = "Exit status: the session's exit code (128+N for signal N); 0 after a detach; \
-            1 when ptyctl or the daemon failed; 128+N when signal N made ptyctl detach."
+            125 when ptyctl or the daemon failed; 128+N when signal N made ptyctl detach."
     )]
     Attach {
         /// Session id, or a unique prefix of one
@@ -237,8 +258,9 @@ pub enum Command {
             printed before the call. With --json the reply's `end` is the offset to resume from. \
             Put `--` before a regex that starts with `-`.",
         after_help = "Exit status: 0 on a match; 2 when the regex is invalid or --since is \
-            past the end of the output; 3 when the session exited before a match; 124 when --timeout expired; 125 when ptyctl or the \
-            daemon failed."
+            past the end of the output; 3 when the session exited before a match; 4 when there \
+            is no such session; 124 when --timeout expired; 125 when ptyctl or the daemon \
+            failed."
     )]
     WaitFor {
         /// Session id, or a unique prefix of one
@@ -276,8 +298,9 @@ pub enum Command {
         long_about = "Wait until a session has printed nothing for DURATION: a program done \
             drawing, a prompt waiting for input.\n\n\
             Silence that began before the call counts. Prints nothing unless --json is given.",
-        after_help = "Exit status: 0 once quiet; 3 when the session exited first; 124 when \
-            --timeout expired; 125 when ptyctl or the daemon failed."
+        after_help = "Exit status: 0 once quiet; 3 when the session exited first; 4 when there \
+            is no such session; 124 when --timeout expired; 125 when ptyctl or the daemon \
+            failed."
     )]
     WaitQuiet {
         /// Session id, or a unique prefix of one
@@ -353,8 +376,9 @@ pub enum Command {
             With --wait-for REGEX it then waits, like `wait-for`, for the answer: output from \
             the moment the text was typed that matches, and prints it.",
         after_help = "Exit status: 0 when submitted (and, with --wait-for, matched); 2 when the \
-            regex is invalid (nothing is typed); 3 when the session exited first; 124 when \
-            --timeout expired; 1 or 125 when ptyctl or the daemon failed."
+            regex is invalid (nothing is typed); 3 when the session exited first; 4 when there \
+            is no such session; 124 when --timeout expired; 125 when ptyctl or the daemon \
+            failed."
     )]
     Submit {
         /// Session id, or a unique prefix of one

@@ -25,59 +25,48 @@ use tokio::net::UnixStream;
 use cli::{Cli, Command, Size, SpawnOpts};
 use plain::Render;
 
-/// Exit status when `--timeout` expires (`wait`, `wait-for`, `wait-quiet`, `exec`), as
-/// timeout(1) does.
+// ptyctl's exit statuses: one table for every subcommand (`cli::EXIT_CODES`, printed by
+// `ptyctl --help`, and the README). The commands that exit with their session's own code
+// (`exec`, `run`, `wait`, `attach`) cannot also use 2–5 for ptyctl's outcomes: for them any
+// failure is 125, as for timeout(1) and env(1).
+
+/// `--timeout` expired, as timeout(1) says.
 const EXIT_TIMEOUT: i32 = 124;
-/// Exit status of `exec`, `wait`, `wait-for` and `wait-quiet` when ptyctl or the daemon
-/// failed, kept apart from the child's own codes and from the outcomes they report.
-const EXIT_PTYCTL_FAILED: i32 = 125;
-/// Exit status of the other commands on failure.
-const EXIT_FAILED: i32 = 1;
-/// Exit status of a usage error; clap uses it too.
+/// ptyctl or the daemon failed (cannot connect, spawn failed, internal error), and every
+/// failure of a command that exits with its session's code.
+const EXIT_FAILED: i32 = 125;
+/// A usage error (clap uses it too), or a request the daemon found malformed (an invalid
+/// regex, `--since` past the end, an ambiguous id prefix).
 const EXIT_USAGE: i32 = 2;
-/// Exit status of `wait-for` and `wait-quiet` when the session exited first: an outcome a
-/// script branches on, unlike a failure.
+/// The session had exited, or exited before what was waited for happened.
 const EXIT_SESSION_EXITED: i32 = 3;
+/// No such session: an unknown id, or a prefix of none.
+const EXIT_NOT_FOUND: i32 = 4;
+/// The daemon refused: pool at capacity or quota, peer not allowed, shutting down, no shell
+/// integration, the shell busy.
+const EXIT_REFUSED: i32 = 5;
 
-/// What an error makes ptyctl exit with; depends on the command.
-#[derive(Clone, Copy, Debug)]
-struct ErrorCodes {
-    /// Any failure not named below.
-    failed: i32,
-    /// The daemon answered `SessionExited`.
-    session_exited: Option<i32>,
-    /// The daemon answered `BadRequest` (for `wait-for`, an invalid regex).
-    bad_request: Option<i32>,
-}
-
-impl ErrorCodes {
-    fn of(command: &Command) -> ErrorCodes {
-        let plain = ErrorCodes { failed: EXIT_FAILED, session_exited: None, bad_request: None };
-        match command {
-            Command::Exec { .. } | Command::Run { .. } | Command::Wait { .. } => {
-                ErrorCodes { failed: EXIT_PTYCTL_FAILED, ..plain }
-            }
-            Command::WaitFor { .. }
-            | Command::WaitQuiet { .. }
-            | Command::Submit { wait_for: Some(_), .. } => ErrorCodes {
-                failed: EXIT_PTYCTL_FAILED,
-                session_exited: Some(EXIT_SESSION_EXITED),
-                bad_request: Some(EXIT_USAGE),
-            },
-            _ => plain,
-        }
+/// What an error makes ptyctl exit with.
+fn exit_code_for_kind(kind: cli::Kind, err: &anyhow::Error) -> i32 {
+    if is_timeout(err) {
+        return EXIT_TIMEOUT;
     }
-
-    fn for_error(self, err: &anyhow::Error) -> i32 {
-        if is_timeout(err) {
-            return EXIT_TIMEOUT;
-        }
-        let code = err.chain().find_map(|e| e.downcast_ref::<ClientError>()?.code());
-        match code {
-            Some(ErrorCode::SessionExited) => self.session_exited.unwrap_or(self.failed),
-            Some(ErrorCode::BadRequest) => self.bad_request.unwrap_or(self.failed),
-            _ => self.failed,
-        }
+    if kind == cli::Kind::PassesSessionCode {
+        return EXIT_FAILED;
+    }
+    match err.chain().find_map(|e| e.downcast_ref::<ClientError>()?.code()) {
+        Some(ErrorCode::BadRequest) => EXIT_USAGE,
+        Some(ErrorCode::SessionExited) => EXIT_SESSION_EXITED,
+        Some(ErrorCode::HandleNotFound) => EXIT_NOT_FOUND,
+        Some(
+            ErrorCode::AtCapacity
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ShuttingDown
+            | ErrorCode::NoShellIntegration
+            | ErrorCode::SessionBusy,
+        ) => EXIT_REFUSED,
+        _ => EXIT_FAILED,
     }
 }
 
@@ -128,7 +117,8 @@ fn is_broken_stdout(err: &anyhow::Error) -> bool {
 fn main() {
     quiet_on_broken_stdout();
     let cli = Cli::parse();
-    let codes = ErrorCodes::of(&cli.command);
+    // What the command was, for its exit status on error, once `cli` is consumed.
+    let command_kind = cli::Kind::of(&cli.command);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,7 +146,7 @@ fn main() {
                 }
                 None => eprintln!("ptyctl: {text}"),
             }
-            codes.for_error(&err)
+            exit_code_for_kind(command_kind, &err)
         }
     };
     let _ = std::io::stdout().flush();
@@ -382,7 +372,10 @@ async fn session_id(socket: &Option<PathBuf>, s: &str) -> Result<SessionId> {
     }
     let prefix = s.to_ascii_lowercase();
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(anyhow!("invalid session id '{s}': expected an id or a prefix of one"));
+        return Err(anyhow::Error::new(ClientError::Daemon {
+            code: ErrorCode::BadRequest,
+            message: format!("invalid session id '{s}': expected an id or a prefix of one"),
+        }));
     }
     let list = connect(socket.clone()).await?.list().await?;
     let matches: Vec<SessionId> = list
