@@ -9,6 +9,12 @@ export type Status = "connecting" | "active" | "reconnecting" | "dead" | "closed
 export interface ExitInfo {
   code: number | null;
   signal: number | null;
+  /**
+   * Why, as ptyd recorded it: "exited", "killed", "idle_timeout", "owner_gone",
+   * "shutdown" (others may come); "deleted" when the bridge closed the socket because
+   * the terminal was deleted (then `code` and `signal` are null); null when unknown.
+   */
+  endReason: string | null;
 }
 
 /** A refused message or failed operation, as the bridge or the connection reports it. */
@@ -337,7 +343,11 @@ export class TerminalConnection {
       }
       case "exit": {
         this.exited = true;
-        this.exitInfo = { code: (msg.code as number) ?? null, signal: (msg.signal as number) ?? null };
+        this.exitInfo = {
+          code: (msg.code as number) ?? null,
+          signal: (msg.signal as number) ?? null,
+          endReason: (msg.end_reason as string) ?? null,
+        };
         this.emit("exit", this.exitInfo);
         break;
       }
@@ -356,6 +366,11 @@ export class TerminalConnection {
     this.ws = null;
     if (this.status === "closed" || this.status === "dead") return;
     if (this.exited || code === 4002 || code === 4004) {
+      if (code === 4002 && !this.exitInfo) {
+        // Deleted through the API: no exit message comes, but the reason is known.
+        this.exitInfo = { code: null, signal: null, endReason: "deleted" };
+        this.emit("exit", this.exitInfo);
+      }
       this.setStatus("dead");
       return;
     }

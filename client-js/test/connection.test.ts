@@ -173,12 +173,22 @@ describe("connect", () => {
     const exits: unknown[] = [];
     conn.on("exit", (e) => exits.push(e));
     hello(last());
-    last().control({ type: "exit", code: 3, signal: null });
+    last().control({ type: "exit", code: 3, signal: null, end_reason: "exited" });
     last().drop(1000, "process exited with code 3");
-    expect(exits).toEqual([{ code: 3, signal: null }]);
+    expect(exits).toEqual([{ code: 3, signal: null, endReason: "exited" }]);
     expect(conn.status).toBe("dead");
     await vi.advanceTimersByTimeAsync(5_000);
     expect(FakeSocket.all.length).toBe(1);
+  });
+
+  it("reports a deleted terminal as an exit with that reason", async () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
+    const exits: unknown[] = [];
+    conn.on("exit", (e) => exits.push(e));
+    hello(last());
+    last().drop(4002, "terminal deleted");
+    expect(exits).toEqual([{ code: null, signal: null, endReason: "deleted" }]);
+    expect(conn.status).toBe("dead");
   });
 
   it("does not fight another tab that took the terminal over", async () => {

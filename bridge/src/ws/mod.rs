@@ -13,7 +13,9 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use ipc_proto::{Attachment, Client, ClientError, ErrorCode, ScreenStart, SessionEvent, SessionId};
+use ipc_proto::{
+    Attachment, Client, ClientError, EndReason, ErrorCode, ScreenStart, SessionEvent, SessionId,
+};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -340,6 +342,11 @@ impl OutputSource for AttachedOutput {
             Err(e) => e.detail(),
             Ok(_) => "ptyd ended the attachment".into(),
         }
+    }
+
+    async fn exit_reason(&mut self) -> Option<EndReason> {
+        // ptyd keeps the record of an exited session: it says why.
+        self.0.client().info(self.0.session()).await.ok()?.end_reason
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! `bridge/PROTOCOL.md` documents every message with examples; keep the two in step.
 
-use ipc_proto::ExitStatus;
+use ipc_proto::{EndReason, ExitStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -108,6 +108,10 @@ pub enum ServerMessage {
         code: Option<i32>,
         /// Signal number, if a signal killed it.
         signal: Option<i32>,
+        /// Why the session ended, as ptyd recorded it (`exited`, `killed`,
+        /// `idle_timeout`, …); absent when ptyd could not say.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        end_reason: Option<EndReason>,
     },
     /// A control message was refused, or an operation failed.
     Error {
@@ -125,8 +129,8 @@ impl ServerMessage {
     }
 
     /// An `exit` message.
-    pub fn exit(status: ExitStatus) -> ServerMessage {
-        ServerMessage::Exit { code: status.code, signal: status.signal }
+    pub fn exit(status: ExitStatus, end_reason: Option<EndReason>) -> ServerMessage {
+        ServerMessage::Exit { code: status.code, signal: status.signal, end_reason }
     }
 
     /// An `error` message.
@@ -255,7 +259,7 @@ mod tests {
             r#"{"type":"dropped","offset":1,"bytes":2}"#
         );
         assert_eq!(
-            ServerMessage::exit(ExitStatus { code: None, signal: Some(1) }).to_json(),
+            ServerMessage::exit(ExitStatus { code: None, signal: Some(1) }, None).to_json(),
             r#"{"type":"exit","code":null,"signal":1}"#
         );
         assert_eq!(

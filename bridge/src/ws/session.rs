@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use ipc_proto::{AttachReply, ClientError, ErrorCode, ExitStatus, SessionEvent};
+use ipc_proto::{AttachReply, ClientError, EndReason, ErrorCode, ExitStatus, SessionEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +97,8 @@ pub trait OutputSource: Send {
     fn next_event(&mut self) -> impl Future<Output = Option<SessionEvent>> + Send;
     /// Why the events stopped, after `next_event` returned `None`.
     fn end_reason(&mut self) -> impl Future<Output = String> + Send;
+    /// Why the session ended, after its exit event, if ptyd can say.
+    fn exit_reason(&mut self) -> impl Future<Output = Option<EndReason>> + Send;
 }
 
 /// The terminal's input side.
@@ -437,8 +439,9 @@ async fn pump_output<O: OutputSource>(
                 (text(&ServerMessage::Dropped { offset, bytes }), None)
             }
             SessionEvent::Exit(status) => {
-                tracing::info!("Process {status}");
-                (text(&ServerMessage::exit(status)), Some(status))
+                let reason = output.exit_reason().await;
+                tracing::info!(end_reason = reason.map(EndReason::as_str), "Process {status}");
+                (text(&ServerMessage::exit(status, reason)), Some(status))
             }
         };
         if data_tx.send(msg).await.is_err() {

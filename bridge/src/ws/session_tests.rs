@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::channel::mpsc as fmpsc;
-use ipc_proto::SessionId;
+use ipc_proto::{EndReason, SessionId};
 use tokio::task::JoinHandle;
 
 use super::*;
@@ -17,6 +17,9 @@ impl OutputSource for FakeOutput {
     }
     async fn end_reason(&mut self) -> String {
         "ptyd closed the connection".into()
+    }
+    async fn exit_reason(&mut self) -> Option<EndReason> {
+        Some(EndReason::IdleTimeout)
     }
 }
 
@@ -146,6 +149,7 @@ async fn hello_output_input_resize_ping_and_exit() {
     h.output.send(SessionEvent::Exit(status)).await.unwrap();
     let exit = h.next_json().await;
     assert_eq!((exit["type"].as_str(), exit["code"].as_i64()), (Some("exit"), Some(3)));
+    assert_eq!(exit["end_reason"], "idle_timeout", "why the session ended: {exit}");
     let frame = h.close().await;
     assert_eq!(frame.code, close::NORMAL);
     assert_eq!(frame.reason, "process exited with code 3");

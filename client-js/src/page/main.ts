@@ -162,12 +162,29 @@ async function main(): Promise<void> {
   }
 }
 
+/** Why a session ended, in words, for the reasons that are not its own exit. */
+const END_REASONS: Record<string, string> = {
+  killed: "it was closed",
+  deleted: "it was deleted",
+  idle_timeout: "it was idle too long",
+  owner_gone: "its owner went away",
+  shutdown: "ptyd stopped",
+};
+
 function endedText(conn: TerminalConnection): string {
   const exit = conn.exitInfo;
   if (!exit) return "Session ended.";
-  return exit.signal !== null
-    ? `Session ended: killed by signal ${exit.signal}.`
-    : `Session ended: exited with code ${exit.code}.`;
+  const how =
+    exit.signal !== null
+      ? `killed by signal ${exit.signal}`
+      : exit.code !== null
+        ? `exited with code ${exit.code}`
+        : null;
+  const why = exit.endReason ? END_REASONS[exit.endReason] : undefined;
+  if (how && why) return `Session ended: ${how}, because ${why}.`;
+  if (how) return `Session ended: ${how}.`;
+  if (why) return `Session ended, because ${why}.`;
+  return "Session ended.";
 }
 
 void main();

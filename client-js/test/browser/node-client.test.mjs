@@ -28,7 +28,7 @@ it("drives a terminal from Node and sees its exit", async () => {
   conn.write("echo from-no''de; exit 7\r");
   const exit = await exited;
   await dead;
-  assert.deepEqual(exit, { code: 7, signal: null });
+  assert.deepEqual(exit, { code: 7, signal: null, endReason: "exited" });
   assert.match(output, /^from-node\r?$/m);
   assert.ok(conn.offset >= output.length, "the offset counts every byte received");
 });

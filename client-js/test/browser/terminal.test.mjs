@@ -65,6 +65,25 @@ describe("web terminal", () => {
     await page.close();
   });
 
+  it("says how and why the session ended", async () => {
+    const page = await run.browser.newPage();
+    await openTerminal(page, run.stack.url);
+    await enter(page, "exit 7");
+    await page.waitForSelector('#status[data-status="dead"]', { timeout: 10_000 });
+    assert.equal(await page.locator("#ended-text").textContent(), "Session ended: exited with code 7.");
+    // Deleted through the API: the box says so.
+    await openTerminal(page, run.stack.url);
+    const id = new URL(page.url()).pathname.split("/").pop();
+    const closed = await page.evaluate(
+      async (id) => (await fetch(`/api/terminals/${id}`, { method: "DELETE" })).status,
+      id,
+    );
+    assert.ok(closed < 300, `DELETE answered ${closed}`);
+    await page.waitForSelector('#status[data-status="dead"]', { timeout: 10_000 });
+    assert.equal(await page.locator("#ended-text").textContent(), "Session ended, because it was deleted.");
+    await page.close();
+  });
+
   it("follows the browser window's size into the shell", async () => {
     const page = await run.browser.newPage({ viewport: { width: 800, height: 500 } });
     await openTerminal(page, run.stack.url);
