@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::terminals::{spawn_grace_timer, Reconciled, Registry, Status};
+use crate::terminals::{spawn_grace_timer, Ending, Reconciled, Registry, Status};
 
 /// How long connecting and the first exchanges with ptyd may take before the attempt
 /// counts as failed (a daemon that accepts but never answers must not hang the bridge).
@@ -254,7 +254,9 @@ impl DaemonLink {
                 Some(Notice::Event(ev)) if ev.event == DaemonEventKind::Exited => {
                     // An Active terminal's socket sees the exit itself and reports it.
                     if registry.check(ev.session) == Ok(Status::Disconnected)
-                        && registry.mark_dead(ev.session, None, Instant::now()).is_some()
+                        && registry
+                            .mark_dead(ev.session, ended(ev.end_reason), None, Instant::now())
+                            .is_some()
                     {
                         let span = tracing::info_span!("terminal", terminal = %ev.session);
                         span.in_scope(|| {
@@ -286,6 +288,11 @@ impl DaemonLink {
 
 fn timed_out() -> ClientError {
     IpcError::Timeout(CONNECT_TIMEOUT).into()
+}
+
+/// A terminal's ending from ptyd's `exited` event (an older ptyd names no reason).
+fn ended(reason: Option<ipc_proto::EndReason>) -> Ending {
+    Ending::Session(reason.unwrap_or(ipc_proto::EndReason::Exited))
 }
 
 #[cfg(test)]

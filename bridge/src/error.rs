@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ipc_proto::{ClientError, ErrorCode};
 
+use crate::terminals::Ending;
+
 /// An API failure. The variant name is the `error` field of the JSON body.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -36,9 +38,14 @@ pub enum AppError {
     /// No terminal with this id. 404.
     #[error("{0}")]
     NotFound(String),
-    /// The terminal is Dead. 410.
-    #[error("{0}")]
-    Gone(String),
+    /// The terminal is Dead (for this reason, when known). 410.
+    #[error("{message}")]
+    Gone {
+        /// What to tell the client.
+        message: String,
+        /// Why it is Dead: `end_reason` in the body.
+        end_reason: Option<Ending>,
+    },
     /// The pool is full; retry later. 503 with `Retry-After`.
     #[error("{message}")]
     AtCapacity {
@@ -80,7 +87,7 @@ impl AppError {
             AppError::TooManyAttempts { .. } => "TooManyAttempts",
             AppError::Busy(_) => "Busy",
             AppError::NotFound(_) => "NotFound",
-            AppError::Gone(_) => "Gone",
+            AppError::Gone { .. } => "Gone",
             AppError::AtCapacity { .. } => "AtCapacity",
             AppError::QuotaExceeded { .. } => "QuotaExceeded",
             AppError::IpcError(_) => "IpcError",
@@ -102,7 +109,7 @@ impl AppError {
             }
             AppError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Gone(_) => StatusCode::GONE,
+            AppError::Gone { .. } => StatusCode::GONE,
             AppError::AtCapacity { .. } | AppError::IpcError(_) | AppError::ShuttingDown(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -128,7 +135,10 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.name(), "message": self.to_string() });
+        let mut body = serde_json::json!({ "error": self.name(), "message": self.to_string() });
+        if let AppError::Gone { end_reason: Some(why), .. } = &self {
+            body["end_reason"] = why.as_str().into();
+        }
         let mut response = (self.status(), Json(body)).into_response();
         if let AppError::AtCapacity { retry_after, .. }
         | AppError::TooManyAttempts { retry_after, .. }

@@ -98,7 +98,7 @@ impl From<&AppError> for CreateFailure {
             | AppError::MisdirectedHost(_)
             | AppError::TooManyAttempts { .. }
             | AppError::Busy(_)
-            | AppError::Gone(_) => CreateFailure::Other,
+            | AppError::Gone { .. } => CreateFailure::Other,
         }
     }
 }

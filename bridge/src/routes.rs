@@ -16,7 +16,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{PROFILE_LABEL, TERMINAL_LABEL};
 use crate::error::AppError;
-use crate::terminals::{now_ms, spawn_grace_timer, Missing, NewTerminal, Status, StopReason};
+use crate::terminals::{
+    now_ms, spawn_grace_timer, Ending, Missing, NewTerminal, Status, StopReason,
+};
 use crate::{assets, auth, ws, AppState};
 
 /// How long `/readyz` waits for ptyd to answer.
@@ -68,9 +70,16 @@ pub fn lookup(state: &AppState, id: SessionId) -> Result<Status, AppError> {
     match state.registry.check(id) {
         Ok(status) => Ok(status),
         Err(Missing::NotFound) => Err(AppError::NotFound(format!("no terminal {id}"))),
-        Err(Missing::Dead) => {
-            Err(AppError::Gone(format!("terminal {id} is dead; create a new terminal")))
-        }
+        Err(Missing::Dead(end_reason)) => Err(gone(id, end_reason)),
+    }
+}
+
+/// 410 for a Dead terminal, saying why when the bridge knows.
+pub fn gone(id: SessionId, end_reason: Option<Ending>) -> AppError {
+    let why = end_reason.map(|e| format!(" ({e})")).unwrap_or_default();
+    AppError::Gone {
+        message: format!("terminal {id} is dead{why}; create a new terminal"),
+        end_reason,
     }
 }
 
@@ -207,8 +216,9 @@ async fn delete(
     let id = parse_id(&raw)?;
     lookup(&state, id)?;
     let span = tracing::info_span!("terminal", terminal = %id);
-    if let Some(previous) = state.registry.mark_dead(id, Some(StopReason::Deleted), Instant::now())
-    {
+    let deleted =
+        state.registry.mark_dead(id, Ending::Deleted, Some(StopReason::Deleted), Instant::now());
+    if let Some(previous) = deleted {
         span.in_scope(|| {
             tracing::info!("Killing PTY process for terminal {id} (deleted)");
             tracing::debug!("Status transition: {previous} → Dead");

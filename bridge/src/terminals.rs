@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipc_proto::{SessionId, SessionInfo, SessionState};
+use ipc_proto::{EndReason, SessionId, SessionInfo, SessionState};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,45 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Why a terminal is Dead: its session's own end, as ptyd recorded it, or what the
+/// bridge did. On the wire (`end_reason`) a word: ptyd's (`exited`, `killed`,
+/// `idle_timeout`, …), `grace_expired`, `deleted`, or `lost` (ptyd no longer runs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The session ended in ptyd for this reason.
+    Session(EndReason),
+    /// Nobody came back within the grace; the bridge killed it.
+    GraceExpired,
+    /// Deleted through the API.
+    Deleted,
+    /// ptyd no longer runs it (ptyd restarted, or forgot the session).
+    Lost,
+}
+
+impl Ending {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Session(reason) => reason.as_str(),
+            Ending::GraceExpired => "grace_expired",
+            Ending::Deleted => "deleted",
+            Ending::Lost => "lost",
+        }
+    }
+}
+
+impl Serialize for Ending {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the API shows of one terminal.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TerminalInfo {
@@ -55,6 +94,9 @@ pub struct TerminalInfo {
     pub last_activity_ms: u64,
     /// When the current status began, ms since the Unix epoch.
     pub status_since_ms: u64,
+    /// Why it is Dead; absent until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<Ending>,
 }
 
 /// Terminals per status, for `/metrics`.
@@ -152,8 +194,8 @@ pub struct Activation {
 pub enum Missing {
     /// Never known (or forgotten).
     NotFound,
-    /// Known and Dead.
-    Dead,
+    /// Known and Dead, for this reason.
+    Dead(Option<Ending>),
 }
 
 /// What a reconciliation with ptyd's session list found.
@@ -247,10 +289,10 @@ impl Registry {
 
     /// The status of a terminal that can still be used, or why it cannot.
     pub fn check(&self, id: SessionId) -> Result<Status, Missing> {
-        match self.inner.lock().unwrap().entries.get(&id).map(|e| e.info.status) {
+        match self.inner.lock().unwrap().entries.get(&id).map(|e| &e.info) {
             None => Err(Missing::NotFound),
-            Some(Status::Dead) => Err(Missing::Dead),
-            Some(status) => Ok(status),
+            Some(info) if info.status == Status::Dead => Err(Missing::Dead(info.end_reason)),
+            Some(info) => Ok(info.status),
         }
     }
 
@@ -260,7 +302,7 @@ impl Registry {
         let e = inner.entries.get_mut(&id).ok_or(Missing::NotFound)?;
         let previous = e.info.status;
         if previous == Status::Dead {
-            return Err(Missing::Dead);
+            return Err(Missing::Dead(e.info.end_reason));
         }
         let reconnected_after = (previous == Status::Disconnected && e.ever_connected)
             .then(|| now.saturating_duration_since(e.changed_at));
@@ -306,16 +348,19 @@ impl Registry {
             return false;
         }
         e.set_status(Status::Dead, now);
+        e.info.end_reason = Some(Ending::GraceExpired);
         inner.dead_order.push_back(timer.id);
         self.prune(&mut inner);
         true
     }
 
-    /// Marks a terminal Dead (its program exited, or it was deleted), telling its socket,
-    /// if any, to stop with `reason`. Returns the previous status unless it was Dead already.
+    /// Marks a terminal Dead for `ending` (its program exited, or it was deleted), telling
+    /// its socket, if any, to stop with `reason`. Returns the previous status unless it was
+    /// Dead already.
     pub fn mark_dead(
         &self,
         id: SessionId,
+        ending: Ending,
         reason: Option<StopReason>,
         now: Instant,
     ) -> Option<Status> {
@@ -329,6 +374,7 @@ impl Registry {
             conn.stop(reason);
         }
         e.set_status(Status::Dead, now);
+        e.info.end_reason = Some(ending);
         inner.dead_order.push_back(id);
         self.prune(&mut inner);
         Some(previous)
@@ -373,6 +419,7 @@ impl Registry {
             if let Some(e) = inner.entries.get_mut(&id) {
                 e.conn = None;
                 e.set_status(Status::Dead, now);
+                e.info.end_reason = Some(Ending::Lost);
             }
             inner.dead_order.push_back(id);
             out.dead.push((id, status));
@@ -409,6 +456,7 @@ fn new_entry(t: NewTerminal, now: Instant, ever_connected: bool) -> Entry {
             created_at_ms: t.created_at_ms,
             last_activity_ms: t.created_at_ms,
             status_since_ms: wall,
+            end_reason: None,
         },
         changed_at: now,
         epoch: 0,

@@ -80,7 +80,8 @@ fn grace_expiry_is_dead_and_final() {
     let a = reg.activate(id, t0).unwrap();
     let timer = reg.disconnect(id, a.gen, t0).unwrap();
     assert!(reg.expire(&timer, t0 + GRACE));
-    assert_eq!(reg.check(id), Err(Missing::Dead));
+    assert_eq!(reg.check(id), Err(Missing::Dead(Some(Ending::GraceExpired))));
+    assert_eq!(reg.get(id).unwrap().end_reason, Some(Ending::GraceExpired));
     assert_eq!(reg.get(id).unwrap().status, Status::Dead);
     assert!(reg.activate(id, t0 + GRACE).is_err());
     assert!(!reg.expire(&timer, t0 + GRACE), "expires once");
@@ -108,9 +109,14 @@ async fn delete_stops_the_socket() {
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
     let a = reg.activate(id, t0).unwrap();
-    assert_eq!(reg.mark_dead(id, Some(StopReason::Deleted), t0), Some(Status::Active));
+    assert_eq!(
+        reg.mark_dead(id, Ending::Deleted, Some(StopReason::Deleted), t0),
+        Some(Status::Active)
+    );
     assert_eq!(a.stop.stopped().await, StopReason::Deleted);
-    assert_eq!(reg.mark_dead(id, None, t0), None);
+    let exited = Ending::Session(EndReason::Exited);
+    assert_eq!(reg.mark_dead(id, exited, None, t0), None, "dead once, for the first reason");
+    assert_eq!(reg.check(id), Err(Missing::Dead(Some(Ending::Deleted))));
     assert_eq!(reg.disconnect(id, a.gen, t0), None);
 }
 
@@ -120,10 +126,10 @@ fn dead_terminals_are_forgotten_oldest_first() {
     let t0 = Instant::now();
     let ids: Vec<_> = (0..3).map(|_| new_terminal(&reg, t0).0).collect();
     for id in &ids {
-        reg.mark_dead(*id, None, t0);
+        reg.mark_dead(*id, Ending::Session(EndReason::Exited), None, t0);
     }
     assert_eq!(reg.check(ids[0]), Err(Missing::NotFound));
-    assert_eq!(reg.check(ids[2]), Err(Missing::Dead));
+    assert_eq!(reg.check(ids[2]), Err(Missing::Dead(Some(Ending::Session(EndReason::Exited)))));
 }
 
 #[test]
@@ -133,7 +139,7 @@ fn reconcile_recovers_buries_and_kills_again() {
     let (known, _) = new_terminal(&reg, t0);
     let (vanished, _) = new_terminal(&reg, t0);
     let (dead_but_running, _) = new_terminal(&reg, t0);
-    reg.mark_dead(dead_but_running, None, t0);
+    reg.mark_dead(dead_but_running, Ending::Session(EndReason::Killed), None, t0);
     let orphan = SessionId::new();
     let foreign = SessionId::new();
     let exited = SessionId::new();
@@ -147,6 +153,7 @@ fn reconcile_recovers_buries_and_kills_again() {
     let r = reg.reconcile(&list, t0);
     assert_eq!(r.recovered, vec![GraceTimer { id: orphan, epoch: 0, after: GRACE }]);
     assert_eq!(r.dead, vec![(vanished, Status::Disconnected)]);
+    assert_eq!(reg.get(vanished).unwrap().end_reason, Some(Ending::Lost));
     assert_eq!(r.kill_again, vec![dead_but_running]);
     assert_eq!(reg.check(orphan), Ok(Status::Disconnected));
     assert_eq!(reg.check(foreign), Err(Missing::NotFound));

@@ -11,8 +11,10 @@ export interface ExitInfo {
   signal: number | null;
   /**
    * Why, as ptyd recorded it: "exited", "killed", "idle_timeout", "owner_gone",
-   * "shutdown" (others may come); "deleted" when the bridge closed the socket because
-   * the terminal was deleted (then `code` and `signal` are null); null when unknown.
+   * "shutdown" (others may come); or the bridge's: "deleted" (the socket closed because
+   * the terminal was deleted), "grace_expired" (found dead after the connection was lost
+   * for longer than the grace), "lost" (ptyd no longer runs it) — then `code` and
+   * `signal` are null. Null when unknown.
    */
   endReason: string | null;
 }
@@ -262,7 +264,7 @@ export class TerminalConnection {
       throw new TicketError("network", "Network", String(e));
     }
     if (r.status === 201) return String((await r.json()).ticket);
-    let body: { error?: string; message?: string } = {};
+    let body: { error?: string; message?: string; end_reason?: string } = {};
     try {
       body = await r.json();
     } catch {
@@ -270,6 +272,7 @@ export class TerminalConnection {
     }
     const code = body.error ?? `HTTP${r.status}`;
     const message = body.message ?? `ticket request answered ${r.status}`;
+    if (r.status === 410) this.endedWhileAway(body.end_reason ?? null);
     if (r.status === 404 || r.status === 410) throw new TicketError("gone", code, message);
     if (r.status >= 500) throw new TicketError("network", code, message);
     throw new TicketError("refused", code, message);
@@ -415,7 +418,17 @@ export class TerminalConnection {
       this.scheduleRetry();
       return;
     }
+    // Gone, or unreachable past the grace: either way the grace ended it (unless a 410
+    // named another reason already).
+    this.endedWhileAway("grace_expired");
     this.setStatus("dead");
+  }
+
+  /** A terminal found dead while away: the API's 410 says why (e.g. "grace_expired"). */
+  private endedWhileAway(endReason: string | null): void {
+    if (this.exitInfo || !endReason) return;
+    this.exitInfo = { code: null, signal: null, endReason };
+    this.emit("exit", this.exitInfo);
   }
 
   /** From the API: "gone" (404/410), "waiting" (200: still there), or "unknown". */
@@ -428,6 +441,10 @@ export class TerminalConnection {
         headers: this.authHeaders(),
         credentials: "include",
       });
+      if (r.status === 410) {
+        const body = (await r.json().catch(() => null)) as { end_reason?: string } | null;
+        this.endedWhileAway(body?.end_reason ?? null);
+      }
       if (r.status === 404 || r.status === 410) return "gone";
       return r.ok ? "waiting" : "unknown";
     } catch {

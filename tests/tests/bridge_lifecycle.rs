@@ -128,6 +128,7 @@ async fn grace_expiry_kills_the_process_and_answers_410() -> Result<()> {
 
     let r = bridge.get(&format!("/api/terminals/{id}")).await?;
     ensure!(r.status == 410 && r.json()?["error"] == "Gone", "{r:?}");
+    ensure!(r.json()?["end_reason"] == "grace_expired", "the 410 says why: {r:?}");
     let e = bridge.upgrade(&format!("/ws/terminal/{id}"), &[]).await.err().context("upgraded")?;
     ensure!(upgrade_status(&e) == Some(410), "{e}");
     let log =
@@ -244,6 +245,7 @@ async fn the_program_exiting_sends_exit_closes_normally_and_is_dead() -> Result<
     ws.send_input(b"exit 3\r").await?;
     let exit = ws.expect_control("exit", TIMEOUT).await?;
     ensure!(exit["code"] == 3 && exit["signal"].is_null(), "{exit}");
+    ensure!(exit["end_reason"] == "exited", "{exit}");
     let (code, _) = ws.expect_close(TIMEOUT).await?;
     ensure!(code == 1000, "{code}");
     bridge.wait_status(&id, "Dead", TIMEOUT).await?;
@@ -268,7 +270,11 @@ async fn delete_kills_the_terminal_and_closes_its_socket() -> Result<()> {
         "pid {pid} still runs"
     );
     let r = bridge.delete(&format!("/api/terminals/{id}")).await?;
-    ensure!(r.status == 410, "{r:?}");
+    ensure!(r.status == 410 && r.json()?["end_reason"] == "deleted", "{r:?}");
+    let listed = bridge.get("/api/terminals").await?.json()?;
+    let entry =
+        listed["terminals"].as_array().and_then(|t| t.iter().find(|t| t["id"] == id.as_str()));
+    ensure!(entry.is_some_and(|t| t["end_reason"] == "deleted"), "{listed}");
     Ok(())
 }
 

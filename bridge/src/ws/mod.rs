@@ -25,7 +25,7 @@ use self::session::{
 };
 use crate::error::AppError;
 use crate::routes::parse_id;
-use crate::terminals::{spawn_grace_timer, Missing, StopReason};
+use crate::terminals::{spawn_grace_timer, Ending, Missing, StopReason};
 use crate::AppState;
 
 /// `GET /ws/terminal/{id}[?since=N]`: upgrades to the terminal's socket.
@@ -43,9 +43,9 @@ pub async fn upgrade(
     match state.registry.check(id) {
         Ok(_) => {}
         Err(Missing::NotFound) => return Err(AppError::NotFound(format!("no terminal {id}"))),
-        Err(Missing::Dead) => {
+        Err(Missing::Dead(end_reason)) => {
             span.in_scope(|| tracing::warn!("Reconnect attempt received, returning 410 Gone"));
-            return Err(AppError::Gone(format!("terminal {id} is dead; create a new terminal")));
+            return Err(crate::routes::gone(id, end_reason));
         }
     }
     let ws = ws.map_err(|r| AppError::BadRequest(format!("expected a WebSocket upgrade: {r}")))?;
@@ -156,7 +156,9 @@ async fn serve(
             tracing::warn!("cannot attach to terminal {id}: {e}");
             close_now(&mut sink, code, reason, close_timeout).await;
             if code == close::GONE {
-                if let Some(previous) = state.registry.mark_dead(id, None, Instant::now()) {
+                if let Some(previous) =
+                    state.registry.mark_dead(id, Ending::Lost, None, Instant::now())
+                {
                     tracing::debug!("Status transition: {previous} → Dead");
                 }
             } else {
@@ -202,8 +204,9 @@ async fn serve(
 fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
     let now = Instant::now();
     match outcome {
-        Outcome::Exited(status) => {
-            if let Some(previous) = state.registry.mark_dead(id, None, now) {
+        Outcome::Exited(status, reason) => {
+            let ending = Ending::Session(reason.unwrap_or(EndReason::Exited));
+            if let Some(previous) = state.registry.mark_dead(id, ending, None, now) {
                 tracing::info!("Terminal {id} ended: process {status}");
                 tracing::debug!("Status transition: {previous} → Dead");
             }

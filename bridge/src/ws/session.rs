@@ -155,8 +155,8 @@ pub struct Session<O, I> {
 /// How a socket loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The program exited; `exit` was sent.
-    Exited(ExitStatus),
+    /// The program exited (for this reason, when ptyd said); `exit` was sent.
+    Exited(ExitStatus, Option<EndReason>),
     /// The client sent a close frame.
     ClientClosed,
     /// The connection failed or ended without a close frame.
@@ -191,7 +191,9 @@ impl Outcome {
     /// The close frame to send, if the connection can still take one.
     pub fn close_frame(&self, limits: &Limits) -> Option<CloseFrame> {
         Some(match self {
-            Outcome::Exited(status) => CloseFrame::new(close::NORMAL, format!("process {status}")),
+            Outcome::Exited(status, _) => {
+                CloseFrame::new(close::NORMAL, format!("process {status}"))
+            }
             Outcome::ClientClosed | Outcome::Broken(_) => return None,
             Outcome::IdleTimeout => CloseFrame::new(
                 close::NORMAL,
@@ -419,7 +421,7 @@ async fn pump_output<O: OutputSource>(
         let Some(event) = output.next_event().await else {
             return Outcome::IpcLost(output.end_reason().await);
         };
-        let (msg, exit) = match event {
+        let (msg, exit): (_, Option<(ExitStatus, Option<EndReason>)>) = match event {
             SessionEvent::Output { offset, data } => {
                 sent_end = offset + data.len() as u64;
                 last.touch();
@@ -441,14 +443,14 @@ async fn pump_output<O: OutputSource>(
             SessionEvent::Exit(status) => {
                 let reason = output.exit_reason().await;
                 tracing::info!(end_reason = reason.map(EndReason::as_str), "Process {status}");
-                (text(&ServerMessage::exit(status, reason)), Some(status))
+                (text(&ServerMessage::exit(status, reason)), Some((status, reason)))
             }
         };
         if data_tx.send(msg).await.is_err() {
             return Outcome::Broken("the socket writer stopped".into());
         }
-        if let Some(status) = exit {
-            return Outcome::Exited(status);
+        if let Some((status, reason)) = exit {
+            return Outcome::Exited(status, reason);
         }
     }
 }

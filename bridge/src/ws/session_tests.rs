@@ -153,7 +153,7 @@ async fn hello_output_input_resize_ping_and_exit() {
     let frame = h.close().await;
     assert_eq!(frame.code, close::NORMAL);
     assert_eq!(frame.reason, "process exited with code 3");
-    assert_eq!(h.task.await.unwrap(), Outcome::Exited(status));
+    assert_eq!(h.task.await.unwrap(), Outcome::Exited(status, Some(EndReason::IdleTimeout)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -169,6 +169,8 @@ const END_REASONS: Record<string, string> = {
   idle_timeout: "it was idle too long",
   owner_gone: "its owner went away",
   shutdown: "ptyd stopped",
+  grace_expired: "the connection was lost for longer than the grace period",
+  lost: "ptyd no longer runs it",
 };
 
 function endedText(conn: TerminalConnection): string {

@@ -194,7 +194,10 @@ describe("after the grace", () => {
     await new Promise((r) => setTimeout(r, 2_000)); // past the bridge's 1 s grace
     await context.setOffline(false);
     await page.waitForSelector('#status[data-status="dead"]', { timeout: 15_000 });
-    assert.match(await page.locator("#ended-text").textContent(), /Session ended/);
+    assert.equal(
+      await page.locator("#ended-text").textContent(),
+      "Session ended, because the connection was lost for longer than the grace period.",
+    );
     assert.equal(await page.locator("#ended-new").isVisible(), true);
     // The button opens a fresh terminal.
     await page.locator("#ended-new").click();
