@@ -248,6 +248,12 @@ impl SessionCgroup {
         populated(&self.dir)
     }
 
+    /// Whether the kernel OOM-killed a process here (`oom_kill` in `memory.events`);
+    /// false without the memory controller.
+    pub fn oom_killed(&self) -> bool {
+        fs::read_to_string(self.dir.join("memory.events")).is_ok_and(|text| oom_kills(&text) > 0)
+    }
+
     /// Waits until the cgroup is empty, for at most `limit`; returns whether it is. Driven
     /// by inotify events on `cgroup.events`, which the kernel raises when `populated`
     /// changes.
@@ -270,6 +276,15 @@ impl Drop for SessionCgroup {
         // SIGKILLed, so the directory is left for the daemon's shutdown to remove.
         let _ = remove_dir_tree(&self.dir);
     }
+}
+
+/// The `oom_kill` count of a `memory.events` text.
+fn oom_kills(events: &str) -> u64 {
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
@@ -478,6 +493,14 @@ fn remove_dir_tree(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_are_read_from_memory_events() {
+        let events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kills(events), 1);
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"), 0);
+        assert_eq!(oom_kills(""), 0);
+    }
 
     #[test]
     fn finds_the_cgroup2_mount() {

@@ -258,6 +258,11 @@ impl PtyHandle {
         self.cgroup.as_ref().map(SessionCgroup::path)
     }
 
+    /// Whether the kernel OOM-killed a process of the session's cgroup (its memory limit).
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(SessionCgroup::oom_killed)
+    }
+
     /// Sends `signal` to the process group and to every process of the cgroup (those
     /// that left the group too); false when the group no longer exists.
     pub fn signal_group(&self, signal: Signal) -> bool {

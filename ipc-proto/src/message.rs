@@ -633,6 +633,8 @@ pub enum EndReason {
     ExecTimeout,
     /// The daemon stopped.
     Shutdown,
+    /// The kernel killed it for going past its memory limit (`ptyd --session-memory-max`).
+    MemoryLimit,
     /// A reason this client does not know.
     #[serde(other)]
     Unknown,
@@ -648,6 +650,7 @@ impl EndReason {
             EndReason::OwnerGone => "owner_gone",
             EndReason::ExecTimeout => "exec_timeout",
             EndReason::Shutdown => "shutdown",
+            EndReason::MemoryLimit => "memory_limit",
             EndReason::Unknown => "unknown",
         }
     }

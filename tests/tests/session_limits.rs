@@ -105,3 +105,20 @@ async fn limits_are_written_into_each_session_cgroup() -> Result<()> {
     client.wait(spawned.session, Some(TIMEOUT)).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_session_killed_at_its_memory_limit_says_so() -> Result<()> {
+    if !available_controllers().iter().any(|c| c == "memory") {
+        eprintln!("skipping: ptyd's cgroup here has no memory controller");
+        return Ok(());
+    }
+    let daemon = Daemon::start(DaemonOptions::new().args(["--session-memory-max", "32M"])).await?;
+    let client = daemon.client().await;
+    // Touches 256 MiB: the kernel kills it at 32.
+    let hog = "python3 -c 'b = bytearray(256 << 20); b[::4096] = b\"x\" * len(b[::4096])'";
+    let s = client.spawn(SpawnRequest::new("sh", ["-c", hog])).await?.session;
+    let status = client.wait(s, Some(TIMEOUT)).await?;
+    let info = client.info(s).await?;
+    ensure!(info.end_reason == Some(ipc_proto::EndReason::MemoryLimit), "{status:?}, {info:?}");
+    Ok(())
+}

@@ -276,7 +276,7 @@ async fn every_ended_session_says_why() -> Result<()> {
     for (s, want, words) in [
         (exited.session, EndReason::Exited, "the program exiting"),
         (killed.session, EndReason::Killed, "a kill request"),
-        (idle.session, EndReason::IdleTimeout, "the idle timeout"),
+        (idle.session, EndReason::IdleTimeout, "the idle timeout (after 300ms)"),
     ] {
         client.wait(s, Some(TIMEOUT)).await?;
         let info = client.info(s).await?;

@@ -169,6 +169,7 @@ const END_REASONS: Record<string, string> = {
   idle_timeout: "it was idle too long",
   owner_gone: "its owner went away",
   shutdown: "ptyd stopped",
+  memory_limit: "it reached its memory limit",
   grace_expired: "the connection was lost for longer than the grace period",
   lost: "ptyd no longer runs it",
 };

@@ -30,6 +30,8 @@ pub enum EndReason {
     ExecTimeout,
     /// The daemon is stopping.
     Shutdown,
+    /// The kernel's OOM killer ended it at its cgroup's memory limit.
+    MemoryLimit,
 }
 
 impl EndReason {
@@ -42,6 +44,7 @@ impl EndReason {
             EndReason::OwnerGone => ipc_proto::EndReason::OwnerGone,
             EndReason::ExecTimeout => ipc_proto::EndReason::ExecTimeout,
             EndReason::Shutdown => ipc_proto::EndReason::Shutdown,
+            EndReason::MemoryLimit => ipc_proto::EndReason::MemoryLimit,
         }
     }
 }
@@ -57,6 +60,7 @@ impl std::fmt::Display for EndReason {
             EndReason::OwnerGone => f.write_str("the connection that owned it closed"),
             EndReason::ExecTimeout => f.write_str("exec timed out"),
             EndReason::Shutdown => f.write_str("daemon shutting down"),
+            EndReason::MemoryLimit => f.write_str("memory limit reached (OOM kill)"),
         }
     }
 }
@@ -98,6 +102,11 @@ pub async fn run(
         error!("child was not reaped in time; recording it as killed");
         ExitStatus { code: None, signal: Some(Signal::SIGKILL as i32) }
     });
+    // Nobody asked it to end, but the kernel may have: the cgroup says so until removed.
+    if handle.oom_killed() {
+        session.request_end(EndReason::MemoryLimit);
+        info!("the session's memory limit was reached: the kernel killed its program");
+    }
     // With a cgroup, this returns once the cgroup is empty (or the wait for that gave up),
     // so the exit is announced only after everything the session started has ended.
     handle.clean_up_group(grace).await;

@@ -183,7 +183,7 @@ pub enum Command {
         timeout: Option<Duration>,
 
         /// Print the exit status as JSON: {"code", "signal", "end_reason"} (why it ended:
-        /// exited, killed, idle_timeout, owner_gone, exec_timeout, shutdown)
+        /// exited, killed, idle_timeout, owner_gone, exec_timeout, shutdown, memory_limit)
         #[arg(long)]
         json: bool,
     },
@@ -467,7 +467,7 @@ pub enum Command {
     #[command(long_about = "Print the daemon's session events as they happen, one line each, \
             until interrupted (Ctrl-C, SIGTERM or SIGHUP exit 0).\n\n\
             A line is `TIME EVENT ID DETAILS`: spawned (pid and command), exited (code or \
-            signal, and reason=exited|killed|idle_timeout|owner_gone|exec_timeout|shutdown), idle_killed (an exited line follows), resized (COLSxROWS). \
+            signal, and reason=exited|killed|idle_timeout|owner_gone|exec_timeout|shutdown|memory_limit), idle_killed (an exited line follows), resized (COLSxROWS). \
             `[missed N events]` means ptyctl read too slowly. Each line is flushed at once, so \
             the output can be piped.")]
     Events {

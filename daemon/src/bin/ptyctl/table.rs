@@ -40,7 +40,7 @@ pub fn details(s: &SessionInfo, now: SystemTime) -> String {
         ("pid", s.pid.to_string()),
         ("state", state(s)),
         ("exit", s.exit.as_ref().map_or_else(|| "-".to_string(), ExitStatus::to_string)),
-        ("ended by", s.end_reason.map_or("-", end_reason).to_string()),
+        ("ended by", ended_by(s)),
         ("command", command_line(s)),
         ("cwd", s.cwd.clone().unwrap_or_else(|| "-".to_string())),
         ("size", format!("{}x{}", s.cols, s.rows)),
@@ -76,6 +76,18 @@ fn state(s: &SessionInfo) -> String {
     }
 }
 
+/// Why a session ended, with the idle timeout's length when that was it.
+fn ended_by(s: &SessionInfo) -> String {
+    match s.end_reason {
+        None => "-".to_string(),
+        Some(EndReason::IdleTimeout) if s.idle_timeout_ms > 0 => {
+            let after = humantime::format_duration(Duration::from_millis(s.idle_timeout_ms));
+            format!("the idle timeout (after {after})")
+        }
+        Some(reason) => end_reason(reason).to_string(),
+    }
+}
+
 /// Why a session ended, in words.
 fn end_reason(reason: EndReason) -> &'static str {
     match reason {
@@ -85,6 +97,7 @@ fn end_reason(reason: EndReason) -> &'static str {
         EndReason::OwnerGone => "its owning connection closing",
         EndReason::ExecTimeout => "the exec timeout",
         EndReason::Shutdown => "the daemon stopping",
+        EndReason::MemoryLimit => "its memory limit (the kernel killed it)",
         EndReason::Unknown => "an unknown reason",
     }
 }
