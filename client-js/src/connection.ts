@@ -77,6 +77,8 @@ export interface ConnectOptions {
   flowControl?: boolean;
   /** With flow control, acknowledge at least every this many rendered bytes. */
   ackEvery?: number;
+  /** Most input bytes kept while not connected (default 64 KiB); more is `undelivered`. */
+  maxPendingInput?: number;
 }
 
 export interface ConnectionEvents {
@@ -92,6 +94,10 @@ export interface ConnectionEvents {
    * reset the terminal and write them. Live output (`data`) continues from there.
    */
   snapshot: (bytes: Uint8Array, size: { cols: number; rows: number }) => void;
+  /** Input written while not active waits: this many bytes now (0 once sent). */
+  pending: (bytes: number) => void;
+  /** Input that waited was never sent: the terminal ended first, or the queue was full. */
+  undelivered: (bytes: Uint8Array) => void;
 }
 
 type Handlers = { [K in keyof ConnectionEvents]: Set<ConnectionEvents[K]> };
@@ -118,7 +124,12 @@ export class TerminalConnection {
     error: new Set(),
     dropped: new Set(),
     snapshot: new Set(),
+    pending: new Set(),
+    undelivered: new Set(),
   };
+  /** Input written while connecting or reconnecting, sent in order once active. */
+  private queued: Uint8Array[] = [];
+  private queuedBytes = 0;
   private readonly opts: Required<Omit<ConnectOptions, "since" | "token" | "fetch">> &
     Pick<ConnectOptions, "token" | "fetch">;
   private opening = 0;
@@ -148,6 +159,7 @@ export class TerminalConnection {
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
       flowControl: options.flowControl ?? false,
       ackEvery: options.ackEvery ?? 16 * 1024,
+      maxPendingInput: options.maxPendingInput ?? 64 * 1024,
     };
     this.graceFixed = options.grace !== undefined;
     this.offset = options.since ?? 0;
@@ -161,10 +173,59 @@ export class TerminalConnection {
     return () => this.handlers[event].delete(handler);
   }
 
-  /** Sends input: a string is encoded as UTF-8. Dropped while not active. */
+  /**
+   * Sends input (a string is encoded as UTF-8). While connecting or reconnecting it waits
+   * (in order, up to `maxPendingInput` bytes) and goes out once the socket is back; input
+   * that can never go (the terminal ended, the queue is full) is reported as
+   * `undelivered`, never silently dropped.
+   */
   write(data: string | Uint8Array): void {
-    if (this.status !== "active" || !this.ws) return;
-    this.ws.send(typeof data === "string" ? new TextEncoder().encode(data) : data);
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    if (bytes.length === 0) return;
+    if (this.status === "active" && this.ws && this.queued.length === 0) {
+      this.ws.send(bytes);
+      return;
+    }
+    if (this.status === "dead" || this.status === "closed") {
+      this.emit("undelivered", bytes);
+      return;
+    }
+    if (this.queuedBytes + bytes.length > this.opts.maxPendingInput) {
+      this.emit("undelivered", bytes);
+      return;
+    }
+    this.queued.push(bytes);
+    this.queuedBytes += bytes.length;
+    this.emit("pending", this.queuedBytes);
+  }
+
+  /** Input waiting for the socket, in bytes. */
+  get pendingInput(): number {
+    return this.queuedBytes;
+  }
+
+  /** Sends what waited, in order, now that the socket is active. */
+  private flushQueued(): void {
+    if (this.queued.length === 0 || !this.ws) return;
+    for (const bytes of this.queued) this.ws.send(bytes);
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.emit("pending", 0);
+  }
+
+  /** The terminal ended with input still waiting: say it was never sent. */
+  private dropQueued(): void {
+    if (this.queued.length === 0) return;
+    const all = new Uint8Array(this.queuedBytes);
+    let at = 0;
+    for (const bytes of this.queued) {
+      all.set(bytes, at);
+      at += bytes.length;
+    }
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.emit("pending", 0);
+    this.emit("undelivered", all);
   }
 
   /** Asks for a new terminal size. */
@@ -335,6 +396,7 @@ export class TerminalConnection {
           this.acked = this.offset;
           this.sendControl({ type: "ack", offset: this.offset });
         }
+        this.flushQueued();
         break;
       }
       case "dropped": {
@@ -464,7 +526,10 @@ export class TerminalConnection {
   private setStatus(status: Status): void {
     if (this.status === status) return;
     this.status = status;
-    if (status === "dead" || status === "closed") this.clearRetry();
+    if (status === "dead" || status === "closed") {
+      this.clearRetry();
+      this.dropQueued();
+    }
     this.emit("status", status);
   }
 

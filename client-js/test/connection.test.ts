@@ -88,14 +88,15 @@ describe("connect", () => {
 
   it("sends input as binary and resize as JSON, and nothing else unasked", () => {
     const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
-    conn.write("early"); // not active yet: dropped rather than queued into a stale socket
+    conn.write("early"); // not active yet: kept, and sent first once it is
     hello(last());
     conn.write("ls\r");
     conn.resize(120, 40);
     const sock = last();
-    expect(sock.sent.length).toBe(2);
-    expect(new TextDecoder().decode(sock.sent[0] as Uint8Array)).toBe("ls\r");
-    expect(JSON.parse(sock.sent[1] as string)).toEqual({ type: "resize", cols: 120, rows: 40 });
+    expect(sock.sent.length).toBe(3);
+    expect(new TextDecoder().decode(sock.sent[0] as Uint8Array)).toBe("early");
+    expect(new TextDecoder().decode(sock.sent[1] as Uint8Array)).toBe("ls\r");
+    expect(JSON.parse(sock.sent[2] as string)).toEqual({ type: "resize", cols: 120, rows: 40 });
   });
 
   it("reconnects with since= after a drop, with growing delays", async () => {
@@ -179,6 +180,54 @@ describe("connect", () => {
     expect(conn.status).toBe("dead");
     await vi.advanceTimersByTimeAsync(5_000);
     expect(FakeSocket.all.length).toBe(1);
+  });
+
+  it("keeps input written before the socket is active and sends it once, in order", async () => {
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
+    const pending: number[] = [];
+    conn.on("pending", (n) => pending.push(n));
+    conn.write("echo one\r");
+    conn.write(new Uint8Array([0x61]));
+    expect(conn.pendingInput).toBe(10);
+    hello(last());
+    const text = (d: string | Uint8Array) => (typeof d === "string" ? null : new TextDecoder().decode(d));
+    expect(last().sent.map(text).filter((t) => t !== null)).toEqual(["echo one\r", "a"]);
+    expect(pending).toEqual([9, 10, 0]);
+    // Typed while reconnecting: sent on the next socket, not before, not twice.
+    last().drop(1006);
+    conn.write("echo two\r");
+    await vi.advanceTimersByTimeAsync(1_000);
+    const second = last();
+    expect(second.sent.map(text).filter((t) => t !== null)).toEqual([]);
+    hello(second, 20);
+    expect(second.sent.map(text).filter((t) => t !== null)).toEqual(["echo two\r"]);
+    expect(conn.pendingInput).toBe(0);
+  });
+
+  it("reports input it could not send instead of dropping it silently", async () => {
+    const conn = connect(URL_, {
+      WebSocket: FakeSocket,
+      tickets: false,
+      fetch: fetchAlive,
+      maxPendingInput: 8,
+    });
+    const lost: string[] = [];
+    conn.on("undelivered", (b) => lost.push(new TextDecoder().decode(b)));
+    conn.write("12345");
+    conn.write("67890"); // past the bound
+    expect(lost).toEqual(["67890"]);
+    hello(last());
+    last().control({ type: "exit", code: 0, signal: null });
+    last().drop(1000, "process exited with code 0");
+    conn.write("late");
+    expect(lost).toEqual(["67890", "late"]);
+    // A terminal that dies while input waits reports that input.
+    const other = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
+    const lost2: string[] = [];
+    other.on("undelivered", (b) => lost2.push(new TextDecoder().decode(b)));
+    other.write("queued");
+    last().drop(4002, "terminal deleted");
+    expect(lost2).toEqual(["queued"]);
   });
 
   it("reports a deleted terminal as an exit with that reason", async () => {

@@ -151,6 +151,16 @@ async function main(): Promise<void> {
       if (s === "dead") showEnded(endedText(conn));
     });
     conn.on("exit", () => showEnded(endedText(conn)));
+    // Typed while away: kept and sent when the socket is back; the banner says so.
+    conn.on("pending", (bytes) => {
+      $("reconnecting").textContent = bytes
+        ? `Connection lost: reconnecting… ${bytes} typed byte${bytes === 1 ? "" : "s"} will be sent when it is back.`
+        : "Connection lost: reconnecting…";
+    });
+    conn.on("undelivered", (bytes) => {
+      undelivered += bytes.length;
+      console.warn(`ptyd: ${bytes.length} typed bytes were not sent`);
+    });
     conn.on("error", (e) => console.warn(`ptyd: ${e.code}: ${e.message}`));
     conn.on("dropped", (_o, bytes) => term.write(`\r\n\x1b[33m[${bytes} bytes of output were lost]\x1b[0m\r\n`));
     attachTerminal(term, conn);
@@ -174,7 +184,15 @@ const END_REASONS: Record<string, string> = {
   lost: "ptyd no longer runs it",
 };
 
+/** Bytes typed that never reached the terminal. */
+let undelivered = 0;
+
 function endedText(conn: TerminalConnection): string {
+  const lost = undelivered ? ` ${undelivered} typed bytes were not sent.` : "";
+  return endReasonText(conn) + lost;
+}
+
+function endReasonText(conn: TerminalConnection): string {
   const exit = conn.exitInfo;
   if (!exit) return "Session ended.";
   const how =

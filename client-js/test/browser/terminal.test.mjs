@@ -158,6 +158,28 @@ describe("web terminal", () => {
     await context.close();
   });
 
+  it("keeps what is typed while reconnecting and runs it exactly once", async () => {
+    const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
+    const page = await context.newPage();
+    await openTerminal(page, run.stack.url);
+    await cutTheNetwork(context, page);
+    await enter(page, "echo typed-off''line");
+    await waitFor("the banner to say input waits", async () =>
+      /typed bytes? will be sent/.test(await page.locator("#reconnecting").textContent()),
+    );
+    assert.equal((await bufferLines(page)).some((l) => l.trim() === "typed-offline"), false);
+    await context.setOffline(false);
+    await page.waitForSelector('#status[data-status="active"]', { timeout: 15_000 });
+    await waitForLine(page, (l) => l.trim() === "typed-offline", "the command typed while away");
+    // A later command's output: anything sent twice would have come before it.
+    await enter(page, "echo after''wards");
+    await waitForLine(page, (l) => l.trim() === "afterwards", "a later command");
+    const runs = (await bufferLines(page)).filter((l) => l.trim() === "typed-offline").length;
+    assert.equal(runs, 1, "typed while away, run once");
+    assert.equal(await page.evaluate(() => window.ptydConn.pendingInput), 0);
+    await context.close();
+  });
+
   it("shows reconnecting, then output printed meanwhile exactly once", async () => {
     const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
