@@ -12,6 +12,7 @@ use axum::{middleware, Json, Router};
 use ipc_proto::{SessionId, SpawnRequest};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{PROFILE_LABEL, TERMINAL_LABEL};
@@ -35,13 +36,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/terminals/{id}", get(show).delete(delete))
         .route("/api/terminals/{id}/ticket", post(auth::ticket))
         .route("/ws/terminal/{id}", get(ws::upgrade))
-        .route("/", get(assets::index))
-        .route("/t/{id}", get(assets::index))
-        .route("/assets/{file}", get(assets::asset))
+        .merge(page_routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(cors(&state.config.allowed_origins))
         .with_state(state)
+}
+
+/// The web page's files, compressed when the browser accepts it (the script is ~350 KB).
+fn page_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/t/{id}", get(assets::index))
+        .route("/assets/{file}", get(assets::asset))
+        .layer(CompressionLayer::new())
 }
 
 /// CORS for the configured extra origins (pages that embed a terminal): preflights are

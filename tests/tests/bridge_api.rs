@@ -375,3 +375,52 @@ async fn neither_the_bridge_nor_the_ptyd_it_starts_holds_an_inherited_descriptor
     child.wait()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_page_is_compressed_cached_by_etag_and_asks_for_no_icon() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &[]).await?;
+    let index = bridge.get("/").await?;
+    if index.status == 503 {
+        eprintln!("skipping: the web page was not built into this bridge");
+        return Ok(());
+    }
+    ensure!(index.status == 200 && index.header("cache-control") == Some("no-cache"), "{index:?}");
+    // No favicon request, so no 404 on load.
+    ensure!(index.body.contains(r#"<link rel="icon" href="data:,">"#), "{}", index.body);
+
+    let plain = bridge.get("/assets/app.js").await?;
+    let etag = plain.header("etag").context("no ETag")?.to_string();
+    ensure!(plain.status == 200 && etag.starts_with('"') && etag.len() == 34, "{etag}");
+    ensure!(plain.header("content-encoding").is_none(), "not asked for: {:?}", plain.headers);
+    for encoding in ["gzip", "br"] {
+        let (head, body) = raw_get(&bridge, "/assets/app.js", encoding).await?;
+        ensure!(head.contains(&format!("content-encoding: {encoding}")), "{head}");
+        ensure!(body < plain.body.len() / 2, "{encoding}: {body} bytes of {}", plain.body.len());
+    }
+    // The same file again: 304 and no body; another ETag: the file.
+    let again = bridge.request("GET", "/assets/app.js", &[("If-None-Match", &etag)], None).await?;
+    ensure!(again.status == 304 && again.body.is_empty(), "{again:?}");
+    let stale =
+        bridge.request("GET", "/assets/app.js", &[("If-None-Match", "\"0\"")], None).await?;
+    ensure!(stale.status == 200, "{stale:?}");
+    Ok(())
+}
+
+/// `GET path` with `Accept-Encoding: encoding`, read raw: the response head (lowercased)
+/// and the size of what follows it.
+async fn raw_get(bridge: &Bridge, path: &str, encoding: &str) -> Result<(String, usize)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(bridge.addr()).await?;
+    let auth = bridge.token().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept-Encoding: {encoding}\r\n{auth}Connection: close\r\n\r\n",
+        bridge.addr()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut all = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut all)).await??;
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").context("no end of head")?;
+    let head = String::from_utf8_lossy(&all[..split]).to_lowercase();
+    Ok((head, all.len() - split - 4))
+}

@@ -140,7 +140,10 @@ async function main(): Promise<void> {
   try {
     await logIn();
     const id = idFromPath() ?? (await createTerminal(term.cols, term.rows));
-    document.title = `ptyd · ${id.slice(0, 8)}`;
+    const idTitle = `ptyd · ${id.slice(0, 8)}`;
+    document.title = idTitle;
+    // The program's own title (OSC 0/2: a shell's prompt, vim's file name), else the id.
+    term.onTitleChange((title) => (document.title = title.trim() ? title : idTitle));
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     // Each socket opens with a single-use ticket minted with the login cookie.
     const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, { flowControl: true });

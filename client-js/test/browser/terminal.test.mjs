@@ -158,6 +158,15 @@ describe("web terminal", () => {
     await context.close();
   });
 
+  it("follows the program's window title", async () => {
+    const page = await run.browser.newPage();
+    await openTerminal(page, run.stack.url);
+    assert.match(await page.title(), /^ptyd · [0-9a-f]{8}$/);
+    await enter(page, "printf '\\033]0;hello\\007'");
+    await waitFor("the title", async () => (await page.title()) === "hello");
+    await page.close();
+  });
+
   it("keeps what is typed while reconnecting and runs it exactly once", async () => {
     const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
