@@ -163,14 +163,79 @@ def spawn_request(command: str, args: Any, env: Optional[Dict[str, str]], cwd: O
     req: Header = {"type": "spawn", "command": command, "args": list(args), "env": env or {},
                    "cols": cols, "rows": rows, "labels": labels or {},
                    "close_with_connection": close_with_connection}
-    if cwd is not None:
-        req["cwd"] = cwd
-    if idle_timeout is not None:
-        req["idle_timeout_ms"] = seconds_to_ms(idle_timeout)
-    if attach is not None:
-        req["attach"] = {"lossless": attach}
-    return req
+    return _with(req, cwd=cwd, idle_timeout_ms=seconds_to_ms(idle_timeout),
+                 attach=None if attach is None else {"lossless": attach})
 
 
 def as_bytes(data: Union[bytes, str]) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def _with(req: Header, **optional: Any) -> Header:
+    """`req` plus the optional fields that are set."""
+    req.update({k: v for k, v in optional.items() if v is not None})
+    return req
+
+
+# One builder per request, shared by Client and AsyncClient.
+
+def attach_request(session: str, since: Optional[int], lossless: bool) -> Header:
+    return _with({"type": "attach", "session": session, "lossless": lossless}, since=since)
+
+
+def submit_request(session: str, text: str, settle: Optional[float]) -> Header:
+    return _with({"type": "submit", "session": session, "text": text},
+                 settle_ms=seconds_to_ms(settle))
+
+
+def wait_for_request(session: str, pattern: str, since: Optional[int],
+                     timeout: Optional[float], screen: bool) -> Header:
+    req = {"type": "wait_for", "session": session, "pattern": pattern,
+           "on": "screen" if screen else "output"}
+    return _with(req, since=since, timeout_ms=seconds_to_ms(timeout))
+
+
+def wait_quiet_request(session: str, quiet: float, timeout: Optional[float]) -> Header:
+    return _with({"type": "wait_quiet", "session": session, "quiet_ms": seconds_to_ms(quiet)},
+                 timeout_ms=seconds_to_ms(timeout))
+
+
+def run_request(session: str, command: str, timeout: Optional[float],
+                max_output: Optional[int]) -> Header:
+    return _with({"type": "run", "session": session, "command": command},
+                 timeout_ms=seconds_to_ms(timeout), max_output=max_output)
+
+
+def exec_request(command: str, args: Any, env: Optional[Dict[str, str]], cwd: Optional[str],
+                 cols: int, rows: int, timeout: Optional[float],
+                 max_output: Optional[int]) -> Header:
+    req = {"type": "exec", "command": command, "args": list(args), "env": env or {},
+           "cols": cols, "rows": rows}
+    return _with(req, cwd=cwd, timeout_ms=seconds_to_ms(timeout), max_output=max_output)
+
+
+def read_request(session: str, since: Optional[int], max: Optional[int]) -> Header:
+    return _with({"type": "read", "session": session}, since=since, max=max)
+
+
+def kill_request(session: str, signal: Optional[str]) -> Header:
+    return _with({"type": "kill", "session": session}, signal=signal)
+
+
+def wait_request(session: str, timeout: Optional[float]) -> Header:
+    return _with({"type": "wait", "session": session}, timeout_ms=seconds_to_ms(timeout))
+
+
+def screen_reply(header: Header, payload: bytes, ansi: bool) -> Header:
+    reply = dict(expect(header, "screen"))
+    if ansi:
+        reply["ansi"] = payload
+    return reply
+
+
+def take_until(seen: bytearray, needle: bytes) -> Optional[Tuple[bytes, bytes]]:
+    """`seen` up to and including `needle`, and the rest; None while it is not there."""
+    at = seen.find(needle)
+    if at < 0:
+        return None
+    return bytes(seen[: at + len(needle)]), bytes(seen[at + len(needle) :])

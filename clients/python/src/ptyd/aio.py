@@ -114,9 +114,7 @@ class AsyncClient:
 
     async def attach(self, session: str, since: Optional[int] = None,
                      lossless: bool = True) -> "AsyncAttachment":
-        req: Header = {"type": "attach", "session": session, "lossless": lossless}
-        if since is not None:
-            req["since"] = since
+        req = _wire.attach_request(session, since, lossless)
         queue = self._queue(session)
         reply = await self._call(req, "attached")
         return AsyncAttachment(self, session, reply, queue)
@@ -125,36 +123,22 @@ class AsyncClient:
         await self._call({"type": "input", "session": session}, "ok", _wire.as_bytes(data))
 
     async def submit(self, session: str, text: str, settle: Optional[float] = None) -> int:
-        req: Header = {"type": "submit", "session": session, "text": text}
-        if settle is not None:
-            req["settle_ms"] = _wire.seconds_to_ms(settle)
+        req = _wire.submit_request(session, text, settle)
         return (await self._call(req, "submitted")).get("offset") or 0
 
     async def wait_for(self, session: str, pattern: str, since: Optional[int] = None,
                        timeout: Optional[float] = None, screen: bool = False) -> Match:
-        req: Header = {"type": "wait_for", "session": session, "pattern": pattern,
-                       "on": "screen" if screen else "output"}
-        if since is not None:
-            req["since"] = since
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
+        req = _wire.wait_for_request(session, pattern, since, timeout, screen)
         return Match.of(await self._call(req, "matched"))
 
     async def wait_quiet(self, session: str, quiet: float,
                          timeout: Optional[float] = None) -> int:
-        req: Header = {"type": "wait_quiet", "session": session,
-                       "quiet_ms": _wire.seconds_to_ms(quiet)}
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
+        req = _wire.wait_quiet_request(session, quiet, timeout)
         return (await self._call(req, "quiet"))["offset"]
 
     async def run(self, session: str, command: str, timeout: Optional[float] = None,
                   max_output: Optional[int] = None) -> Result:
-        req: Header = {"type": "run", "session": session, "command": command}
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
-        if max_output is not None:
-            req["max_output"] = max_output
+        req = _wire.run_request(session, command, timeout, max_output)
         header, payload = await self._call_raw(req)
         return Result.of(_wire.expect(header, "run_result"), payload)
 
@@ -162,49 +146,31 @@ class AsyncClient:
                    env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
                    cols: int = 80, rows: int = 24, timeout: Optional[float] = None,
                    max_output: Optional[int] = None) -> Result:
-        req: Header = {"type": "exec", "command": command, "args": list(args),
-                       "env": env or {}, "cols": cols, "rows": rows}
-        if cwd is not None:
-            req["cwd"] = cwd
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
-        if max_output is not None:
-            req["max_output"] = max_output
+        req = _wire.exec_request(command, args, env, cwd, cols, rows, timeout, max_output)
         header, payload = await self._call_raw(req)
         return Result.of(_wire.expect(header, "exec_result"), payload)
 
     async def read(self, session: str, since: Optional[int] = None,
                    max: Optional[int] = None) -> Tuple[bytes, Header]:
-        req: Header = {"type": "read", "session": session}
-        if since is not None:
-            req["since"] = since
-        if max is not None:
-            req["max"] = max
+        req = _wire.read_request(session, since, max)
         header, payload = await self._call_raw(req)
         return payload, _wire.expect(header, "output_range")
 
     async def screen(self, session: str, scrollback: int = 0, ansi: bool = False) -> Header:
         header, payload = await self._call_raw({"type": "screen", "session": session,
                                                 "scrollback": scrollback, "ansi": ansi})
-        reply = dict(_wire.expect(header, "screen"))
-        if ansi:
-            reply["ansi"] = payload
-        return reply
+        return _wire.screen_reply(header, payload, ansi)
 
     async def resize(self, session: str, cols: int, rows: int) -> None:
         await self._call({"type": "resize", "session": session, "cols": cols, "rows": rows},
                          "ok")
 
     async def kill(self, session: str, signal: Optional[str] = None) -> None:
-        req: Header = {"type": "kill", "session": session}
-        if signal is not None:
-            req["signal"] = signal
+        req = _wire.kill_request(session, signal)
         await self._call(req, "ok")
 
     async def wait(self, session: str, timeout: Optional[float] = None) -> ExitStatus:
-        req: Header = {"type": "wait", "session": session}
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
+        req = _wire.wait_request(session, timeout)
         return ExitStatus.of(await self._call(req, "exited"))
 
     async def info(self, session: str) -> Header:
@@ -259,10 +225,10 @@ class AsyncAttachment:
         seen = bytearray(self._rest)
         self._rest = b""
         while True:
-            at = seen.find(want)
-            if at >= 0:
-                self._rest = bytes(seen[at + len(want) :])
-                return bytes(seen[: at + len(want)])
+            found = _wire.take_until(seen, want)
+            if found is not None:
+                out, self._rest = found
+                return out
             event = await self.next_event()
             if event is None:
                 raise SessionExited(f"session {self.session} exited before {needle!r}")

@@ -95,9 +95,7 @@ class Client:
     def attach(self, session: str, since: Optional[int] = None,
                lossless: bool = True) -> "Attachment":
         """Replays from `since` (the oldest byte still held when None), then streams."""
-        req: Header = {"type": "attach", "session": session, "lossless": lossless}
-        if since is not None:
-            req["since"] = since
+        req = _wire.attach_request(session, since, lossless)
         reply = self._call(req, "attached")
         return Attachment(self, session, reply)
 
@@ -108,40 +106,26 @@ class Client:
     def submit(self, session: str, text: str, settle: Optional[float] = None) -> int:
         """Types `text` as one input (a paste if the program asked for it), then Enter.
         Returns the output offset from which the answer can come."""
-        req: Header = {"type": "submit", "session": session, "text": text}
-        if settle is not None:
-            req["settle_ms"] = _wire.seconds_to_ms(settle)
+        req = _wire.submit_request(session, text, settle)
         return self._call(req, "submitted").get("offset") or 0
 
     def wait_for(self, session: str, pattern: str, since: Optional[int] = None,
                  timeout: Optional[float] = None, screen: bool = False) -> Match:
         """Waits until `pattern` (a Rust regex) matches output from `since` (default: the
         session's latest input), or the rendered screen with `screen`."""
-        req: Header = {"type": "wait_for", "session": session, "pattern": pattern,
-                       "on": "screen" if screen else "output"}
-        if since is not None:
-            req["since"] = since
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
+        req = _wire.wait_for_request(session, pattern, since, timeout, screen)
         return Match.of(self._call(req, "matched"))
 
     def wait_quiet(self, session: str, quiet: float, timeout: Optional[float] = None) -> int:
         """Waits until the session has printed nothing for `quiet` seconds; the offset."""
-        req: Header = {"type": "wait_quiet", "session": session,
-                       "quiet_ms": _wire.seconds_to_ms(quiet)}
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
+        req = _wire.wait_quiet_request(session, quiet, timeout)
         return self._call(req, "quiet")["offset"]
 
     def run(self, session: str, command: str, timeout: Optional[float] = None,
             max_output: Optional[int] = None) -> Result:
         """Types `command` into the session's live shell (bash or zsh started by ptyd) and
         waits until it has finished: its exit code and output."""
-        req: Header = {"type": "run", "session": session, "command": command}
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
-        if max_output is not None:
-            req["max_output"] = max_output
+        req = _wire.run_request(session, command, timeout, max_output)
         header, payload = self._call_raw(req)
         return Result.of(_wire.expect(header, "run_result"), payload)
 
@@ -149,14 +133,7 @@ class Client:
              cwd: Optional[str] = None, cols: int = 80, rows: int = 24,
              timeout: Optional[float] = None, max_output: Optional[int] = None) -> Result:
         """Runs `command` on a new terminal to completion: its status and output."""
-        req: Header = {"type": "exec", "command": command, "args": list(args), "env": env or {},
-                       "cols": cols, "rows": rows}
-        if cwd is not None:
-            req["cwd"] = cwd
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
-        if max_output is not None:
-            req["max_output"] = max_output
+        req = _wire.exec_request(command, args, env, cwd, cols, rows, timeout, max_output)
         header, payload = self._call_raw(req)
         return Result.of(_wire.expect(header, "exec_result"), payload)
 
@@ -164,11 +141,7 @@ class Client:
              max: Optional[int] = None) -> Tuple[bytes, Header]:
         """Output from `since` without attaching: the bytes, and the reply (`offset`,
         `next`, `dropped`, `end`)."""
-        req: Header = {"type": "read", "session": session}
-        if since is not None:
-            req["since"] = since
-        if max is not None:
-            req["max"] = max
+        req = _wire.read_request(session, since, max)
         header, payload = self._call_raw(req)
         return payload, _wire.expect(header, "output_range")
 
@@ -177,26 +150,19 @@ class Client:
         with `ansi`, the bytes that repaint it under the key `ansi`."""
         header, payload = self._call_raw({"type": "screen", "session": session,
                                           "scrollback": scrollback, "ansi": ansi})
-        reply = dict(_wire.expect(header, "screen"))
-        if ansi:
-            reply["ansi"] = payload
-        return reply
+        return _wire.screen_reply(header, payload, ansi)
 
     def resize(self, session: str, cols: int, rows: int) -> None:
         self._call({"type": "resize", "session": session, "cols": cols, "rows": rows}, "ok")
 
     def kill(self, session: str, signal: Optional[str] = None) -> None:
         """Ends the session (SIGHUP, SIGKILL after the grace), or sends `signal`."""
-        req: Header = {"type": "kill", "session": session}
-        if signal is not None:
-            req["signal"] = signal
+        req = _wire.kill_request(session, signal)
         self._call(req, "ok")
 
     def wait(self, session: str, timeout: Optional[float] = None) -> ExitStatus:
         """Waits until the session has exited."""
-        req: Header = {"type": "wait", "session": session}
-        if timeout is not None:
-            req["timeout_ms"] = _wire.seconds_to_ms(timeout)
+        req = _wire.wait_request(session, timeout)
         return ExitStatus.of(self._call(req, "exited"))
 
     def info(self, session: str) -> Header:
@@ -258,10 +224,10 @@ class Attachment:
         seen = bytearray(self._rest)
         self._rest = b""
         while True:
-            at = seen.find(want)
-            if at >= 0:
-                self._rest = bytes(seen[at + len(want) :])
-                return bytes(seen[: at + len(want)])
+            found = _wire.take_until(seen, want)
+            if found is not None:
+                out, self._rest = found
+                return out
             event = self.next_event()
             if event is None:
                 raise SessionExited(f"session {self.session} exited before {needle!r}")

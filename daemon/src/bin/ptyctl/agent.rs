@@ -7,8 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{anyhow, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use ipc_proto::{
-    Client, DaemonEvent, DaemonEventKind, ExecRequest, ExitStatus, MatchReply, Notice, ReadReply,
-    RunRequest, ScreenReply, SessionId, SpawnRequest,
+    Client, DaemonEvent, DaemonEventKind, ExecRequest, ExecResult, ExitStatus, MatchReply, Notice,
+    ReadReply, RunRequest, ScreenReply, SessionId, SpawnRequest,
 };
 use serde::Serialize;
 
@@ -29,6 +29,22 @@ struct ExecOutput {
     truncated: bool,
     total_bytes: u64,
     duration_ms: u64,
+}
+
+impl ExecOutput {
+    /// What `exec --json` and `run --json` print of `result` and its kept `output`.
+    fn of(result: &ExecResult, output: &[u8]) -> ExecOutput {
+        ExecOutput {
+            session: result.session,
+            exit_code: result.code,
+            signal: result.signal,
+            timed_out: result.timed_out,
+            output: String::from_utf8_lossy(output).into_owned(),
+            truncated: result.truncated,
+            total_bytes: result.total_bytes,
+            duration_ms: result.duration_ms,
+        }
+    }
 }
 
 /// `exec --json`: the daemon runs the command to completion; prints one JSON object and
@@ -53,16 +69,7 @@ pub async fn exec_json(
     // No timer of ptyctl's own: the daemon's timeout ends the command, and ending ptyctl
     // (Ctrl-C) closes the connection, which ends the session too.
     let (result, data) = client.exec(req).await?;
-    let output = ExecOutput {
-        session: result.session,
-        exit_code: result.code,
-        signal: result.signal,
-        timed_out: result.timed_out,
-        output: String::from_utf8_lossy(&render.render(&data)).into_owned(),
-        truncated: result.truncated,
-        total_bytes: result.total_bytes,
-        duration_ms: result.duration_ms,
-    };
+    let output = ExecOutput::of(&result, &render.render(&data));
     println!("{}", serde_json::to_string_pretty(&output)?);
     if result.timed_out {
         // The status is that of the kill, not the command's own.
@@ -78,17 +85,7 @@ pub async fn run(client: &Client, req: RunRequest, json: bool, mut render: Rende
     let (result, data) = client.run(req).await?;
     let data = render.render(&data);
     if json {
-        let output = ExecOutput {
-            session: result.session,
-            exit_code: result.code,
-            signal: result.signal,
-            timed_out: result.timed_out,
-            output: String::from_utf8_lossy(&data).into_owned(),
-            truncated: result.truncated,
-            total_bytes: result.total_bytes,
-            duration_ms: result.duration_ms,
-        };
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        println!("{}", serde_json::to_string_pretty(&ExecOutput::of(&result, &data))?);
     } else {
         let mut stdout = io::stdout().lock();
         stdout.write_all(&data)?;
