@@ -446,6 +446,12 @@ export class TerminalConnection {
     }
     if (!this.lostAt) this.lostAt = Date.now();
     this.setStatus("reconnecting");
+    // The bridge closes a socket that was idle (1000, "idle timeout …"): nothing is wrong,
+    // so come back at once instead of after the backoff (a failure then backs off as usual).
+    if (code === 1000 && reason.startsWith("idle")) {
+      void this.retry();
+      return;
+    }
     this.scheduleRetry();
   }
 

@@ -73,7 +73,27 @@ async function createTerminal(cols: number, rows: number): Promise<string> {
   return id;
 }
 
+/** A reconnect shorter than this (the bridge's idle close, a blip) is not shown. */
+const RECONNECT_NOTICE_DELAY_MS = 1_000;
+let reconnectNotice: ReturnType<typeof setTimeout> | null = null;
+
 function showStatus(status: Status): void {
+  if (reconnectNotice !== null) {
+    clearTimeout(reconnectNotice);
+    reconnectNotice = null;
+  }
+  if (status === "reconnecting" && $("status").dataset.status === "active") {
+    // Say so only if it lasts: most reconnects are over before anyone could read it.
+    reconnectNotice = setTimeout(() => {
+      reconnectNotice = null;
+      paintStatus("reconnecting");
+    }, RECONNECT_NOTICE_DELAY_MS);
+    return;
+  }
+  paintStatus(status);
+}
+
+function paintStatus(status: Status): void {
   const badge = $("status");
   badge.textContent = LABELS[status];
   badge.dataset.status = status;

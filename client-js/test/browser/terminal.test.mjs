@@ -29,11 +29,12 @@ function useStack(bridgeArgs) {
   return run;
 }
 
-/** The network goes away: new connections fail, and the open socket is cut. */
+/** The network goes away: new connections fail, and the open socket is cut. (The page
+ * shows it only after a second; the connection knows at once.) */
 async function cutTheNetwork(context, page) {
   await context.setOffline(true);
   await page.evaluate(() => window.ptydConn["ws"]?.close());
-  await page.waitForSelector('#status[data-status="reconnecting"]');
+  await page.waitForFunction(() => window.ptydConn.status === "reconnecting");
 }
 
 /** A visitor without the token: the page says why and opens no terminal. */
@@ -194,7 +195,7 @@ describe("web terminal", () => {
     const page = await context.newPage();
     const id = await openTerminal(page, run.stack.url);
     await cutTheNetwork(context, page);
-    assert.equal(await page.locator("#reconnecting").isVisible(), true);
+    await page.waitForSelector("#reconnecting", { state: "visible" });
     // Meanwhile the program prints.
     await run.stack.ptyctl("send", id, "echo while-aw''ay", "--enter");
     await waitFor("ptyd to hold the output", async () =>
@@ -211,6 +212,36 @@ describe("web terminal", () => {
     assert.equal(seen, 1, "printed once: nothing lost, nothing doubled");
     assert.equal(await page.locator("#reconnecting").isVisible(), false);
     await context.close();
+  });
+});
+
+describe("the bridge's idle close", () => {
+  const run = useStack(["--grace", "8s", "--idle-timeout", "1s"]);
+
+  it("reconnects without ever showing it", async () => {
+    const page = await run.browser.newPage();
+    await openTerminal(page, run.stack.url);
+    // Record whether the banner or the badge ever say reconnecting.
+    await page.evaluate(() => {
+      window.reconnectShown = false;
+      const seen = () => {
+        if (!document.querySelector("#reconnecting").hidden) window.reconnectShown = true;
+        if (document.querySelector("#status").dataset.status === "reconnecting") {
+          window.reconnectShown = true;
+        }
+      };
+      new MutationObserver(seen).observe(document.body, { attributes: true, subtree: true });
+    });
+    const sockets = await page.evaluate(() => window.ptydConn["opening"]);
+    // Idle for more than two idle timeouts: the bridge closes the socket each time.
+    await waitFor("two idle closes", async () =>
+      (await page.evaluate(() => window.ptydConn["opening"])) >= sockets + 2,
+    );
+    await page.waitForSelector('#status[data-status="active"]');
+    assert.equal(await page.evaluate(() => window.reconnectShown), false);
+    await enter(page, "echo still-th''ere");
+    await waitForLine(page, (l) => l.trim() === "still-there", "the terminal after idle closes");
+    await page.close();
   });
 });
 
