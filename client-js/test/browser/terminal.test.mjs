@@ -196,6 +196,10 @@ describe("web terminal", () => {
     const id = await openTerminal(page, run.stack.url);
     await cutTheNetwork(context, page);
     await page.waitForSelector("#reconnecting", { state: "visible" });
+    // The notice is in the header: it covers none of the terminal.
+    const notice = await page.locator("#reconnecting").boundingBox();
+    const screen = await page.locator("#terminal").boundingBox();
+    assert.ok(notice.y + notice.height <= screen.y, `notice ${JSON.stringify(notice)} over ${JSON.stringify(screen)}`);
     // Meanwhile the program prints.
     await run.stack.ptyctl("send", id, "echo while-aw''ay", "--enter");
     await waitFor("ptyd to hold the output", async () =>
