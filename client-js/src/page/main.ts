@@ -73,6 +73,26 @@ async function createTerminal(cols: number, rows: number): Promise<string> {
   return id;
 }
 
+/**
+ * Copy and paste (README "The web page"): Ctrl+Shift+C copies the selection, Ctrl+Shift+V
+ * pastes, and so do the browser's own paste (its menu, Cmd+V on macOS). Ctrl+C stays an
+ * interrupt, and Ctrl+V is the terminal's ^V (literal next) except on Windows, where it
+ * means paste. Returns false for the keys xterm must leave to the browser.
+ */
+function keymap(ev: KeyboardEvent, term: Terminal): boolean {
+  if (ev.type !== "keydown" || !ev.ctrlKey || ev.altKey || ev.metaKey) return true;
+  if (ev.shiftKey && ev.code === "KeyC") {
+    if (term.hasSelection()) void navigator.clipboard?.writeText(term.getSelection());
+    ev.preventDefault();
+    return false;
+  }
+  // The browser pastes into xterm's textarea, which sends it as a paste.
+  if (ev.code === "KeyV" && (ev.shiftKey || WINDOWS)) return false;
+  return true;
+}
+
+const WINDOWS = /^Win/.test(navigator.platform);
+
 /** A reconnect shorter than this (the bridge's idle close, a blip) is not shown. */
 const RECONNECT_NOTICE_DELAY_MS = 1_000;
 let reconnectNotice: ReturnType<typeof setTimeout> | null = null;
@@ -147,15 +167,7 @@ async function main(): Promise<void> {
   term.open(container);
   fit.fit();
   window.ptydTerm = term;
-  // Ctrl+Shift+C copies the selection (Ctrl+C stays an interrupt); pasting goes through
-  // the browser's own paste (Ctrl+V, Ctrl+Shift+V, the context menu), which xterm takes.
-  term.attachCustomKeyEventHandler((ev) => {
-    if (ev.type === "keydown" && ev.ctrlKey && ev.shiftKey && ev.code === "KeyC") {
-      if (term.hasSelection()) void navigator.clipboard?.writeText(term.getSelection());
-      return false;
-    }
-    return true;
-  });
+  term.attachCustomKeyEventHandler((ev) => keymap(ev, term));
 
   try {
     await logIn();

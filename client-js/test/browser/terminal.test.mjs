@@ -159,6 +159,32 @@ describe("web terminal", () => {
     await context.close();
   });
 
+  it("keeps Ctrl+V for the terminal and leaves Ctrl+Shift+V to the browser's paste", async () => {
+    const page = await run.browser.newPage();
+    await openTerminal(page, run.stack.url);
+    // What the page sends to the terminal, recorded.
+    await page.evaluate(() => {
+      window.sentKeys = [];
+      const conn = window.ptydConn;
+      const write = conn.write.bind(conn);
+      conn.write = (data) => {
+        window.sentKeys.push(typeof data === "string" ? data : new TextDecoder().decode(data));
+        write(data);
+      };
+    });
+    await page.locator("#terminal").click();
+    await page.keyboard.press("Control+V");
+    await waitFor("^V to be sent", async () =>
+      (await page.evaluate(() => window.sentKeys.join(""))).includes("\x16"),
+    );
+    await page.keyboard.press("Control+Shift+V");
+    await page.keyboard.press("Control+Shift+C");
+    const sent = await page.evaluate(() => window.sentKeys.join(""));
+    assert.equal(sent.split("\x16").length - 1, 1, `only Ctrl+V sent ^V: ${JSON.stringify(sent)}`);
+    assert.ok(!sent.includes("\x03"), "Ctrl+Shift+C is copy, not an interrupt");
+    await page.close();
+  });
+
   it("follows the program's window title", async () => {
     const page = await run.browser.newPage();
     await openTerminal(page, run.stack.url);
