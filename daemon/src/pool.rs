@@ -81,9 +81,12 @@ pub struct PtyPool {
     shell: Option<ShellFiles>,
 }
 
-/// Installs the shell integration beside the socket; without it, shells just get no marks.
+/// Installs the shell integration beside the socket (`<socket>.shell/`, a name no other
+/// program uses even in a shared directory); without it, shells just get no marks.
 fn shell_files(socket: &std::path::Path) -> Option<ShellFiles> {
-    let dir = socket.parent()?.join("shell");
+    let mut name = socket.file_name()?.to_os_string();
+    name.push(".shell");
+    let dir = socket.with_file_name(name);
     match shell_integration::install(&dir) {
         Ok(files) => Some(files),
         Err(e) => {

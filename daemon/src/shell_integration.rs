@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::pty::SpawnSpec;
@@ -68,10 +68,22 @@ pub struct ShellFiles {
 }
 
 /// Writes the integration's files into `dir` (created, owner-only), replacing what an
-/// earlier daemon left there.
+/// earlier daemon left there. Refuses a `dir` that is a symlink or another user's: the
+/// files are code every session's shell runs.
 pub fn install(dir: &Path) -> io::Result<ShellFiles> {
-    fs::create_dir_all(dir.join("zsh"))?;
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a directory of ptyd's user", dir.display()),
+        ));
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    fs::create_dir_all(dir.join("zsh"))?;
     fs::write(dir.join("bashrc"), BASHRC)?;
     fs::write(dir.join("zsh").join(".zshenv"), ZSHENV)?;
     Ok(ShellFiles { dir: dir.to_path_buf() })
@@ -154,11 +166,11 @@ mod tests {
 
     #[test]
     fn only_interactive_bash_and_zsh_are_integrated() {
-        let files = ShellFiles { dir: PathBuf::from("/run/ptyd/shell") };
+        let files = ShellFiles { dir: PathBuf::from("/run/ptyd/ptyd.sock.shell") };
         let none = |_: &str| None;
         let mut s = spec("bash", &[]);
         assert_eq!(apply(&mut s, &files, none), Integration::BashRcfile);
-        assert_eq!(s.args, ["--rcfile", "/run/ptyd/shell/bashrc"]);
+        assert_eq!(s.args, ["--rcfile", "/run/ptyd/ptyd.sock.shell/bashrc"]);
         let mut s = spec("/bin/bash", &["--norc", "--noprofile", "-i"]);
         assert_eq!(apply(&mut s, &files, none), Integration::BashEnv);
         assert_eq!(s.args, ["--norc", "--noprofile", "-i"]);
@@ -166,7 +178,7 @@ mod tests {
         let mut s = spec("zsh", &["-l"]);
         assert_eq!(apply(&mut s, &files, |_| Some("/home/u/.config/zsh".into())), Integration::Zsh);
         assert!(s.env.contains(&("PTYD_ZDOTDIR".into(), "/home/u/.config/zsh".into())));
-        assert!(s.env.contains(&("ZDOTDIR".into(), "/run/ptyd/shell/zsh".into())));
+        assert!(s.env.contains(&("ZDOTDIR".into(), "/run/ptyd/ptyd.sock.shell/zsh".into())));
         for (command, args) in
             [("bash", &["-c", "true"][..]), ("bash", &["script.sh"]), ("zsh", &["-f"]), ("sh", &[])]
         {
@@ -175,5 +187,24 @@ mod tests {
             assert_eq!(s.args, args, "{command} {args:?}");
             assert!(s.env.is_empty());
         }
+    }
+
+    #[test]
+    fn install_writes_owner_only_files_and_refuses_a_symlink() {
+        let base = std::env::temp_dir().join(format!("ptyd-shell-test-{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        let dir = base.join("ptyd.sock.shell");
+        install(&dir).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(fs::read_to_string(dir.join("bashrc")).unwrap().contains("133;D"));
+        assert!(dir.join("zsh/.zshenv").exists());
+        // Again over what an earlier daemon left: fine.
+        install(&dir).unwrap();
+        // A symlink in its place (someone else's directory, say): refused.
+        let link = base.join("other.sock.shell");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(install(&link).is_err());
+        fs::remove_dir_all(&base).unwrap();
     }
 }
