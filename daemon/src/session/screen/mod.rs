@@ -397,13 +397,25 @@ impl OutputTap for Screen {
             st.shorten();
             if st.pending.bytes.len() >= high / 4 * 3 {
                 // Output that does not shorten (a TUI redrawing) is parsed here, which
-                // bounds the memory and slows the program to the emulator's pace.
-                st.flush(Memory::Keep);
+                // bounds the memory and slows the program to the emulator's pace; a few
+                // ms of parsing, so the runtime's other tasks move to another worker.
+                blocking(|| st.flush(Memory::Keep));
             }
         }
         if !st.pending.bytes.is_empty() && !st.pending.scheduled {
             st.pending.scheduled = flusher::schedule(self.me.clone());
         }
+    }
+}
+
+/// Runs `f`, which blocks for a while, telling a multi-threaded runtime first (when it is
+/// called from one: the session's output task) so that its other tasks are not held up.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
