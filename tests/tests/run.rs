@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use ipc_proto::{Client, ErrorCode, ExecResult, RunRequest, SessionId, SpawnRequest};
 use ptyd_tests::{Daemon, DaemonOptions};
 
@@ -102,5 +102,23 @@ async fn a_shell_running_a_command_is_busy() -> Result<()> {
     client.input(s, &b"\x03"[..]).await?;
     let (r, _) = first.await??;
     ensure!(r.code == Some(130), "{r:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_that_ignores_the_interrupt_is_given_up_after_the_grace() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.client().await;
+    let s = shell(&daemon, &client, "bash").await?;
+    run(&client, s, "true").await?;
+    // Deaf to Ctrl-C and printing all along: the 2 s after the interrupt must still end.
+    let mut deaf = req(s, "trap '' INT; while :; do echo tick; sleep 0.1; done");
+    deaf.timeout_ms = Some(300);
+    let (r, out) = tokio::time::timeout(Duration::from_secs(10), client.run(deaf))
+        .await
+        .context("run never gave up on a command that ignores Ctrl-C")??;
+    ensure!(r.timed_out && r.code.is_none(), "{r:?}");
+    ensure!(String::from_utf8_lossy(&out).contains("tick"), "its output so far is kept");
+    ensure!(r.duration_ms >= 2_000, "given up only after the grace: {r:?}");
     Ok(())
 }

@@ -77,15 +77,13 @@ pub async fn handle(conn: &mut Connection, id: u64, req: RunRequest) -> Result<(
     answer_later(conn, async move {
         let _claim = claim;
         let mut watch = Watch::new(max_output);
-        let deadline =
+        // The run's deadline, then (once it has passed) the interrupt's: fixed when set,
+        // so a command that ignores Ctrl-C and keeps printing cannot push it back.
+        let mut limit =
             req.timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
         let mut timed_out = false;
         let mut gave_up = false;
         while watch.status.is_none() {
-            let limit = match (timed_out, deadline) {
-                (true, _) => Some(tokio::time::Instant::now() + INTERRUPT_GRACE),
-                (false, deadline) => deadline,
-            };
             let next = async {
                 match limit {
                     Some(at) => tokio::time::timeout_at(at, sub.rx.recv_async()).await.ok(),
@@ -103,6 +101,7 @@ pub async fn handle(conn: &mut Connection, id: u64, req: RunRequest) -> Result<(
                 None => {
                     tracing::info!(session_id = %session.id, "run timed out; interrupting it");
                     timed_out = true;
+                    limit = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
                     if session
                         .input(Bytes::from_static(INTERRUPT), InputMark::Continue)
                         .await
