@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cgroup::{CgroupTree, Limits};
+use crate::spawner::SpawnHelper;
 
 /// Defaults, with units in their names' types.
 pub mod defaults {
@@ -85,6 +86,9 @@ pub struct Config {
     /// Give the interactive bash and zsh that sessions start semantic prompt marks
     /// (`shell_integration.rs`), for `run`.
     pub shell_integration: bool,
+    /// The spawn helper forked at start (`spawner.rs`); `None`: ptyd forks each child
+    /// itself (tests that run the daemon in their own process).
+    pub spawner: Option<Arc<SpawnHelper>>,
 }
 
 impl Default for Config {
@@ -109,6 +113,7 @@ impl Default for Config {
             session_limits: Limits::default(),
             cgroups: None,
             shell_integration: true,
+            spawner: None,
         }
     }
 }

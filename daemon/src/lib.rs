@@ -3,12 +3,13 @@
 //! `run` is the whole daemon given a bound listener and a shutdown future, so tests and
 //! `main.rs` drive it the same way. Layers: `server` (accept, credentials, drain) →
 //! `connection` (frames, handshake) → `handlers` (one per request) → `pool` (slots,
-//! registry) → `session` (state) and `lifecycle` (exit, kill, idle) → `pty` (spawn, I/O
-//! threads, the RAII handle), `cgroup` (a cgroup per session) and `reaper` (every child
-//! is waited for).
+//! registry) → `session` (state) and `lifecycle` (exit, kill, idle) → `pty` (spawn, the
+//! RAII handle) with `child` and `spawner` (how children start) and `pty_io` (their
+//! bytes), `cgroup` (a cgroup per session) and `reaper` (every child is waited for).
 
 pub mod admission;
 pub mod cgroup;
+pub mod child;
 pub mod config;
 pub mod connection;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod session;
 pub mod shell_integration;
 pub mod socket;
+pub mod spawner;
 pub mod systemd;
 
 use std::future::Future;

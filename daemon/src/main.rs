@@ -382,6 +382,7 @@ fn main() -> ExitCode {
         eprintln!("ptyd: {e:#}");
         return ExitCode::from(CONFIG_ERROR);
     }
+    config.spawner = start_spawn_helper();
     ptyd::systemd::init();
     let cgroups = config.cgroups.clone();
     let result = run(config);
@@ -395,6 +396,23 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("ptyd: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Forks the spawn helper while ptyd is still one thread and few pages: the cheapest
+/// moment to copy it (`spawner.rs`).
+#[allow(unsafe_code)]
+fn start_spawn_helper() -> Option<std::sync::Arc<ptyd::spawner::SpawnHelper>> {
+    // SAFETY: called from `main` before the runtime (the first thread) starts in `run`.
+    match unsafe { ptyd::spawner::SpawnHelper::start() } {
+        Ok(helper) => {
+            tracing::debug!(pid = helper.pid(), "spawn helper started");
+            Some(std::sync::Arc::new(helper))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the spawn helper; ptyd forks sessions itself");
+            None
         }
     }
 }

@@ -186,13 +186,16 @@ impl PtyPool {
         let id = SessionId::new();
         let (cgroup, procs) = self.session_cgroup(id, &req.command)?;
         let reaper = self.reaper.clone();
-        let spawned = tokio::task::spawn_blocking(move || pty::spawn(&spec, &reaper, procs))
-            .await
-            .map_err(|e| PoolError::SpawnFailed(format!("spawn task failed: {e}")))?
-            .map_err(|e| {
-                warn!(command = %req.command, error = %e, "pty spawn failed");
-                PoolError::SpawnFailed(e)
-            });
+        let helper = self.config.spawner.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            pty::spawn(&spec, &reaper, procs, helper.as_deref())
+        })
+        .await
+        .map_err(|e| PoolError::SpawnFailed(format!("spawn task failed: {e}")))?
+        .map_err(|e| {
+            warn!(command = %req.command, error = %e, "pty spawn failed");
+            PoolError::SpawnFailed(e)
+        });
         let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {

@@ -1,32 +1,30 @@
 //! Creating a PTY with a child on it, the RAII handle that owns its slot, its process
 //! group and its cgroup (its bytes move in `pty_io`).
 //!
-//! `unsafe` is allowed in this module because starting a terminal session needs what
-//! std does not wrap: a `pre_exec` hook (the child joins its cgroup, becomes a session
-//! leader and takes the terminal as its controlling tty between fork and exec, so that
-//! not even its first fork escapes), signal dispositions reset in the child, and the
-//! `TIOCSCTTY` / `TIOCSWINSZ` ioctls.
+//! The child's own steps between fork and exec (cgroup, session leader, controlling tty)
+//! are in `child.rs`; who forks it, in `spawner.rs`.
+//!
+//! `unsafe` is allowed in this module for the `TIOCSWINSZ` ioctl.
 #![allow(unsafe_code)]
 
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::libc;
 use nix::pty::{openpty, OpenptyResult, Winsize};
-use nix::sys::signal::{killpg, SigHandler, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{access, AccessFlags, Pid};
 
 use crate::admission::Slot;
 use crate::cgroup::{SessionCgroup, EMPTY_LIMIT};
+use crate::child::{self, ChildFds, ExecPlan};
 use crate::reaper::Reaper;
-
-nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
+use crate::spawner::{HelperError, SpawnHelper};
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 
 /// What to run, and where.
@@ -58,13 +56,15 @@ pub struct Spawned {
     pub exit: tokio::sync::oneshot::Receiver<ipc_proto::ExitStatus>,
 }
 
-/// Opens a PTY and starts `spec` on it. With `cgroup_procs` (the session cgroup's
-/// `cgroup.procs`, opened for writing), the child joins that cgroup before it execs.
-/// Blocking (fork + exec): call off the runtime.
+/// Opens a PTY and starts `spec` on it, through the spawn helper when there is one (else
+/// by forking ptyd). With `cgroup_procs` (the session cgroup's `cgroup.procs`, opened for
+/// writing), the child joins that cgroup before it execs. Blocking (until the child has
+/// exec'd): call off the runtime.
 pub fn spawn(
     spec: &SpawnSpec,
     reaper: &Reaper,
     cgroup_procs: Option<File>,
+    helper: Option<&SpawnHelper>,
 ) -> Result<Spawned, String> {
     let cwd = match &spec.cwd {
         Some(cwd) => {
@@ -82,31 +82,38 @@ pub fn spawn(
     // relative cwd would be looked up from the wrong place.
     let cwd = std::path::absolute(&cwd).map_err(|e| format!("cwd {}: {e}", cwd.display()))?;
     let program = resolve_program(spec, &cwd)?;
-    let mut cmd = command(spec, &program, &cwd);
-    // SAFETY: the hook runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed. `child_setup` makes system calls only (write,
-    // sigaction, setsid, ioctl, close_range): it neither allocates nor takes a lock.
-    unsafe { cmd.pre_exec(move || child_setup(cgroup_procs.as_ref())) };
+    let plan = ExecPlan::new(&program, &spec.command, &spec.args, &cwd, environment(spec))
+        .map_err(|e| format!("starting {}: {e}", spec.command))?;
 
     let size = Winsize { ws_row: spec.rows, ws_col: spec.cols, ws_xpixel: 0, ws_ypixel: 0 };
-    let (master, pid, exit) = reaper.spawn_child(|| {
+    let ((master, errors), pid, exit) = reaper.spawn_child(|| {
         // Every fork in ptyd happens under the reaper's lock, so no other child can be
         // forked between openpty and marking both ends close-on-exec.
         let pty = open_pty(&size)?;
-        let stdio =
-            || pty.slave.try_clone().map(Stdio::from).map_err(|e| format!("dup pty slave: {e}"));
-        cmd.stdin(stdio()?).stdout(stdio()?).stderr(stdio()?);
-        let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", spec.command))?;
-        // Reaping is the reaper's job; the Child object is not needed past this point.
-        Ok((pty.master, child.id()))
+        let (errors, errors_w) = child::error_pipe().map_err(|e| format!("pipe: {e}"))?;
+        let fds = ChildFds {
+            slave: pty.slave.as_raw_fd(),
+            errors: errors_w.as_raw_fd(),
+            cgroup_procs: cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        let started = match helper.map(|h| h.spawn(&plan, fds)) {
+            Some(Ok(pid)) => Ok(pid),
+            Some(Err(HelperError::Fork(e))) => Err(e),
+            // Gone (said once, by the helper's end) or never started: fork ptyd itself.
+            Some(Err(HelperError::Gone(_))) | None => child::fork_exec(&plan, fds),
+        };
+        let pid = started.map_err(|e| format!("starting {}: fork: {e}", spec.command))?;
+        // Only the child may hold the slave, so that its exit ends our reads with EIO, and
+        // the error pipe's write end, so that its exec ends the pipe.
+        drop((pty.slave, errors_w));
+        Ok(((pty.master, errors), pid))
     })?;
-    // The command holds copies of the slave. Only the child may hold it, so that its
-    // exit ends our reads with EIO.
-    drop(cmd);
     // Until the session is fully built, a failure must not leave the child running.
     let group = scopeguard::guard(pid, |pid| {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     });
+    // A child that failed before its exec exits by itself (127); the reaper collects it.
+    child::exec_result(errors).map_err(|e| format!("starting {}: {e}", spec.command))?;
     let io = master.try_clone().map(File::from).map_err(|e| format!("dup pty master: {e}"))?;
     let pid = scopeguard::ScopeGuard::into_inner(group);
     Ok(Spawned { pid, master, io, exit })
@@ -122,25 +129,27 @@ fn open_pty(size: &Winsize) -> Result<OpenptyResult, String> {
     Ok(pty)
 }
 
-/// The command for `spec`: the daemon's environment with `TERM`, the request's
-/// variables and a `SHELL`, minus systemd's private variables.
-fn command(spec: &SpawnSpec, program: &Path, cwd: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.arg0(&spec.command).args(&spec.args).current_dir(cwd);
-    cmd.env("TERM", "xterm-256color");
-    // systemd's hand-over variables are for ptyd, not for the programs it runs.
-    for name in crate::systemd::PRIVATE_ENV {
-        cmd.env_remove(name);
-    }
+/// The child's environment: the daemon's with `TERM`, the request's variables and a
+/// `SHELL`, minus systemd's private variables.
+fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        // systemd's hand-over variables are for ptyd, not for the programs it runs.
+        .filter(|(k, _)| !crate::systemd::PRIVATE_ENV.iter().any(|p| k == p))
+        .collect();
+    let mut set = |k: &str, v: OsString| match env.iter_mut().find(|(name, _)| name == k) {
+        Some(entry) => entry.1 = v,
+        None => env.push((k.into(), v)),
+    };
+    set("TERM", "xterm-256color".into());
     let has_shell =
         std::env::var_os("SHELL").is_some() || spec.env.iter().any(|(k, _)| k == "SHELL");
     if !has_shell {
-        cmd.env("SHELL", login_shell());
+        set("SHELL", login_shell().into());
     }
     for (k, v) in &spec.env {
-        cmd.env(k, v);
+        set(k, v.into());
     }
-    cmd
+    env
 }
 
 /// The user's shell from the password database when it is executable, else `/bin/sh`:
@@ -152,39 +161,6 @@ fn login_shell() -> PathBuf {
         .map(|u| u.shell)
         .filter(|shell| access(shell, AccessFlags::X_OK).is_ok())
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
-}
-
-/// Runs in the child between fork and exec (see the SAFETY note at its only caller):
-/// join the session's cgroup, reset signal dispositions, become a session leader with
-/// the PTY (already on 0, 1 and 2) as controlling terminal, and make sure nothing but 0–2
-/// survives the exec.
-fn child_setup(cgroup_procs: Option<&File>) -> io::Result<()> {
-    if let Some(mut procs) = cgroup_procs {
-        // "0" is the writing process itself.
-        procs.write_all(b"0")?;
-    }
-    for signal in [
-        Signal::SIGCHLD,
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGALRM,
-    ] {
-        // SAFETY: restoring the default disposition installs no handler of ours.
-        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
-    }
-    nix::unistd::setsid()?;
-    // SAFETY: fd 0 is the PTY slave (std set up stdio before this hook); the argument is
-    // an integer, not a pointer.
-    unsafe { tiocsctty(0, 0) }?;
-    // Every descriptor of ptyd is opened close-on-exec; this makes sure of it for any
-    // that a library opened without the flag. Errors (a kernel before 5.11) are ignored:
-    // the flag is then all there is.
-    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags; no memory involved.
-    let _ =
-        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    Ok(())
 }
 
 /// The program to exec: a path (relative to `cwd`) when the command has a slash, else

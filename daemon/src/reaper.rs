@@ -3,11 +3,11 @@
 //! ptyd is a child subreaper, so processes orphaned inside a session are re-parented to
 //! it. One SIGCHLD-driven loop calls `waitpid(-1)` and hands each session's status to
 //! its lifecycle task; anything else is an adopted orphan and is simply reaped.
-//! Spawning happens under the same lock as reaping, so a child can neither be reaped
-//! before its waiter is registered nor race std's own wait on a failed exec. Every fork
-//! of ptyd goes through [`Reaper::spawn_child`], which `pty::spawn` also relies on: a
-//! PTY opened under the lock is marked close-on-exec before any other child can be
-//! forked and inherit it.
+//! Spawning happens under the same lock as reaping, so a child cannot be reaped before
+//! its waiter is registered (children the spawn helper forks are ptyd's too, through
+//! `CLONE_PARENT`). Every session's child is started through [`Reaper::spawn_child`], which
+//! `pty::spawn` also relies on: a PTY opened under the lock is marked close-on-exec before
+//! any other child can be forked and inherit it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
