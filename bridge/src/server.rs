@@ -149,6 +149,7 @@ pub async fn serve(
                 continue;
             }
         };
+        no_delay(&stream, peer);
         let Some(admitted) = table.admit() else {
             warn!(client = %peer, max = limits.max_connections, "connection limit reached; closing a new connection");
             continue;
@@ -174,6 +175,16 @@ pub async fn serve(
         warn!("HTTP connections still open {:?} after shutdown began", limits.shutdown_timeout);
     }
     Ok(())
+}
+
+/// Turns Nagle's algorithm off on an accepted socket. Keystrokes, their echoes and acks
+/// are small writes: with it on, one sent while the previous is unacknowledged waits for
+/// the peer's delayed ACK (up to 40 ms), and output under flow control crawled (8.6 MiB/s
+/// against 62.5 with acks every 16 KiB, `cargo bench -p ptyd-tests --bench bridge`).
+fn no_delay(stream: &tokio::net::TcpStream, peer: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
+    }
 }
 
 type Conn<S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<tokio::net::TcpStream>, S>;
@@ -211,6 +222,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_send_small_writes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        assert!(!stream.nodelay().unwrap(), "the kernel's default changed");
+        no_delay(&stream, peer);
+        assert!(stream.nodelay().unwrap());
+    }
 
     fn table(max_connections: usize, max_anonymous: usize) -> Arc<Table> {
         let limits = Limits {

@@ -379,7 +379,8 @@ impl Bridge {
                 v.parse().expect("header value"),
             );
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        // Browsers disable Nagle's algorithm on their sockets; so does this client.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
         Ok(ws)
     }
 }
