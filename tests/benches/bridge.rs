@@ -2,7 +2,8 @@
 //! beside the in-process PTY ceiling, every figure of the performance issue in one run.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p ptyd-tests --bench bridge`
-//! (`BRIDGE_SESSIONS` changes the 500 sessions opened and closed). Workloads are those of
+//! (`BRIDGE_SESSIONS` changes the 500 sessions opened and closed; `BRIDGE_ONLY=echo,many`
+//! runs some of throughput, echo, spawn, churn, many, memory). Workloads are those of
 //! the issue's table: `bash --norc --noprofile` at 80×24, 64 MiB of text lines through
 //! `cat`. The client acknowledges output as client-js does (every `ackEvery` bytes, here as
 //! soon as they arrive: a renderer that keeps up); throughput is shown without acks and
@@ -64,34 +65,85 @@ async fn main() -> Result<()> {
     }
     println!();
 
-    // Throughput, interleaved with the ceiling.
-    let direct = direct_throughput(&bulk)?;
-    let skip_throughput = std::env::var("BRIDGE_SKIP_THROUGHPUT").is_ok();
-    for ack in [None, Some(16 * 1024), Some(64 * 1024)].into_iter().filter(|_| !skip_throughput) {
-        let cpu = Cpu::start(&pids);
-        let (mib_s, elapsed) = ws_throughput(&bridge, ack).await?;
-        let used = cpu.percent(elapsed);
-        let label = ack.map_or("no acks".to_string(), |a| format!("acks every {} KiB", a / 1024));
-        println!(
-            "{:<34} {mib_s:>8.1} MiB/s  ceiling {direct:>6.1}  ratio {:.2}   server CPU {:.0} % (ptyd {:.0} + bridge {:.0})",
-            format!("64 MiB cat, {label}"),
-            mib_s / direct,
-            used.iter().sum::<f64>(),
-            used[0],
-            used[1]
-        );
+    let only = std::env::var("BRIDGE_ONLY").ok();
+    let run = |part: &str| only.as_ref().is_none_or(|o| o.split(',').any(|p| p == part));
+    if run("throughput") {
+        throughput(&bridge, &bulk, &pids).await?;
     }
+    if run("echo") {
+        echo(&bridge).await?;
+    }
+    if run("spawn") {
+        spawn_rates(&bridge).await?;
+    }
+    if run("churn") {
+        churn(&bridge).await?;
+    }
+    if run("many") {
+        many(&daemon, &bridge, &pids, sessions).await?;
+    }
+    if run("memory") {
+        transport_memory(&config).await?;
+    }
+    Ok(())
+}
 
-    // Echo through bash's line editor.
+/// RSS per idle session with the screen model off: what the transport itself costs.
+async fn transport_memory(config: &Path) -> Result<()> {
+    const IDLE: usize = 200;
+    let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args([
+        "--capacity",
+        "1000",
+        "--idle-timeout",
+        "0",
+        "--screen",
+        "off",
+    ]))
+    .await?;
+    let config_arg = config.to_str().context("path")?;
+    let bridge = Bridge::start_with_env(
+        daemon.socket(),
+        &["--no-spawn-daemon", "--config", config_arg],
+        &[("RUST_LOG", "warn")],
+    )
+    .await?;
+    let pids = [daemon.pid(), bridge.pid()];
+    let mut terms = vec![Term::open(&bridge, "shell", None).await?];
+    terms[0].read_until(PROMPT).await?;
+    let before: Vec<u64> = pids.iter().map(|pid| rss(*pid)).collect();
+    for _ in 0..IDLE {
+        let mut term = Term::open(&bridge, "shell", None).await?;
+        term.read_until(PROMPT).await?;
+        terms.push(term);
+    }
+    let per: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(pid, b)| rss(*pid).saturating_sub(*b) as f64 / 1024.0 / IDLE as f64)
+        .collect();
+    println!(
+        "{:<34} {:>8.1} KiB    (ptyd {:.1} + bridge {:.1}; {IDLE} sessions, --screen off)",
+        "transport RSS per idle session",
+        per.iter().sum::<f64>(),
+        per[0],
+        per[1]
+    );
+    Ok(())
+}
+
+/// Echo through bash's line editor.
+async fn echo(bridge: &Bridge) -> Result<()> {
     let direct = percentiles(&mut direct_echoes()?);
-    let mut term = Term::open(&bridge, "shell", None).await?;
+    let mut term = Term::open(bridge, "shell", None).await?;
     term.read_until(PROMPT).await?;
     let ws = percentiles(&mut term.echoes(ECHOES).await?);
     row("1-byte echo p50", ws.0, direct.0);
     row("1-byte echo p99", ws.1, direct.1);
-    term.close().await?;
+    term.finish(bridge).await
+}
 
-    // Spawn → ready → close, one at a time and four at once.
+/// Spawn → ready → close, one at a time and four at once.
+async fn spawn_rates(bridge: &Bridge) -> Result<()> {
     for parallel in [1usize, 4] {
         let rounds = 100 / parallel;
         eprintln!("… spawn rates, {parallel} at once");
@@ -99,9 +151,9 @@ async fn main() -> Result<()> {
         let t = Instant::now();
         let runs = (0..parallel).map(|_| async {
             for _ in 0..rounds {
-                let mut term = Term::open(&bridge, "shell", None).await?;
+                let mut term = Term::open(bridge, "shell", None).await?;
                 term.read_until(PROMPT).await?;
-                term.finish(&bridge).await?;
+                term.finish(bridge).await?;
             }
             anyhow::Ok(())
         });
@@ -115,14 +167,16 @@ async fn main() -> Result<()> {
             rate / direct
         );
     }
+    Ok(())
+}
 
-    eprintln!("… churn");
-    // Churn: one session's echo while three clients open and close sessions.
-    let mut term = Term::open(&bridge, "shell", None).await?;
+/// One session's echo while three clients open and close sessions.
+async fn churn(bridge: &Bridge) -> Result<()> {
+    let mut term = Term::open(bridge, "shell", None).await?;
     term.read_until(PROMPT).await?;
     let stop = flag::Flag::default();
     let churners = (0..3).map(|_| {
-        let (bridge, stop) = (&bridge, stop.clone());
+        let stop = stop.clone();
         async move {
             let mut n = 0;
             while !stop.is_set() {
@@ -154,10 +208,17 @@ async fn main() -> Result<()> {
         micros(p99),
         echoes.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
-    term.close().await?;
+    term.finish(bridge).await
+}
 
+/// Many sessions: open, hold idle, close.
+async fn many(
+    daemon: &Daemon,
+    bridge: &Bridge,
+    pids: &[(&str, u32); 2],
+    sessions: usize,
+) -> Result<()> {
     eprintln!("… {sessions} sessions");
-    // Many sessions: open, hold idle, close.
     let direct_open = Instant::now();
     let mut directs = Vec::new();
     for _ in 0..sessions {
@@ -179,7 +240,7 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let mut terms = Vec::new();
     for _ in 0..sessions {
-        let mut term = Term::open(&bridge, "shell", None).await?;
+        let mut term = Term::open(bridge, "shell", None).await?;
         term.read_until(PROMPT).await?;
         terms.push(term);
     }
@@ -198,7 +259,7 @@ async fn main() -> Result<()> {
         .map(|(b, a)| a.saturating_sub(*b) as f64 / 1024.0 / sessions as f64)
         .collect();
     println!(
-        "{:<34} {:>8.1} KiB    (ptyd {:.1}, screen model included + bridge {:.1}); shells excluded",
+        "{:<34} {:>8.1} KiB    (ptyd {:.1} with its screen model + bridge {:.1}); shells excluded",
         "server RSS per idle session",
         per.iter().sum::<f64>(),
         per[0],
@@ -219,6 +280,7 @@ async fn main() -> Result<()> {
             bail!("DELETE answered {} {}", r.status, r.body);
         }
     }
+    eprintln!("… every DELETE answered after {:?}", t.elapsed());
     let shells = || children_of(daemon.pid()).iter().filter(|(_, _, c)| c == "bash").count();
     while shells() > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -558,4 +620,25 @@ fn row(name: &str, ws: Duration, direct: Duration) {
         micros(direct),
         ws.as_secs_f64() / direct.as_secs_f64()
     );
+}
+
+/// 64 MiB through the WebSocket without acks and with acks every 16 and 64 KiB, and the
+/// server's CPU meanwhile, beside the in-process read.
+async fn throughput(bridge: &Bridge, bulk: &Path, pids: &[(&str, u32); 2]) -> Result<()> {
+    let direct = direct_throughput(bulk)?;
+    for ack in [None, Some(16 * 1024), Some(64 * 1024)] {
+        let cpu = Cpu::start(pids);
+        let (mib_s, elapsed) = ws_throughput(bridge, ack).await?;
+        let used = cpu.percent(elapsed);
+        let label = ack.map_or("no acks".to_string(), |a| format!("acks every {} KiB", a / 1024));
+        println!(
+            "{:<34} {mib_s:>8.1} MiB/s  ceiling {direct:>6.1}  ratio {:.2}   server CPU {:.0} % (ptyd {:.0} + bridge {:.0})",
+            format!("64 MiB cat, {label}"),
+            mib_s / direct,
+            used.iter().sum::<f64>(),
+            used[0],
+            used[1]
+        );
+    }
+    Ok(())
 }

@@ -46,12 +46,15 @@ async fn main() -> Result<()> {
     ]))
     .await?;
     let shipped = per_socket(&daemon, &[]).await?;
-    let library =
-        per_socket(&daemon, &["--ws-read-buffer", "131072", "--ws-write-buffer", "131072"]).await?;
-    println!(
-        "bridge RSS per open terminal: {:.1} KiB with 8 KiB buffers, {:.1} KiB with the library's 128 KiB ({SOCKETS} sockets)",
-        shipped / 1024.0,
-        library / 1024.0
-    );
+    println!("bridge RSS per open terminal ({SOCKETS} sockets):");
+    println!("  {:>6.1} KiB with the shipped buffers", shipped / 1024.0);
+    for (read, write) in [("2048", "2048"), ("8192", "8192"), ("131072", "131072")] {
+        let kib =
+            per_socket(&daemon, &["--ws-read-buffer", read, "--ws-write-buffer", write]).await?;
+        println!(
+            "  {:>6.1} KiB with --ws-read-buffer {read} --ws-write-buffer {write}",
+            kib / 1024.0
+        );
+    }
     Ok(())
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::lifecycle::EndReason;
 use self::marks::{PromptMarks, RunClaim, ShellState};
-pub use self::output::{AttachMode, Chunk, OutputTap};
+pub use self::output::{AttachMode, Backlog, Chunk, OutputTap};
 use self::output::{BeyondEnd, Output};
 use self::paste::PasteMode;
 use self::screen::{Screen, Snapshot};
@@ -276,13 +276,13 @@ impl Session {
         self.paste.on()
     }
 
-    /// Records output from the output task (see [`Output::push`]) and waits until every
-    /// lossless subscriber has room for it.
-    pub async fn push_output(&self, data: &[u8]) {
+    /// Records output from the output task (see [`Output::push`]); the output task awaits
+    /// the returned backlog (lossless subscribers that were full) before it reads again.
+    pub fn record_output(&self, data: &[u8]) -> Backlog {
         let backlog = self.output.push(data);
         self.touch();
         self.output_ms.store(now_ms(), Ordering::Relaxed);
-        backlog.deliver().await;
+        backlog
     }
 
     /// Replays from `since` and, while the session runs, subscribes to what follows, in

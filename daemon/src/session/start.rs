@@ -15,7 +15,7 @@ use super::lifecycle;
 use super::{AttachMode, Keep, Session, SessionMeta, Subscription};
 use crate::pool::{PoolError, PtyPool};
 use crate::pty::{PtyHandle, Spawned};
-use crate::pty_io::{self, Input, PtyIo};
+use crate::pty_io::{Input, PtyIo};
 use crate::shell_integration::Integration;
 
 /// Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
@@ -82,9 +82,9 @@ pub fn start(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let sink = session.clone();
     let output = async move {
-        let mut buf = vec![0u8; pty_io::READ_CHUNK];
-        while let Some(n) = io.read(&mut buf).await {
-            sink.push_output(&buf[..n]).await;
+        while let Some(backlog) = io.read_with(|data| sink.record_output(data)).await {
+            // Full lossless subscribers hold the next read back.
+            backlog.deliver().await;
         }
         let _ = done_tx.send(());
     };
