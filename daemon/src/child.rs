@@ -142,7 +142,7 @@ impl ExecPlan {
             // SIGCHLD, SIGTERM, SIGINT) are not the program's.
             let mut default: libc::sigaction = std::mem::zeroed();
             default.sa_sigaction = libc::SIG_DFL;
-            for signal in 1..libc::SIGRTMAX() {
+            for signal in 1..=libc::SIGRTMAX() {
                 if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                     libc::sigaction(signal, &default, ptr::null_mut());
                 }
