@@ -33,7 +33,7 @@ pub mod defaults {
     /// Flow control: output stops while more than this is unacknowledged by the client.
     pub const FLOW_HIGH: u64 = 256 * 1024;
     /// Flow control: output resumes once no more than this is unacknowledged.
-    pub const FLOW_LOW: u64 = 32 * 1024;
+    pub const FLOW_LOW: u64 = 128 * 1024;
     /// First delay before reconnecting to ptyd after losing it.
     pub const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
     /// The reconnect delay doubles up to this.

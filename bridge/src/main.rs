@@ -67,7 +67,7 @@ struct Args {
     /// client that sends `ack` [default: 262144]
     #[arg(long, env = "PTYD_BRIDGE_FLOW_HIGH")]
     flow_high: Option<u64>,
-    /// Flow control: read again once no more than this is unacknowledged [default: 32768]
+    /// Flow control: read again once no more than this is unacknowledged [default: 131072, or half of --flow-high when that is lower]
     #[arg(long, env = "PTYD_BRIDGE_FLOW_LOW")]
     flow_low: Option<u64>,
     /// Also allow this Origin (repeatable; comma-separated in the environment)
@@ -315,7 +315,8 @@ fn build_config(
     c.max_message_bytes =
         args.max_message_bytes.or(b.max_message_bytes).unwrap_or(defaults::MAX_MESSAGE_BYTES);
     c.flow_high = args.flow_high.or(b.flow_high).unwrap_or(defaults::FLOW_HIGH);
-    c.flow_low = args.flow_low.or(b.flow_low).unwrap_or(defaults::FLOW_LOW);
+    // A --flow-high below the default low watermark keeps working without a --flow-low.
+    c.flow_low = args.flow_low.or(b.flow_low).unwrap_or(defaults::FLOW_LOW.min(c.flow_high / 2));
     c.allowed_origins =
         if args.allowed_origin.is_empty() { b.allowed_origin } else { args.allowed_origin };
     c.auth = auth;
@@ -533,6 +534,21 @@ command = "top"
 args = ["-d", "1"]
 env = { LANG = "C.UTF-8" }
 "#;
+
+    #[test]
+    fn the_low_watermark_follows_a_small_high_one() {
+        let config = |argv: &[&str]| {
+            let args =
+                Args::try_parse_from([&["ptyd-bridge", "--no-auth"], argv].concat()).unwrap();
+            build_config(args, false, FileConfig::default()).unwrap().0
+        };
+        let c = config(&[]);
+        assert_eq!((c.flow_high, c.flow_low), (defaults::FLOW_HIGH, defaults::FLOW_LOW));
+        let c = config(&["--flow-high", "65536"]);
+        assert_eq!((c.flow_high, c.flow_low), (65536, 32768));
+        let c = config(&["--flow-high", "65536", "--flow-low", "1024"]);
+        assert_eq!(c.flow_low, 1024);
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_daemon_table_names_the_socket() {

@@ -75,7 +75,10 @@ export interface ConnectOptions {
    * and the bridge pauses while too much is outstanding. Off: output flows freely.
    */
   flowControl?: boolean;
-  /** With flow control, acknowledge at least every this many rendered bytes. */
+  /**
+   * With flow control, acknowledge at least every this many rendered bytes (default
+   * 64 KiB; below the bridge's `--flow-low`, so output keeps flowing while the rest renders).
+   */
   ackEvery?: number;
   /** Most input bytes kept while not connected (default 64 KiB); more is `undelivered`. */
   maxPendingInput?: number;
@@ -158,7 +161,7 @@ export class TerminalConnection {
       grace: options.grace ?? 10_000,
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
       flowControl: options.flowControl ?? false,
-      ackEvery: options.ackEvery ?? 16 * 1024,
+      ackEvery: options.ackEvery ?? 64 * 1024,
       maxPendingInput: options.maxPendingInput ?? 64 * 1024,
     };
     this.graceFixed = options.grace !== undefined;

@@ -346,14 +346,24 @@ struct Term {
     seen: Vec<u8>,
     /// A frame read ahead (to see whether one was waiting).
     pending: Option<Message>,
+    /// Binary frames received.
+    frames: u64,
 }
 
 impl Term {
     async fn open(bridge: &Bridge, profile: &str, ack_every: Option<u64>) -> Result<Term> {
         let id = bridge.create(&format!(r#"{{"profile":"{profile}"}}"#)).await?;
         let ws = bridge.upgrade(&format!("/ws/terminal/{id}"), &[]).await?;
-        let mut term =
-            Term { id, ws, offset: 0, acked: 0, ack_every, seen: Vec::new(), pending: None };
+        let mut term = Term {
+            id,
+            ws,
+            offset: 0,
+            acked: 0,
+            ack_every,
+            seen: Vec::new(),
+            pending: None,
+            frames: 0,
+        };
         let hello = term.control().await?;
         anyhow::ensure!(hello["type"] == "hello", "expected hello, got {hello}");
         term.offset = hello["offset"].as_u64().context("hello without offset")?;
@@ -394,6 +404,7 @@ impl Term {
         };
         match msg {
             Message::Binary(b) => {
+                self.frames += 1;
                 self.offset += b.len() as u64;
                 self.seen.extend_from_slice(&b);
                 if let Some(every) = self.ack_every {
@@ -488,16 +499,19 @@ impl Term {
     }
 }
 
-async fn ws_throughput(bridge: &Bridge, ack: Option<u64>) -> Result<(f64, Duration)> {
+/// MiB/s, the time it took, and the mean WebSocket frame in KiB.
+async fn ws_throughput(bridge: &Bridge, ack: Option<u64>) -> Result<(f64, Duration, f64)> {
     let mut term = Term::open(bridge, "bulk", ack).await?;
     term.read_until("go").await?;
     let t = Instant::now();
     term.ws.send(Message::Binary(b"\n".to_vec().into())).await?;
+    let frames_before = term.frames;
     let got = term.drain_to_exit().await?;
+    let mean_frame = got as f64 / 1024.0 / (term.frames - frames_before).max(1) as f64;
     let elapsed = t.elapsed();
     anyhow::ensure!(got as usize >= BULK, "received {got} of {BULK} bytes");
     term.finish(bridge).await?;
-    Ok((BULK as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64(), elapsed))
+    Ok((BULK as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64(), elapsed, mean_frame))
 }
 
 fn direct_throughput(bulk: &Path) -> Result<f64> {
@@ -628,11 +642,11 @@ async fn throughput(bridge: &Bridge, bulk: &Path, pids: &[(&str, u32); 2]) -> Re
     let direct = direct_throughput(bulk)?;
     for ack in [None, Some(16 * 1024), Some(64 * 1024)] {
         let cpu = Cpu::start(pids);
-        let (mib_s, elapsed) = ws_throughput(bridge, ack).await?;
+        let (mib_s, elapsed, frame) = ws_throughput(bridge, ack).await?;
         let used = cpu.percent(elapsed);
         let label = ack.map_or("no acks".to_string(), |a| format!("acks every {} KiB", a / 1024));
         println!(
-            "{:<34} {mib_s:>8.1} MiB/s  ceiling {direct:>6.1}  ratio {:.2}   server CPU {:.0} % (ptyd {:.0} + bridge {:.0})",
+            "{:<34} {mib_s:>8.1} MiB/s  ceiling {direct:>6.1}  ratio {:.2}   server CPU {:.0} % (ptyd {:.0} + bridge {:.0}), frames of {frame:.1} KiB",
             format!("64 MiB cat, {label}"),
             mib_s / direct,
             used.iter().sum::<f64>(),
