@@ -27,20 +27,32 @@ thread_local! {
         std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
-/// Reads into `buf` until it is full or nothing more is there: the bytes read (0 at EOF),
-/// or the first read's error. An error after some bytes ends the chunk; the next read
-/// meets it again.
-fn read_available(mut fd: &File, buf: &mut [u8]) -> io::Result<usize> {
+/// What [`read_available`] read.
+#[derive(Debug)]
+struct Available {
+    /// Bytes read; 0 at EOF.
+    len: usize,
+    /// Whether a read found nothing more (the descriptor is empty for now).
+    drained: bool,
+}
+
+/// Reads into `buf` until it is full or nothing more is there, or the first read's error.
+/// An error after some bytes ends the chunk; the next read meets it again.
+fn read_available(mut fd: &File, buf: &mut [u8]) -> io::Result<Available> {
     let mut got = fd.read(buf)?;
+    let mut drained = false;
     while got > 0 && got < buf.len() {
         match fd.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(e) => {
+                drained = e.kind() == io::ErrorKind::WouldBlock;
+                break;
+            }
         }
     }
-    Ok(got)
+    Ok(Available { len: got, drained })
 }
 
 /// A PTY master, ready for the runtime. Its flags are the open file's, shared by every
@@ -73,17 +85,22 @@ impl PtyIo {
         loop {
             let mut ready = self.0.readable().await.ok()?;
             let read = SCRATCH.with_borrow_mut(|buf| {
-                ready
-                    .try_io(|fd| read_available(fd.get_ref(), buf))
-                    .map(|r| r.map(|n| (n > 0).then(|| take(&buf[..n]))))
+                read_available(ready.get_inner(), buf)
+                    .map(|chunk| (chunk.drained, (chunk.len > 0).then(|| take(&buf[..chunk.len]))))
             });
             match read {
-                Ok(Ok(Some(r))) => return Some(r),
-                Ok(Ok(None)) => return None,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(_)) => return None,
+                Ok((drained, taken)) => {
+                    // Known empty: the next call waits for the reactor instead of reading
+                    // once more to find out.
+                    if drained {
+                        ready.clear_ready();
+                    }
+                    return taken;
+                }
                 // Woken, but the data was taken already: wait again.
-                Err(_would_block) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
             }
         }
     }
@@ -186,18 +203,19 @@ mod tests {
         for byte in [b'a', b'b', b'c'] {
             tx.send(&[byte; 4096]).unwrap();
         }
-        assert_eq!(read_available(&rx, &mut buf).unwrap(), 3 * 4096);
+        assert_eq!(read_available(&rx, &mut buf).unwrap().len, 3 * 4096);
         assert_eq!((buf[0], buf[4096], buf[8192]), (b'a', b'b', b'c'));
         // A full buffer ends the chunk; the rest is the next one.
         for byte in [b'd', b'e', b'f'] {
             tx.send(&[byte; 4096]).unwrap();
         }
-        assert_eq!(read_available(&rx, &mut buf[..8192]).unwrap(), 8192);
-        assert_eq!(read_available(&rx, &mut buf).unwrap(), 4096);
+        assert_eq!(read_available(&rx, &mut buf[..8192]).unwrap().len, 8192);
+        assert_eq!(read_available(&rx, &mut buf).unwrap().len, 4096);
         assert_eq!(buf[0], b'f');
         // A lone byte is handed over at once, and then there is nothing to wait for.
         tx.send(b"y").unwrap();
-        assert_eq!(read_available(&rx, &mut buf).unwrap(), 1);
+        let lone = read_available(&rx, &mut buf).unwrap();
+        assert_eq!((lone.len, lone.drained), (1, true));
         let empty = read_available(&rx, &mut buf).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
     }
