@@ -134,8 +134,11 @@ fn request(socket: &mut UnixStream, plan: &ExecPlan, fds: ChildFds) -> Result<u3
         .map_err(|e| HelperError::Gone(e.into()))?;
     // A stream socket may take less than all at once; the descriptors went with the first
     // byte.
-    let rest: Vec<u8> = len.iter().chain(&body).skip(sent).copied().collect();
-    socket.write_all(&rest).map_err(HelperError::Gone)?;
+    if sent < len.len() {
+        socket.write_all(&len[sent..]).map_err(HelperError::Gone)?;
+    }
+    let body_sent = sent.saturating_sub(len.len());
+    socket.write_all(&body[body_sent..]).map_err(HelperError::Gone)?;
     let mut reply = [0u8; 4];
     socket.read_exact(&mut reply).map_err(HelperError::Gone)?;
     match i32::from_le_bytes(reply) {
