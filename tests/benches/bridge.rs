@@ -40,20 +40,7 @@ async fn main() -> Result<()> {
     let sessions: usize =
         std::env::var("BRIDGE_SESSIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(500);
 
-    let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args([
-        "--capacity",
-        "2000",
-        "--idle-timeout",
-        "0",
-    ]))
-    .await?;
-    let config_arg = config.to_str().context("path")?;
-    let bridge = Bridge::start_with_env(
-        daemon.socket(),
-        &["--no-spawn-daemon", "--config", config_arg],
-        &[("RUST_LOG", &std::env::var("BRIDGE_LOG").unwrap_or_else(|_| "warn".into()))],
-    )
-    .await?;
+    let (daemon, bridge) = start(&config, &[]).await?;
     let pids = [("ptyd", daemon.pid()), ("bridge", bridge.pid())];
     println!("ptyd {} + ptyd-bridge {}, {} cores", daemon.pid(), bridge.pid(), cores());
     match which("ttyd") {
@@ -88,25 +75,24 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// A ptyd (with `daemon_args`) and a bridge with the benchmark's profiles.
+async fn start(config: &Path, daemon_args: &[&str]) -> Result<(Daemon, Bridge)> {
+    let mut args = vec!["--capacity", "2000", "--idle-timeout", "0"];
+    args.extend_from_slice(daemon_args);
+    let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args(args)).await?;
+    let bridge = Bridge::start_with_env(
+        daemon.socket(),
+        &["--no-spawn-daemon", "--config", config.to_str().context("path")?],
+        &[("RUST_LOG", &std::env::var("BRIDGE_LOG").unwrap_or_else(|_| "warn".into()))],
+    )
+    .await?;
+    Ok((daemon, bridge))
+}
+
 /// RSS per idle session with the screen model off: what the transport itself costs.
 async fn transport_memory(config: &Path) -> Result<()> {
     const IDLE: usize = 200;
-    let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args([
-        "--capacity",
-        "1000",
-        "--idle-timeout",
-        "0",
-        "--screen",
-        "off",
-    ]))
-    .await?;
-    let config_arg = config.to_str().context("path")?;
-    let bridge = Bridge::start_with_env(
-        daemon.socket(),
-        &["--no-spawn-daemon", "--config", config_arg],
-        &[("RUST_LOG", "warn")],
-    )
-    .await?;
+    let (daemon, bridge) = start(config, &["--screen", "off"]).await?;
     let pids = [daemon.pid(), bridge.pid()];
     let mut terms = vec![Term::open(&bridge, "shell", None).await?];
     terms[0].read_until(PROMPT).await?;
