@@ -99,6 +99,9 @@ pub fn spawn(
         let started = match helper.map(|h| h.spawn(&plan, fds)) {
             Some(Ok(pid)) => Ok(pid),
             Some(Err(HelperError::Fork(e))) => Err(e),
+            Some(Err(HelperError::Lost(e))) => Err(io::Error::other(format!(
+                "the spawn helper ended during the request ({e}); spawning again forks in ptyd"
+            ))),
             // Gone (said once, by the helper's end) or never started: fork ptyd itself.
             Some(Err(HelperError::Gone(_))) | None => child::fork_exec(&plan, fds),
         };

@@ -50,8 +50,11 @@ pub struct SpawnHelper {
 /// Why a spawn through the helper did not happen.
 #[derive(Debug)]
 pub enum HelperError {
-    /// The helper is not there any more; fork in ptyd instead.
+    /// The helper is not there any more and started nothing; fork in ptyd instead.
     Gone(io::Error),
+    /// The helper ended after it had the whole request, before answering: it may have
+    /// started the child. Forking again could run the program twice, so this spawn fails.
+    Lost(io::Error),
     /// The helper could not fork this child.
     Fork(io::Error),
 }
@@ -110,7 +113,7 @@ impl SpawnHelper {
         }
         let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         let result = request(&mut socket, plan, fds);
-        if let Err(HelperError::Gone(e)) = &result {
+        if let Err(HelperError::Gone(e) | HelperError::Lost(e)) = &result {
             if !self.gone.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     pid = self.pid,
@@ -140,7 +143,7 @@ fn request(socket: &mut UnixStream, plan: &ExecPlan, fds: ChildFds) -> Result<u3
     let body_sent = sent.saturating_sub(len.len());
     socket.write_all(&body[body_sent..]).map_err(HelperError::Gone)?;
     let mut reply = [0u8; 4];
-    socket.read_exact(&mut reply).map_err(HelperError::Gone)?;
+    socket.read_exact(&mut reply).map_err(HelperError::Lost)?;
     match i32::from_le_bytes(reply) {
         pid if pid > 0 => Ok(pid as u32),
         errno => Err(HelperError::Fork(io::Error::from_raw_os_error(-errno))),
