@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ipc_proto::SpawnRequest;
+use ipc_proto::{AttachMode, SpawnRequest};
 use ptyd_tests::{
-    children_of, fd_targets, proc_stat, wait_until_async, zombie_children, Daemon, DaemonOptions,
-    TIMEOUT,
+    children_of, fd_targets, proc_stat, read_until, wait_until_async, zombie_children, Daemon,
+    DaemonOptions, TIMEOUT,
 };
 
 /// The helper's pid: the one child of ptyd named `ptyd-spawner`.
@@ -20,10 +20,18 @@ fn helper_of(daemon: &Daemon) -> Result<u32> {
         .with_context(|| format!("no ptyd-spawner under ptyd: {:?}", children_of(daemon.pid())))
 }
 
-/// Spawns `sleep 300`, checks what the child is, kills it and waits for it.
+/// Spawns a shell that waits for input, checks what the child is once it has started up
+/// (a program's own start, such as loading its locale, opens files for a moment), kills it
+/// and waits for it.
 async fn check_a_session(daemon: &Daemon) -> Result<()> {
     let client = daemon.client().await;
-    let spawned = client.spawn(SpawnRequest::new("sleep", ["300"])).await?;
+    let (spawned, mut att) = client
+        .spawn_attached(
+            SpawnRequest::new("sh", ["-c", "echo ready; read x"]),
+            AttachMode { lossless: true },
+        )
+        .await?;
+    read_until(&mut att, "ready", TIMEOUT).await?;
     let stat = proc_stat(spawned.pid).context("the session's process is not there")?;
     ensure!(stat.ppid == daemon.pid(), "the session's parent is {}, not ptyd", stat.ppid);
     ensure!(
