@@ -24,12 +24,33 @@ use crate::admission::Peer;
 use crate::frame_budget::{Budgeted, FrameBudget, Pending};
 use crate::handlers::{self, ReplyError};
 use crate::pool::PtyPool;
-use crate::session::{EndReason, Session};
+use crate::session::{EndReason, Held, Session};
 
 type Codec = FrameCodec<Request, DaemonMessage>;
 type Reader = FramedRead<OwnedReadHalf, Budgeted<Codec>>;
+/// A frame on its way to the client, with the subscriber budget its output holds until
+/// it is written to the socket.
+type Outbound = (Frame<DaemonMessage>, Option<Held>);
+
 /// The queue of frames waiting to be written to this client.
-pub type Outgoing = mpsc::Sender<Frame<DaemonMessage>>;
+#[derive(Clone)]
+pub struct Outgoing(mpsc::Sender<Outbound>);
+
+/// The connection's writer has stopped: the client is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl Outgoing {
+    /// Queues `frame`; waits while the queue is full.
+    pub async fn send(&self, frame: Frame<DaemonMessage>) -> Result<(), Gone> {
+        self.0.send((frame, None)).await.map_err(|_| Gone)
+    }
+
+    /// Queues output that holds `held` of its subscriber's budget until it is written.
+    pub async fn send_held(&self, frame: Frame<DaemonMessage>, held: Held) -> Result<(), Gone> {
+        self.0.send((frame, Some(held))).await.map_err(|_| Gone)
+    }
+}
 
 /// Frames queued for a client before its handlers wait: bounded so a client that does not
 /// read costs bounded memory.
@@ -107,6 +128,7 @@ pub async fn serve(
     let pending = Pending::default();
     let mut reader = FramedRead::new(rd, Budgeted::new(Codec::new(max), budget, pending.clone()));
     let (out, out_rx) = mpsc::channel(OUT_DEPTH);
+    let out = Outgoing(out);
     let writer = tokio::spawn(write_loop(FramedWrite::new(wr, Codec::new(max)), out_rx));
 
     let mut conn = Connection {
@@ -309,14 +331,18 @@ async fn send_error(conn: &Connection, id: u64, e: ReplyError) {
 
 async fn write_loop(
     mut writer: FramedWrite<OwnedWriteHalf, Codec>,
-    mut rx: mpsc::Receiver<Frame<DaemonMessage>>,
+    mut rx: mpsc::Receiver<Outbound>,
 ) {
-    while let Some(frame) = rx.recv().await {
+    // Budgets are given back once their bytes are written, not when they are buffered.
+    let mut written = Vec::new();
+    while let Some((frame, held)) = rx.recv().await {
+        written.extend(held);
         if writer.feed(frame).await.is_err() {
             return;
         }
         // Batch whatever else is queued into the same flush.
-        while let Ok(frame) = rx.try_recv() {
+        while let Ok((frame, held)) = rx.try_recv() {
+            written.extend(held);
             if writer.feed(frame).await.is_err() {
                 return;
             }
@@ -324,5 +350,6 @@ async fn write_loop(
         if writer.flush().await.is_err() {
             return;
         }
+        written.clear();
     }
 }

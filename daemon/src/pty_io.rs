@@ -27,6 +27,34 @@ thread_local! {
         std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
+/// What [`read_available`] read.
+#[derive(Debug)]
+struct Available {
+    /// Bytes read; 0 at EOF.
+    len: usize,
+    /// Whether a read found nothing more (the descriptor is empty for now).
+    drained: bool,
+}
+
+/// Reads into `buf` until it is full or nothing more is there, or the first read's error.
+/// An error after some bytes ends the chunk; the next read meets it again.
+fn read_available(mut fd: &File, buf: &mut [u8]) -> io::Result<Available> {
+    let mut got = fd.read(buf)?;
+    let mut drained = false;
+    while got > 0 && got < buf.len() {
+        match fd.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                drained = e.kind() == io::ErrorKind::WouldBlock;
+                break;
+            }
+        }
+    }
+    Ok(Available { len: got, drained })
+}
+
 /// A PTY master, ready for the runtime. Its flags are the open file's, shared by every
 /// descriptor of the master (the one kept for resizing too), which only ever ioctls.
 #[derive(Clone)]
@@ -50,21 +78,29 @@ impl PtyIo {
     ///
     /// The chunk is read into a buffer of the worker thread, not of the session: an idle
     /// session holds no read buffer (it was 32 KiB of RSS each, zeroed at allocation).
+    /// The kernel hands a PTY's output over about 4 KiB at a time; what is already there
+    /// beyond that is read at once into the same chunk (up to [`READ_CHUNK`]), so a flood
+    /// travels in fewer, larger events, and a lone keystroke's echo waits for nothing.
     pub async fn read_with<R>(&self, mut take: impl FnMut(&[u8]) -> R) -> Option<R> {
         loop {
             let mut ready = self.0.readable().await.ok()?;
             let read = SCRATCH.with_borrow_mut(|buf| {
-                ready
-                    .try_io(|fd| fd.get_ref().read(buf))
-                    .map(|r| r.map(|n| (n > 0).then(|| take(&buf[..n]))))
+                read_available(ready.get_inner(), buf)
+                    .map(|chunk| (chunk.drained, (chunk.len > 0).then(|| take(&buf[..chunk.len]))))
             });
             match read {
-                Ok(Ok(Some(r))) => return Some(r),
-                Ok(Ok(None)) => return None,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(_)) => return None,
+                Ok((drained, taken)) => {
+                    // Known empty: the next call waits for the reactor instead of reading
+                    // once more to find out.
+                    if drained {
+                        ready.clear_ready();
+                    }
+                    return taken;
+                }
                 // Woken, but the data was taken already: wait again.
-                Err(_would_block) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
             }
         }
     }
@@ -143,5 +179,44 @@ impl Input {
         };
         self.ahead.fetch_add(1, Ordering::AcqRel);
         self.queue.send_async(rest).await.map_err(|_| Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+
+    /// A descriptor that, like a PTY master, hands over its data in pieces: one datagram
+    /// per read.
+    fn pieces() -> (UnixDatagram, File) {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        (tx, File::from(OwnedFd::from(rx)))
+    }
+
+    #[test]
+    fn what_is_there_is_read_as_one_chunk() {
+        let (tx, rx) = pieces();
+        let mut buf = vec![0u8; 16 * 1024];
+        for byte in [b'a', b'b', b'c'] {
+            tx.send(&[byte; 4096]).unwrap();
+        }
+        assert_eq!(read_available(&rx, &mut buf).unwrap().len, 3 * 4096);
+        assert_eq!((buf[0], buf[4096], buf[8192]), (b'a', b'b', b'c'));
+        // A full buffer ends the chunk; the rest is the next one.
+        for byte in [b'd', b'e', b'f'] {
+            tx.send(&[byte; 4096]).unwrap();
+        }
+        assert_eq!(read_available(&rx, &mut buf[..8192]).unwrap().len, 8192);
+        assert_eq!(read_available(&rx, &mut buf).unwrap().len, 4096);
+        assert_eq!(buf[0], b'f');
+        // A lone byte is handed over at once, and then there is nothing to wait for.
+        tx.send(b"y").unwrap();
+        let lone = read_available(&rx, &mut buf).unwrap();
+        assert_eq!((lone.len, lone.drained), (1, true));
+        let empty = read_available(&rx, &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::codec::{Frame, FrameCodec, MAX_PAYLOAD_LEN};
@@ -59,14 +59,71 @@ struct Waiter {
     reply: oneshot::Sender<Frame<DaemonMessage>>,
     /// Installed as the route of the session named in the reply, before any later frame
     /// is read, so no event can slip past (used by `attach` and attached `spawn`).
-    route: Option<mpsc::Sender<SessionEvent>>,
+    route: Option<Route>,
+}
+
+/// Bytes of events an attachment may have queued before its reader is slow; the
+/// connection's reader then waits for it, which is the backpressure that reaches ptyd.
+/// Bytes, not events, so that what a slow reader lets through is the same whatever size
+/// ptyd's reads happen to be.
+const ROUTE_BYTES: usize = 128 * 1024;
+
+/// What an event counts besides its bytes, so that a stream of tiny events is bounded too.
+const EVENT_OVERHEAD: usize = 64;
+
+/// Where one attached session's events go: a queue bounded in bytes, each event holding
+/// its share until the attachment takes it.
+#[derive(Clone)]
+struct Route {
+    tx: mpsc::UnboundedSender<(SessionEvent, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+}
+
+/// The attachment's end of a [`Route`].
+struct RouteRx {
+    rx: mpsc::UnboundedReceiver<(SessionEvent, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+}
+
+impl Route {
+    fn new() -> (Route, RouteRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(ROUTE_BYTES));
+        (Route { tx, room: room.clone() }, RouteRx { rx, room })
+    }
+
+    /// Waits for room, then queues `event`; `Err` once the attachment is gone.
+    async fn deliver(&self, event: SessionEvent) -> Result<(), ()> {
+        let len = match &event {
+            SessionEvent::Output { data, .. } => data.len(),
+            _ => 0,
+        };
+        let cost = (len + EVENT_OVERHEAD).min(ROUTE_BYTES) as u32;
+        let permit = self.room.clone().acquire_many_owned(cost).await.map_err(drop)?;
+        self.tx.send((event, permit)).map_err(drop)
+    }
+}
+
+impl RouteRx {
+    async fn recv(&mut self) -> Option<SessionEvent> {
+        // The permit is dropped here: the event has left the queue.
+        self.rx.recv().await.map(|(event, _)| event)
+    }
+}
+
+impl Drop for RouteRx {
+    fn drop(&mut self) {
+        // The queued events go with the receiver and give their room back; closing also
+        // tells a reader waiting for room that none will come.
+        self.room.close();
+    }
 }
 
 #[derive(Default)]
 struct Shared {
     /// `None` once the connection has ended.
     pending: Mutex<Option<HashMap<u64, Waiter>>>,
-    routes: Mutex<HashMap<SessionId, mpsc::Sender<SessionEvent>>>,
+    routes: Mutex<HashMap<SessionId, Route>>,
     notices: Mutex<Option<mpsc::Sender<Notice>>>,
     close_reason: Mutex<Option<IpcError>>,
 }
@@ -97,7 +154,8 @@ impl std::fmt::Debug for Client {
     }
 }
 
-const ROUTE_DEPTH: usize = 64;
+/// Daemon-wide notices queued before the connection's reader waits for them.
+const NOTICE_DEPTH: usize = 64;
 
 impl Client {
     /// Connects to the daemon at `path` and performs the version handshake.
@@ -160,7 +218,7 @@ impl Client {
         &self,
         body: Request,
         data: Bytes,
-        route: Option<mpsc::Sender<SessionEvent>>,
+        route: Option<Route>,
     ) -> Result<Frame<DaemonMessage>, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -207,7 +265,7 @@ impl Client {
         req: SpawnRequest,
         mode: AttachMode,
     ) -> Result<(SpawnReply, Attachment), ClientError> {
-        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        let (tx, rx) = Route::new();
         let req = SpawnRequest { attach: Some(mode), ..req };
         let frame = self.call_routed(Request::Spawn(req), Bytes::new(), Some(tx)).await?;
         match frame.body {
@@ -239,7 +297,7 @@ impl Client {
         lossless: bool,
         screen: ScreenStart,
     ) -> Result<Attachment, ClientError> {
-        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        let (tx, rx) = Route::new();
         let req = Request::Attach(AttachRequest { session, since, lossless, screen });
         let frame = self.call_routed(req, Bytes::new(), Some(tx)).await?;
         match frame.body {
@@ -444,7 +502,7 @@ impl Client {
 
     /// Streams daemon-wide events from now on. A second call replaces the first stream.
     pub async fn subscribe(&self) -> Result<mpsc::Receiver<Notice>, ClientError> {
-        let (tx, rx) = mpsc::channel(ROUTE_DEPTH);
+        let (tx, rx) = mpsc::channel(NOTICE_DEPTH);
         // Installed before the request, so an event right after the reply has a home.
         *self.inner.shared.notices.lock().unwrap() = Some(tx);
         self.call(Request::Subscribe).await?;
@@ -467,7 +525,7 @@ pub struct Attachment {
     /// Where the stream starts.
     pub reply: AttachReply,
     snapshot: Bytes,
-    rx: mpsc::Receiver<SessionEvent>,
+    rx: RouteRx,
     done: bool,
 }
 
@@ -621,7 +679,7 @@ async fn route(shared: &Shared, frame: Frame<DaemonMessage>) -> Option<IpcError>
     let tx = shared.routes.lock().unwrap().get(&session).cloned();
     if let Some(tx) = tx {
         // Waiting here is the backpressure: a slow reader slows this connection down.
-        if tx.send(event).await.is_err() || is_exit {
+        if tx.deliver(event).await.is_err() || is_exit {
             shared.routes.lock().unwrap().remove(&session);
         }
     }

@@ -297,3 +297,42 @@ async fn a_session_paused_by_a_lossless_non_reader_can_still_be_killed() -> Resu
     );
     Ok(())
 }
+
+/// What a lossless client that stopped reading may let its session run ahead: ptyd's and
+/// the client library's queues are bounded in bytes (128 KiB each), plus what the socket
+/// and the framing buffers hold. Bounded in chunks, as they were, they let 32 KiB reads
+/// pile up several MiB.
+const PAUSED_AHEAD: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn a_paused_reader_holds_back_a_bounded_number_of_bytes_and_leaving_frees_its_connection(
+) -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let ctl = daemon.try_client().await?;
+    let quiet = ctl.spawn(SpawnRequest::new("cat", Vec::<String>::new())).await?;
+    let flood = ctl.spawn(SpawnRequest::new("yes", [FLOOD_LINE])).await?;
+    let start = output_offset(&ctl, flood.session).await?;
+
+    // X reads its `cat` attachment but never its lossless one of the flood: its
+    // connection's reader waits for room there, and the flood waits for X.
+    let x = daemon.try_client().await?;
+    let mut x_quiet = x.attach(quiet.session, None, false).await?;
+    let x_flood = x.attach(flood.session, Some(start), true).await?;
+    let stalled_at = wait_for_stall(&ctl, flood.session, Duration::from_millis(300)).await?;
+    let ahead = stalled_at - start;
+    eprintln!("the flood paused {ahead} bytes after the attach");
+    ensure!(
+        ahead <= PAUSED_AHEAD,
+        "a client that reads nothing let the session run {ahead} bytes ahead (bound \
+         {PAUSED_AHEAD})"
+    );
+
+    // X drops the attachment it was not reading: its connection carries the rest again.
+    drop(x_flood);
+    ctl.input(quiet.session, b"still-here\n".to_vec()).await?;
+    read_until(&mut x_quiet, "still-here", TIMEOUT)
+        .await
+        .context("the connection stayed stuck on an attachment that was dropped")?;
+    kill_and_check_reaped(&daemon, &ctl, &[&flood, &quiet]).await?;
+    Ok(())
+}

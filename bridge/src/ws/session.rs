@@ -13,8 +13,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use ipc_proto::{AttachReply, ClientError, EndReason, ErrorCode, ExitStatus, SessionEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -28,6 +28,10 @@ use crate::terminals::{now_ms, ActivityClock, StopReason, StopSignal};
 const CTRL_DEPTH: usize = 16;
 const DATA_DEPTH: usize = 8;
 const INPUT_DEPTH: usize = 16;
+/// Output already queued from ptyd is merged into binary frames of up to this much: fewer
+/// frames for a flood (less work here and in the browser), none held back for a lone
+/// keystroke's echo. One ptyd read, so flow control overshoots by no more than before.
+const MERGED_FRAME_BYTES: usize = 32 * 1024;
 /// Close reasons are limited to 123 bytes by RFC 6455.
 const MAX_REASON: usize = 123;
 
@@ -385,6 +389,19 @@ struct Flow {
 }
 
 impl Flow {
+    /// Bytes that may go out from `offset` before the unacknowledged output passes the
+    /// high watermark (unbounded until the client opts in to flow control). Merging output
+    /// stops there, so that it never lets more through than one event at a time would.
+    fn room(&self, offset: u64) -> usize {
+        match *self.acked.borrow() {
+            None => usize::MAX,
+            Some(acked) => {
+                let unacked = offset.saturating_sub(acked);
+                usize::try_from(self.high.saturating_sub(unacked)).unwrap_or(usize::MAX)
+            }
+        }
+    }
+
     /// Returns at once below the high watermark; above it, once the client's acks bring
     /// the unacknowledged output down to the low one. Not reading meanwhile is what stops
     /// ptyd, and then the program, from producing more.
@@ -416,13 +433,22 @@ async fn pump_output<O: OutputSource>(
 ) -> Outcome {
     let mut replaying = start.end > start.offset;
     let mut sent_end = start.offset;
+    // What the last merge took from the queue and could not merge.
+    let mut carried: Option<Option<SessionEvent>> = None;
     loop {
         flow.window(sent_end).await;
-        let Some(event) = output.next_event().await else {
+        let next = match carried.take() {
+            Some(next) => next,
+            None => output.next_event().await,
+        };
+        let Some(event) = next else {
             return Outcome::IpcLost(output.end_reason().await);
         };
         let (msg, exit): (_, Option<(ExitStatus, Option<EndReason>)>) = match event {
             SessionEvent::Output { offset, data } => {
+                let limit = flow.room(offset).clamp(data.len(), MERGED_FRAME_BYTES);
+                let (data, after) = merge_queued(output, offset, data, limit);
+                carried = after;
                 sent_end = offset + data.len() as u64;
                 last.touch();
                 metrics.bytes_out(data.len());
@@ -453,6 +479,36 @@ async fn pump_output<O: OutputSource>(
             return Outcome::Exited(status, reason);
         }
     }
+}
+
+/// `data` (at `offset`) with the output that follows it and is already queued, up to
+/// `limit` bytes; never waits. Also returns the first event taken that did not fit
+/// (`Some(None)`: the events ended), for the pump to handle next.
+fn merge_queued<O: OutputSource>(
+    output: &mut O,
+    offset: u64,
+    data: Bytes,
+    limit: usize,
+) -> (Bytes, Option<Option<SessionEvent>>) {
+    let mut merged: Option<BytesMut> = None;
+    let mut len = data.len();
+    let after = loop {
+        if len >= limit {
+            break None;
+        }
+        // A receive that is not ready loses nothing: the event stays queued.
+        match output.next_event().now_or_never() {
+            None => break None,
+            Some(Some(SessionEvent::Output { offset: at, data: more }))
+                if at == offset + len as u64 && len + more.len() <= limit =>
+            {
+                merged.get_or_insert_with(|| BytesMut::from(&data[..])).extend_from_slice(&more);
+                len += more.len();
+            }
+            Some(other) => break Some(other),
+        }
+    };
+    (merged.map_or(data, BytesMut::freeze), after)
 }
 
 /// Socket → ptyd, one request at a time, in order.

@@ -354,3 +354,44 @@ async fn without_acks_output_is_not_held() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn output_already_queued_goes_out_merged_and_what_follows_it_in_order() {
+    let mut h = start(limits());
+    // Queued before the loop first runs, as when the socket fell behind.
+    for (offset, piece) in [(0, "ab"), (2, "cd"), (4, "ef")] {
+        let data = Bytes::from_static(piece.as_bytes());
+        h.output.try_send(SessionEvent::Output { offset, data }).unwrap();
+    }
+    h.output.try_send(SessionEvent::Dropped { offset: 6, bytes: 4 }).unwrap();
+    let data = Bytes::from_static(b"gh");
+    h.output.try_send(SessionEvent::Output { offset: 10, data }).unwrap();
+    h.output.try_send(SessionEvent::Exit(ExitStatus { code: Some(0), signal: None })).unwrap();
+
+    assert_eq!(h.next_json().await["type"], "hello");
+    assert_eq!(h.next().await, WsMessage::Binary(Bytes::from_static(b"abcdef")));
+    let dropped = h.next_json().await;
+    assert_eq!((dropped["type"].as_str(), dropped["offset"].as_u64()), (Some("dropped"), Some(6)));
+    assert_eq!(h.next().await, WsMessage::Binary(Bytes::from_static(b"gh")));
+    assert_eq!(h.next_json().await["type"], "exit");
+    assert!(matches!(h.task.await.unwrap(), Outcome::Exited(..)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_merged_frame_stays_within_its_bound() {
+    let mut h = start(limits());
+    let piece = Bytes::from(vec![b'x'; 12 * 1024]);
+    for i in 0..4u64 {
+        let ev = SessionEvent::Output { offset: i * piece.len() as u64, data: piece.clone() };
+        h.output.try_send(ev).unwrap();
+    }
+    assert_eq!(h.next_json().await["type"], "hello");
+    let sizes: Vec<usize> = [h.next().await, h.next().await]
+        .into_iter()
+        .map(|m| match m {
+            WsMessage::Binary(b) => b.len(),
+            other => panic!("expected output, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, [24 * 1024, 24 * 1024]);
+}

@@ -17,6 +17,11 @@ use crate::session::{AttachMode, Session, Subscription};
 
 /// Output events carry at most this much, so replays of large windows stay in frame.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Live output queued for a client is merged into events of up to this much: as large as
+/// one read, so that what a client's flow control lets through past its mark is never
+/// more than one read, whether or not the client fell behind.
+const MERGED_EVENT_BYTES: usize = crate::pty_io::READ_CHUNK;
+const _: () = assert!(MERGED_EVENT_BYTES <= MAX_EVENT_BYTES);
 
 pub async fn handle_attach(
     conn: &mut Connection,
@@ -129,8 +134,8 @@ async fn forward(
     let sid = session.id;
     let mut next = replay.offset + replay.data.len() as u64;
     send_output(&out, sid, replay.offset, replay.data).await?;
-    if let Some(sub) = sub {
-        while let Ok(mut chunk) = sub.rx.recv_async().await {
+    if let Some(mut sub) = sub {
+        while let Some(mut chunk) = sub.next_merged(MERGED_EVENT_BYTES).await {
             let chunk_end = chunk.offset + chunk.data.len() as u64;
             if chunk_end <= next {
                 // Already covered (by the screen an attach started from).
@@ -145,7 +150,10 @@ async fn forward(
                 send_gap(&out, &session, next, chunk.offset).await?;
             }
             next = chunk.offset + chunk.data.len() as u64;
-            send_output(&out, sid, chunk.offset, chunk.data).await?;
+            let ev = DaemonMessage::Output(OutputEvent { session: sid, offset: chunk.offset });
+            // One frame, holding the chunk's share of the subscriber's budget until it is
+            // written.
+            out.send_held(Frame::with_data(0, ev, chunk.data), chunk.held).await.ok()?;
         }
         // The session ended; a lossy client may have missed the last chunks.
         let end = session.output_end();

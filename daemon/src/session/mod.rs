@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::lifecycle::EndReason;
 use self::marks::{PromptMarks, RunClaim, ShellState};
-pub use self::output::{AttachMode, Backlog, Chunk, OutputTap};
+pub use self::output::{AttachMode, Backlog, Chunk, Held, OutputTap};
 use self::output::{BeyondEnd, Output};
 use self::paste::PasteMode;
 use self::screen::{Screen, Snapshot};
@@ -294,7 +294,12 @@ impl Session {
         mode: AttachMode,
     ) -> Result<(Replay, u64, Option<Subscription>), SessionError> {
         let attached = self.output.subscribe(since, mode)?;
-        let sub = attached.feed.map(|(id, rx)| Subscription { session: self.clone(), id, rx });
+        let sub = attached.feed.map(|(id, rx)| Subscription {
+            session: self.clone(),
+            id,
+            rx,
+            carried: None,
+        });
         self.touch();
         Ok((attached.replay, attached.end, sub))
     }
@@ -459,6 +464,27 @@ pub struct Subscription {
     id: u64,
     /// Chunks in offset order; disconnected once the session has ended.
     pub rx: flume::Receiver<Chunk>,
+    /// A chunk taken from `rx` that did not fit the last merged one.
+    carried: Option<Chunk>,
+}
+
+impl Subscription {
+    /// The next chunk, with whatever follows it that is already queued merged in, up to
+    /// `max` bytes: a reader that fell behind catches up in fewer, larger pieces, and a
+    /// lone chunk waits for nothing. `None` once the session has ended and all is taken.
+    pub async fn next_merged(&mut self, max: usize) -> Option<Chunk> {
+        let mut chunk = match self.carried.take() {
+            Some(chunk) => chunk,
+            None => self.rx.recv_async().await.ok()?,
+        };
+        while let Ok(next) = self.rx.try_recv() {
+            if let Err(next) = chunk.absorb(next, max) {
+                self.carried = Some(next);
+                break;
+            }
+        }
+        Some(chunk)
+    }
 }
 
 impl Drop for Subscription {

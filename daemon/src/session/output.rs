@@ -7,20 +7,58 @@
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::ring::{OutputRing, Replay};
 
-/// Chunks a subscriber may have queued before it counts as slow. With 32 KiB reads this
-/// bounds a subscriber's queue to 1 MiB.
-const SUBSCRIBER_DEPTH: usize = 32;
+/// Bytes of output a subscriber may have on its way (queued for it, and, for an
+/// attachment, queued for its client's socket) before it counts as slow: a lossless one
+/// then holds the program back, a lossy one misses chunks. Bytes, not chunks, so that
+/// what a paused client lets the program run ahead is the same whatever size the reads
+/// happen to be.
+pub const SUBSCRIBER_BYTES: usize = 128 * 1024;
+
+/// What a chunk counts against its subscriber's budget besides its bytes: a stream of
+/// tiny chunks is bounded too.
+const CHUNK_OVERHEAD: usize = 64;
 
 /// A piece of output at an absolute offset.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Chunk {
     /// Offset of `data[0]`.
     pub offset: u64,
     /// The bytes.
     pub data: Bytes,
+    /// Its share of the subscriber's budget, given back when dropped: keep it as long as
+    /// the bytes are on their way (an attachment keeps it until they are written to the
+    /// socket).
+    pub held: Held,
+}
+
+impl Chunk {
+    /// Appends `next` when it follows on directly and the two fit in `max` bytes, taking
+    /// over its share of the budget too; else hands it back.
+    pub fn absorb(&mut self, next: Chunk, max: usize) -> Result<(), Chunk> {
+        let len = self.data.len();
+        if next.offset != self.offset + len as u64 || len + next.data.len() > max {
+            return Err(next);
+        }
+        let mut data = bytes::BytesMut::with_capacity(len + next.data.len());
+        data.extend_from_slice(&self.data);
+        data.extend_from_slice(&next.data);
+        self.data = data.freeze();
+        self.held.0.merge(next.held.0);
+        Ok(())
+    }
+}
+
+/// A chunk's share of its subscriber's [`SUBSCRIBER_BYTES`].
+#[derive(Debug)]
+pub struct Held(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// What a chunk of `len` bytes costs; a chunk larger than the whole budget takes all of it.
+fn cost(len: usize) -> u32 {
+    (len + CHUNK_OVERHEAD).min(SUBSCRIBER_BYTES) as u32
 }
 
 /// How a subscriber takes output it cannot keep up with.
@@ -54,6 +92,9 @@ pub trait OutputTap: Send + Sync {
 struct Subscriber {
     id: u64,
     tx: flume::Sender<Chunk>,
+    /// The budget of bytes on their way; closed when the subscription ends, so that a
+    /// backlog waiting for room does not wait for a reader that is gone.
+    room: Arc<Semaphore>,
     mode: AttachMode,
 }
 
@@ -71,15 +112,28 @@ pub struct Output {
     taps: RwLock<Vec<Arc<dyn OutputTap>>>,
 }
 
+/// A chunk that a lossless subscriber had no room for yet.
+struct Owed {
+    tx: flume::Sender<Chunk>,
+    room: Arc<Semaphore>,
+    offset: u64,
+    data: Bytes,
+}
+
 /// Chunks that lossless subscribers had no room for yet.
 #[must_use = "a lossless subscriber loses the chunk unless the backlog is delivered"]
-pub struct Backlog(Vec<(flume::Sender<Chunk>, Chunk)>);
+pub struct Backlog(Vec<Owed>);
 
 impl Backlog {
-    /// Waits until every lossless subscriber has taken its chunk (or is gone).
+    /// Waits until every lossless subscriber has room for its chunk (or is gone), and
+    /// hands it over.
     pub async fn deliver(self) {
-        for (tx, chunk) in self.0 {
-            let _ = tx.send_async(chunk).await;
+        for owed in self.0 {
+            // Closed: the subscription ended meanwhile.
+            if let Ok(permit) = owed.room.acquire_many_owned(cost(owed.data.len())).await {
+                let chunk = Chunk { offset: owed.offset, data: owed.data, held: Held(permit) };
+                let _ = owed.tx.send(chunk);
+            }
         }
     }
 }
@@ -137,20 +191,26 @@ impl Output {
             let mut st = self.state();
             let offset = st.ring.push(data);
             st.subscribers.retain(|s| !s.tx.is_disconnected());
-            let targets: Vec<_> = st.subscribers.iter().map(|s| (s.tx.clone(), s.mode)).collect();
+            let targets: Vec<_> =
+                st.subscribers.iter().map(|s| (s.tx.clone(), s.room.clone(), s.mode)).collect();
             (offset, targets)
         };
         for tap in self.taps.read().unwrap_or_else(|p| p.into_inner()).iter() {
             tap.observe(offset, data);
         }
         let mut backlog = Backlog(Vec::new());
-        for (tx, mode) in targets {
-            let chunk = Chunk { offset, data: chunk_data.clone() };
-            // A gone subscriber is pruned on the next push.
-            if let Err(flume::TrySendError::Full(chunk)) = tx.try_send(chunk) {
-                if mode == AttachMode::Lossless {
-                    backlog.0.push((tx, chunk));
+        for (tx, room, mode) in targets {
+            match room.clone().try_acquire_many_owned(cost(data.len())) {
+                // A gone subscriber is pruned on the next push.
+                Ok(permit) => {
+                    let _ = tx.send(Chunk { offset, data: chunk_data.clone(), held: Held(permit) });
                 }
+                Err(TryAcquireError::NoPermits) if mode == AttachMode::Lossless => {
+                    backlog.0.push(Owed { tx, room, offset, data: chunk_data.clone() });
+                }
+                // Lossy and full: it misses this chunk and sees the gap in the offsets.
+                Err(TryAcquireError::NoPermits) => {}
+                Err(TryAcquireError::Closed) => {}
             }
         }
         backlog
@@ -169,8 +229,10 @@ impl Output {
         let feed = (!st.closed).then(|| {
             let id = st.next_subscriber;
             st.next_subscriber += 1;
-            let (tx, rx) = flume::bounded(SUBSCRIBER_DEPTH);
-            st.subscribers.push(Subscriber { id, tx, mode });
+            // Unbounded in chunks: the room semaphore bounds it in bytes.
+            let (tx, rx) = flume::unbounded();
+            let room = Arc::new(Semaphore::new(SUBSCRIBER_BYTES));
+            st.subscribers.push(Subscriber { id, tx, room, mode });
             (id, rx)
         });
         Ok(Attached { replay, end, feed })
@@ -178,7 +240,12 @@ impl Output {
 
     /// Ends subscription `id`.
     pub fn unsubscribe(&self, id: u64) {
-        self.state().subscribers.retain(|s| s.id != id);
+        self.state().subscribers.retain(|s| {
+            if s.id == id {
+                s.room.close();
+            }
+            s.id != id
+        });
     }
 
     /// Subscribers right now.
@@ -245,5 +312,85 @@ mod tests {
         );
         out.close();
         assert!(out.subscribe(None, AttachMode::Lossy).unwrap().feed.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lossless_subscriber_holds_output_back_by_bytes_not_chunks() {
+        let out = Output::new(1 << 20);
+        let (_, rx) = out.subscribe(None, AttachMode::Lossless).unwrap().feed.unwrap();
+        let piece = vec![b'x'; 16 * 1024];
+        // Pieces fit until their bytes would pass the budget, however few they are.
+        let mut fitted = 0;
+        loop {
+            let backlog = out.push(&piece);
+            if !backlog.0.is_empty() {
+                let delivered = tokio::spawn(backlog.deliver());
+                tokio::task::yield_now().await;
+                assert!(!delivered.is_finished(), "delivered with no room");
+                // Taking one chunk off (and dropping it: written on) makes room.
+                drop(rx.recv_async().await.unwrap());
+                delivered.await.unwrap();
+                break;
+            }
+            fitted += 1;
+        }
+        assert_eq!(fitted, SUBSCRIBER_BYTES / (16 * 1024 + CHUNK_OVERHEAD));
+        // A lossy subscriber misses what does not fit instead.
+        let lossy = out.subscribe(Some(out.end()), AttachMode::Lossy).unwrap();
+        let (_, lossy_rx) = lossy.feed.unwrap();
+        for _ in 0..fitted + 3 {
+            // The lossless reader keeps up.
+            drop(rx.drain());
+            let backlog = out.push(&piece);
+            assert!(backlog.0.is_empty());
+        }
+        assert_eq!(lossy_rx.len(), fitted);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_for_a_subscriber_that_left_is_not_waited_for() {
+        let out = Output::new(1 << 20);
+        let (id, rx) = out.subscribe(None, AttachMode::Lossless).unwrap().feed.unwrap();
+        let big = vec![b'x'; SUBSCRIBER_BYTES];
+        let _ = out.push(&big);
+        let backlog = out.push(b"more");
+        assert_eq!(backlog.0.len(), 1);
+        // The reader is gone with a full queue: nothing will ever make room.
+        out.unsubscribe(id);
+        drop(rx);
+        tokio::time::timeout(std::time::Duration::from_secs(5), backlog.deliver())
+            .await
+            .expect("the backlog waited for a subscriber that had left");
+    }
+
+    #[tokio::test]
+    async fn chunks_that_follow_on_merge_with_their_budget_and_others_do_not() {
+        let out = Output::new(1 << 20);
+        let (id, rx) = out.subscribe(None, AttachMode::Lossy).unwrap().feed.unwrap();
+        for piece in [&b"ab"[..], b"cd", b"efg"] {
+            let _ = out.push(piece);
+        }
+        let mut first = rx.try_recv().unwrap();
+        first.absorb(rx.try_recv().unwrap(), 4).unwrap();
+        assert_eq!((first.offset, &first.data[..]), (0, &b"abcd"[..]));
+        // Over the bound: handed back whole.
+        let third = first.absorb(rx.try_recv().unwrap(), 4).unwrap_err();
+        assert_eq!((third.offset, &third.data[..]), (4, &b"efg"[..]));
+        // Not following on: handed back too.
+        let mut later = third;
+        let gap = Chunk { offset: 9, data: Bytes::from_static(b"z"), held: later_held(&out, id) };
+        assert!(later.absorb(gap, 64).is_err());
+        // Every share of the budget comes back once the chunks are gone.
+        drop((first, later));
+        let st = out.state();
+        let room = &st.subscribers.iter().find(|s| s.id == id).unwrap().room;
+        assert_eq!(room.available_permits(), SUBSCRIBER_BYTES);
+    }
+
+    /// A share of subscriber `id`'s budget, as a pushed chunk would hold.
+    fn later_held(out: &Output, id: u64) -> Held {
+        let st = out.state();
+        let room = st.subscribers.iter().find(|s| s.id == id).unwrap().room.clone();
+        Held(room.try_acquire_many_owned(1).unwrap())
     }
 }
