@@ -48,28 +48,42 @@ export async function startStack(bridgeArgs = []) {
   const generated = !bridgeArgs.some((a) => ["--token", "--token-file", "--no-auth"].includes(a));
   delete env.PROMPT_COMMAND;
   const procs = [];
-  const daemon = spawn(join(BIN, "ptyd"), ["--socket", socket], { env, stdio: ["ignore", "ignore", "pipe"] });
-  procs.push(daemon);
+  const stop = async () => {
+    for (const p of [...procs].reverse()) {
+      p.kill("SIGTERM");
+      await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.on("exit", r)));
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
   const ptyctl = async (...args) => (await run(join(BIN, "ptyctl"), args, { env })).stdout;
-  await waitFor("ptyd to answer", () => ptyctl("ls").then(() => true, () => false));
-  const bridge = spawn(
-    join(BIN, "ptyd-bridge"),
-    ["--no-spawn-daemon", "--listen", "127.0.0.1:0", ...bridgeArgs],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  procs.push(bridge);
   let log = "";
-  bridge.stderr.on("data", (d) => (log += d));
-  const [url, loginUrl] = await new Promise((ok, fail) => {
-    let out = "";
-    bridge.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/\S+)/);
-      const login = out.match(/open (http:\/\/\S+) to log in/);
-      if (m && (login || !generated)) ok([m[1], login?.[1]]);
+  let url, loginUrl;
+  // A stack that fails to start leaves no process or directory behind either.
+  try {
+    const daemon = spawn(join(BIN, "ptyd"), ["--socket", socket], { env, stdio: ["ignore", "ignore", "pipe"] });
+    procs.push(daemon);
+    await waitFor("ptyd to answer", () => ptyctl("ls").then(() => true, () => false));
+    const bridge = spawn(
+      join(BIN, "ptyd-bridge"),
+      ["--no-spawn-daemon", "--listen", "127.0.0.1:0", ...bridgeArgs],
+      { env, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    procs.push(bridge);
+    bridge.stderr.on("data", (d) => (log += d));
+    [url, loginUrl] = await new Promise((ok, fail) => {
+      let out = "";
+      bridge.stdout.on("data", (d) => {
+        out += d;
+        const m = out.match(/listening on (http:\/\/\S+)/);
+        const login = out.match(/open (http:\/\/\S+) to log in/);
+        if (m && (login || !generated)) ok([m[1], login?.[1]]);
+      });
+      bridge.on("exit", (code) => fail(new Error(`ptyd-bridge exited (${code}): ${log}`)));
     });
-    bridge.on("exit", (code) => fail(new Error(`ptyd-bridge exited (${code}): ${log}`)));
-  });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
   const token = loginUrl ? new URL(loginUrl).searchParams.get("token") : undefined;
   if (token) tokens.set(url, token);
   return {
@@ -81,13 +95,7 @@ export async function startStack(bridgeArgs = []) {
     dir,
     ptyctl,
     bridgeLog: () => log,
-    async stop() {
-      for (const p of procs.reverse()) {
-        p.kill("SIGTERM");
-        await new Promise((r) => (p.exitCode !== null ? r() : p.on("exit", r)));
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop,
   };
 }
 
