@@ -25,7 +25,7 @@ impl std::fmt::Display for Peer {
 }
 
 /// What a session is for, as its spawner says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Class {
     /// A person at a terminal (a browser terminal): may use the reserved share.
     Interactive,
@@ -127,6 +127,20 @@ impl Admission {
         }
         *c.by_uid.entry(peer.uid).or_default() += 1;
         Ok(Slot { admission: self.clone(), uid: peer.uid, class })
+    }
+}
+
+impl Admission {
+    /// A slot for a session that already runs (it crossed a live upgrade): counted like
+    /// any other, never refused, even past a limit lowered since it started.
+    pub fn carry(self: &Arc<Self>, uid: u32, class: Class) -> Slot {
+        let mut c = self.counts();
+        c.total += 1;
+        if class == Class::Agent {
+            c.agents += 1;
+        }
+        *c.by_uid.entry(uid).or_default() += 1;
+        Slot { admission: self.clone(), uid, class }
     }
 }
 

@@ -73,6 +73,15 @@ pub enum CgroupError {
     },
 }
 
+/// What becomes of a `ptyd-<pid>` subtree that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Left by an earlier process with this pid: killed and made anew.
+    Replace,
+    /// This very process's, from before a live upgrade: its sessions run in it; kept.
+    Keep,
+}
+
 /// The outcome of [`CgroupTree::setup`].
 #[derive(Debug)]
 pub enum Setup {
@@ -121,7 +130,7 @@ impl CgroupTree {
     /// Finds the cgroup v2 hierarchy and ptyd's cgroup, removes the subtrees of ptyds
     /// that are gone, and creates this daemon's subtree with the controllers `limits`
     /// need. Blocking; call before the runtime starts (ptyd may move itself into a leaf).
-    pub fn setup(limits: Limits) -> Result<Setup, CgroupError> {
+    pub fn setup(limits: Limits, existing: Existing) -> Result<Setup, CgroupError> {
         let wanted = limits.wanted();
         let refuse = |(flag, controller): (&'static str, &'static str), hierarchy: &str, why| {
             CgroupError::ControllerMissing { flag, controller, hierarchy: hierarchy.into(), why }
@@ -143,7 +152,7 @@ impl CgroupTree {
             );
             return Err(refuse(missing, &mount, why));
         }
-        match (Self::build(&hier, limits), wanted.first()) {
+        match (Self::build(&hier, limits, existing), wanted.first()) {
             (Ok(tree), _) => Ok(Setup::Contained(tree)),
             (Err(why), None) => Ok(Setup::Unavailable(why)),
             (Err(why), Some(&first)) => Err(refuse(first, &mount, why)),
@@ -151,12 +160,20 @@ impl CgroupTree {
     }
 
     /// Clears stale subtrees, enables the controllers `limits` need and makes the subtree.
-    fn build(hier: &Hierarchy, limits: Limits) -> Result<Arc<CgroupTree>, String> {
+    fn build(
+        hier: &Hierarchy,
+        limits: Limits,
+        existing: Existing,
+    ) -> Result<Arc<CgroupTree>, String> {
         remove_stale_subtrees(&hier.own);
         let controllers: Vec<&str> = limits.wanted().into_iter().map(|(_, c)| c).collect();
         enable_controllers(hier, &controllers)?;
         let dir = hier.own.join(format!("ptyd-{}", std::process::id()));
-        make_subtree(&dir, &controllers)?;
+        if existing == Existing::Keep && dir.is_dir() {
+            info!(cgroup = %dir.display(), "kept the cgroup subtree the sessions run in");
+        } else {
+            make_subtree(&dir, &controllers)?;
+        }
         let watcher = Watcher::new().map_err(|e| {
             let _ = remove_dir_tree(&dir);
             format!("cannot create an inotify instance to watch cgroups: {e}")
@@ -195,6 +212,13 @@ impl CgroupTree {
             .open(&procs)
             .map_err(|e| context(e, "opening", &procs))?;
         Ok((cgroup, file))
+    }
+
+    /// The cgroup of a session that crossed a live upgrade, if its directory is in this
+    /// subtree and still exists.
+    pub fn adopt_session(self: &Arc<Self>, dir: &Path) -> Option<SessionCgroup> {
+        (dir.parent() == Some(self.dir.as_path()) && dir.is_dir())
+            .then(|| SessionCgroup { dir: dir.to_path_buf(), tree: self.clone() })
     }
 
     /// Kills whatever is left in the subtree, waits (bounded) for it to empty and removes

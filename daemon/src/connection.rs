@@ -14,7 +14,7 @@ use ipc_proto::{
 };
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +28,15 @@ use crate::session::{EndReason, Held, Session};
 
 type Codec = FrameCodec<Request, DaemonMessage>;
 type Reader = FramedRead<OwnedReadHalf, Budgeted<Codec>>;
-/// A frame on its way to the client, with the subscriber budget its output holds until
-/// it is written to the socket.
-type Outbound = (Frame<DaemonMessage>, Option<Held>);
+/// What the writer is asked to do. Nearly always a frame: boxing it to shrink the rare
+/// flush request would cost an allocation per frame.
+#[allow(clippy::large_enum_variant)]
+enum Outbound {
+    /// Write a frame; its output holds `Held` of its subscriber's budget until written.
+    Frame(Frame<DaemonMessage>, Option<Held>),
+    /// Say when everything queued before has been written.
+    Flushed(oneshot::Sender<()>),
+}
 
 /// The queue of frames waiting to be written to this client.
 #[derive(Clone)]
@@ -43,12 +49,19 @@ pub struct Gone;
 impl Outgoing {
     /// Queues `frame`; waits while the queue is full.
     pub async fn send(&self, frame: Frame<DaemonMessage>) -> Result<(), Gone> {
-        self.0.send((frame, None)).await.map_err(|_| Gone)
+        self.0.send(Outbound::Frame(frame, None)).await.map_err(|_| Gone)
     }
 
     /// Queues output that holds `held` of its subscriber's budget until it is written.
     pub async fn send_held(&self, frame: Frame<DaemonMessage>, held: Held) -> Result<(), Gone> {
-        self.0.send((frame, Some(held))).await.map_err(|_| Gone)
+        self.0.send(Outbound::Frame(frame, Some(held))).await.map_err(|_| Gone)
+    }
+
+    /// Resolves once every frame queued before it has been written to the socket.
+    pub async fn flushed(&self) -> Result<(), Gone> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(Outbound::Flushed(tx)).await.map_err(|_| Gone)?;
+        rx.await.map_err(|_| Gone)
     }
 }
 
@@ -64,6 +77,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Connection {
     /// Who is on the other end (SO_PEERCRED at accept).
     pub peer: Peer,
+    /// The socket, open as long as this connection is (a live upgrade passes it on to
+    /// answer from the new image).
+    pub fd: std::os::fd::RawFd,
     /// The pool.
     pub pool: Arc<PtyPool>,
     /// Frames to this client.
@@ -123,6 +139,9 @@ pub async fn serve(
     budget: Arc<FrameBudget>,
     stop: CancellationToken,
 ) {
+    let quiesce_pool = pool.clone();
+    let _counted = quiesce_pool.quiesce.connection();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (rd, wr) = stream.into_split();
     let max = pool.config.max_frame_len;
     let pending = Pending::default();
@@ -133,6 +152,7 @@ pub async fn serve(
 
     let mut conn = Connection {
         peer,
+        fd,
         pool,
         out,
         attachments: HashMap::new(),
@@ -269,9 +289,21 @@ async fn read_loop(
     let mut check = tokio::time::interval((shortest / 4).max(Duration::from_millis(10)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_frame = Instant::now();
+    let pool = conn.pool.clone();
     loop {
         let next = tokio::select! {
             next = reader.next() => next,
+            _ = pool.quiesce.frozen() => {
+                // A live upgrade: the socket stays open for new connections, which wait
+                // until the new image serves them.
+                info!("closing connection: ptyd is upgrading");
+                let message = "ptyd is being upgraded; reconnect (new connections wait until \
+                               it serves again)"
+                    .to_string();
+                let err = ErrorReply { code: ErrorCode::Upgrading, message };
+                conn.reply(0, DaemonMessage::Error(err)).await;
+                return;
+            }
             _ = check.tick() => {
                 // Answered waits are done: they hold nothing open any more.
                 while conn.waits.try_join_next().is_some() {}
@@ -335,21 +367,27 @@ async fn write_loop(
 ) {
     // Budgets are given back once their bytes are written, not when they are buffered.
     let mut written = Vec::new();
-    while let Some((frame, held)) = rx.recv().await {
-        written.extend(held);
-        if writer.feed(frame).await.is_err() {
-            return;
-        }
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
         // Batch whatever else is queued into the same flush.
-        while let Ok((frame, held)) = rx.try_recv() {
-            written.extend(held);
-            if writer.feed(frame).await.is_err() {
-                return;
+        while let Some(item) = next.take().or_else(|| rx.try_recv().ok()) {
+            match item {
+                Outbound::Frame(frame, held) => {
+                    written.extend(held);
+                    if writer.feed(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Flushed(tx) => waiting.push(tx),
             }
         }
         if writer.flush().await.is_err() {
             return;
         }
         written.clear();
+        for tx in waiting.drain(..) {
+            let _ = tx.send(());
+        }
     }
 }

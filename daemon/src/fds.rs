@@ -36,6 +36,39 @@ pub fn close_inherited() -> RawFd {
     first
 }
 
+/// Closes every descriptor from 3 up except `keep` (those a live upgrade's handover state
+/// names). Same contract as [`close_inherited`].
+pub fn close_inherited_except(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd >= LISTEN_FDS_START).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = LISTEN_FDS_START;
+    for fd in keep.into_iter().chain([RawFd::MAX]) {
+        if fd > from {
+            close_range(from, fd - 1);
+        }
+        from = fd.saturating_add(1);
+    }
+}
+
+/// Closes `[first, last]`.
+fn close_range(first: RawFd, last: RawFd) {
+    // SAFETY: as in `close_inherited`: plain integers, no descriptor in the range owned.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            first as u32,
+            last as u32,
+            0 as nix::libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        for fd in first..=last.min(65535) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
 /// How many descriptors systemd passed to this very process.
 fn activation_fds() -> RawFd {
     let pid = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok());

@@ -5,7 +5,8 @@
 //! `connection` (frames, handshake) → `handlers` (one per request) → `pool` (slots,
 //! registry) → `session` (state) and `lifecycle` (exit, kill, idle) → `pty` (spawn, the
 //! RAII handle) with `child` and `spawner` (how children start) and `pty_io` (their
-//! bytes), `cgroup` (a cgroup per session) and `reaper` (every child is waited for).
+//! bytes), `cgroup` (a cgroup per session) and `reaper` (every child is waited for);
+//! `upgrade` replaces the daemon's binary with its sessions kept.
 
 pub mod admission;
 pub mod cgroup;
@@ -28,6 +29,7 @@ pub mod shell_integration;
 pub mod socket;
 pub mod spawner;
 pub mod systemd;
+pub mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,19 +39,51 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-/// Serves `listener` until `shutdown` resolves, then ends every session, reaps every
-/// child and returns.
+/// What the daemon starts from: its listening socket and, after a live upgrade, the
+/// sessions it takes over.
+pub struct Start {
+    /// The listening socket.
+    pub listener: UnixListener,
+    /// The socket file ptyd bound itself (and removes at exit); `None` under systemd.
+    pub socket_file: Option<std::path::PathBuf>,
+    /// The handover state, when an upgrade started this image.
+    pub adoption: Option<upgrade::adopt::Adoption>,
+}
+
+/// Serves `start.listener` until `shutdown` resolves, then ends every session, reaps
+/// every child and returns.
 pub async fn run(
     config: Config,
-    listener: UnixListener,
+    start: Start,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let Start { listener, socket_file, adoption } = start;
     let reaper_stop = CancellationToken::new();
-    let reaper = reaper::Reaper::start(reaper_stop.clone())?;
+    let reaper = Arc::new(reaper::Reaper::default());
     let pool = pool::PtyPool::new(Arc::new(config), reaper.clone());
+    // Adopted children are registered before the reaper first reaps, so that one that
+    // exited during the handover is matched with its real status.
+    let adopted = adoption.as_ref().map_or(0, |a| pool.adopt(a));
+    reaper.serve(reaper_stop.clone())?;
+    let (started_at_ms, upgrades) = match &adoption {
+        Some(a) => {
+            let header = &a.loaded.header;
+            // The old binary back after a failure has not been upgraded this time.
+            (header.started_at_ms, header.upgrades - u32::from(a.failed.is_some()))
+        }
+        None => (session::now_ms(), 0),
+    };
+    let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let upgrader = upgrade::Upgrader::new(listener_fd, socket_file, started_at_ms, upgrades);
+    let _ = pool.upgrader.set(upgrader);
     let stop = CancellationToken::new();
     let socket_path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Into::into));
     let server = tokio::spawn(server::serve(listener, pool.clone(), stop.clone()));
+    if let Some(adoption) = adoption {
+        upgrade::announce(&adoption, adopted);
+        // Closes the state and the way back to the old binary.
+        drop(adoption);
+    }
     let status = tokio::spawn(report_status(pool.clone()));
     let sweeper = tokio::spawn(pool.clone().sweep_retained());
     tracing::info!(capacity = pool.capacity(), "ptyd ready");

@@ -120,6 +120,10 @@ struct Args {
     /// TOML file with a [daemon] table using the same names as these flags (kill_grace = "2s")
     #[arg(long, env = "PTYD_CONFIG")]
     config: Option<PathBuf>,
+    /// Say which handover states this binary writes and loads (and, given one in
+    /// PTYD_HANDOVER_FD, load it), then exit: what `upgrade` asks a new binary first
+    #[arg(long, hide = true)]
+    handover_check: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -306,7 +310,11 @@ fn build_config(args: Args, file: DaemonTable) -> anyhow::Result<(Config, LogFor
 
 /// Gives sessions cgroups of their own (`--cgroup auto`) or says once why they run in
 /// process groups only. A limit that cannot be enforced is a configuration error.
-fn set_up_cgroups(config: &mut Config, mode: CgroupMode) -> anyhow::Result<()> {
+fn set_up_cgroups(
+    config: &mut Config,
+    mode: CgroupMode,
+    existing: ptyd::cgroup::Existing,
+) -> anyhow::Result<()> {
     let limits = config.session_limits;
     if mode == CgroupMode::Off {
         if let Some(flag) = [
@@ -322,7 +330,7 @@ fn set_up_cgroups(config: &mut Config, mode: CgroupMode) -> anyhow::Result<()> {
         ptyd::cgroup::log_fallback("--cgroup off");
         return Ok(());
     }
-    match ptyd::cgroup::CgroupTree::setup(limits)? {
+    match ptyd::cgroup::CgroupTree::setup(limits, existing)? {
         ptyd::cgroup::Setup::Contained(tree) => config.cgroups = Some(tree),
         ptyd::cgroup::Setup::Unavailable(reason) => ptyd::cgroup::log_fallback(&reason),
     }
@@ -357,10 +365,44 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    // First of all, before any thread or descriptor of ptyd's own exists: whatever the
-    // caller left open (a lock, a pipe) must not be held for the daemon's whole life.
-    let first_closed = ptyd::fds::close_inherited();
+    // First of all, before any thread or descriptor of ptyd's own exists: the state a
+    // live upgrade handed over, if any, and the descriptors it names…
+    // SAFETY: nothing else has run yet; this is the only thread.
+    #[allow(unsafe_code)]
+    let handover = unsafe { ptyd::upgrade::adopt::take() };
+    let checking = std::env::args_os().any(|a| a == "--handover-check");
+    // …then whatever else the caller left open (a lock, a pipe) is closed: it must not be
+    // held for the daemon's whole life.
+    let first_closed = match &handover {
+        Some(Ok(adoption)) => match adoption.secure_descriptors() {
+            Ok(()) => 0,
+            Err(why) if checking => {
+                eprintln!("ptyd: {why}");
+                return ExitCode::FAILURE;
+            }
+            Err(why) => {
+                eprintln!("ptyd: cannot take over from the previous image: {why}");
+                let e = adoption.fall_back(&why);
+                eprintln!("ptyd: and cannot go back to it either: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => ptyd::fds::close_inherited(),
+    };
     let args = Args::parse();
+    if args.handover_check {
+        return handover_check(handover);
+    }
+    let adoption = match handover {
+        None => None,
+        Some(Ok(adoption)) => Some(adoption),
+        Some(Err(e)) => {
+            // `upgrade` had this very binary load the state before the exec, so this is
+            // not expected; the sessions cannot be found without it.
+            eprintln!("ptyd: cannot read the handover state: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let file = match load_file(&args.config) {
         Ok(file) => file,
         Err(e) => {
@@ -377,7 +419,11 @@ fn main() -> ExitCode {
     };
     init_logging(log_format);
     tracing::debug!(from = first_closed, "closed the inherited descriptors ptyd did not ask for");
-    if let Err(e) = set_up_cgroups(&mut config, cgroup) {
+    let existing = match adoption {
+        Some(_) => ptyd::cgroup::Existing::Keep,
+        None => ptyd::cgroup::Existing::Replace,
+    };
+    if let Err(e) = set_up_cgroups(&mut config, cgroup, existing) {
         tracing::error!("{e:#}");
         eprintln!("ptyd: {e:#}");
         return ExitCode::from(CONFIG_ERROR);
@@ -385,7 +431,7 @@ fn main() -> ExitCode {
     config.spawner = start_spawn_helper();
     ptyd::systemd::init();
     let cgroups = config.cgroups.clone();
-    let result = run(config);
+    let result = run(config, adoption);
     // Every session has ended by now; this removes what a stuck one may have left.
     if let Some(tree) = cgroups {
         tree.remove();
@@ -417,16 +463,45 @@ fn start_spawn_helper() -> Option<std::sync::Arc<ptyd::spawner::SpawnHelper>> {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+/// `--handover-check`: the line `upgrade` reads, and the state loaded when one was given.
+fn handover_check(
+    handover: Option<Result<ptyd::upgrade::adopt::Adoption, ptyd::upgrade::state::LoadError>>,
+) -> ExitCode {
+    println!("{}", ptyd::upgrade::check_line());
+    match handover {
+        None => ExitCode::SUCCESS,
+        Some(Ok(adoption)) => {
+            println!("state loaded: {} sessions", adoption.loaded.header.sessions.len());
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("ptyd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config, adoption: Option<ptyd::upgrade::adopt::Adoption>) -> anyhow::Result<()> {
     // A socket handed over by systemd is used as is and never unlinked: systemd owns it.
-    let (listener, socket_file) =
-        match ptyd::systemd::activated_listener().context("socket activation")? {
+    // After a live upgrade, the socket is the one the previous image served.
+    let (listener, socket_file) = match &adoption {
+        Some(adoption) => {
+            let listener = adoption.listener().context("taking over the listening socket")?;
+            let file = adoption.loaded.header.socket_path.as_deref().and_then(|path| {
+                ptyd::socket::SocketFile::adopt(path)
+                    .inspect_err(|e| tracing::warn!("the socket file {}: {e}", path.display()))
+                    .ok()
+            });
+            (listener, file)
+        }
+        None => match ptyd::systemd::activated_listener().context("socket activation")? {
             Some(listener) => (listener, None),
             None => {
                 let (listener, file) = ptyd::socket::bind(&config.socket)?;
                 (listener, Some(file))
             }
-        };
+        },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ptyd-worker")
@@ -439,9 +514,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         Some(path) => tracing::info!(socket = %path.display(), "listening"),
         None => tracing::info!("listening on an unnamed socket systemd passed"),
     }
+    let socket_path = socket_file.as_ref().map(|f| f.path().to_path_buf());
     let result = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        ptyd::run(config, listener, shutdown_signal()).await
+        let start = ptyd::Start { listener, socket_file: socket_path, adoption };
+        ptyd::run(config, start, shutdown_signal()).await
     });
     if let Some(file) = socket_file {
         file.remove();

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use ipc_proto::{DaemonEventKind, ErrorCode, SessionId, SpawnRequest};
 use tokio::time::Instant;
@@ -19,8 +20,11 @@ use crate::events::EventBus;
 use crate::pty::{self, PtyHandle, SpawnSpec};
 use crate::reaper::Reaper;
 use crate::retention::{Bounds, Retained};
-use crate::session::{self, Session, Subscription};
+use crate::session::{self, Origin, Session, Subscription, Tie};
 use crate::shell_integration::{self, Integration, ShellFiles};
+use crate::upgrade::adopt::Adoption;
+use crate::upgrade::quiesce::Quiesce;
+use crate::upgrade::Upgrader;
 
 /// Pool failures, worded as the spec words them.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,10 @@ pub struct PtyPool {
     pub events: EventBus,
     /// The shell integration's files, when it is on.
     shell: Option<ShellFiles>,
+    /// Holds the daemon still for a live upgrade.
+    pub quiesce: Quiesce,
+    /// Live upgrades, once the daemon serves.
+    pub upgrader: OnceLock<Upgrader>,
 }
 
 /// Installs the shell integration beside the socket (`<socket>.shell/`, a name no other
@@ -129,7 +137,14 @@ impl PtyPool {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             events: EventBus::default(),
+            quiesce: Quiesce::default(),
+            upgrader: OnceLock::new(),
         })
+    }
+
+    /// The reaper of every child.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
     }
 
     /// Slots in use.
@@ -209,7 +224,9 @@ impl PtyPool {
         // From here on the handle owns the slot, the group and the cgroup: any early
         // return kills them.
         let handle = PtyHandle::new(spawned.pid, slot, cgroup);
-        let started = session::start::start(self, id, &req, integration, spawned, handle)?;
+        let tie = if req.close_with_connection { Tie::Connection } else { Tie::Free };
+        let origin = Origin { uid: peer.uid, gid: peer.gid, class, tie };
+        let started = session::start::start(self, id, &req, integration, origin, spawned, handle)?;
         let session = started.session;
         self.sessions.lock().unwrap().insert(id, session.clone());
         info!(session_id = %id, pid = session.pid, command = %req.command, active_count = self.active(), "spawned pty");
@@ -240,6 +257,78 @@ impl PtyPool {
     /// Looks a session up.
     pub fn get(&self, id: SessionId) -> Result<Arc<Session>, PoolError> {
         self.sessions.lock().unwrap().get(&id).cloned().ok_or(PoolError::HandleNotFound(id))
+    }
+
+    /// Takes over the sessions of the image before a live upgrade: running ones with
+    /// their slot, group, cgroup, terminal and lifecycle, exited ones as retained records.
+    /// Call before the reaper serves, so that a child that exited meanwhile is matched.
+    pub fn adopt(self: &Arc<Self>, adoption: &Adoption) -> usize {
+        let loaded = &adoption.loaded;
+        let mut adopted = 0;
+        for record in &loaded.header.sessions {
+            let cgroup = match (&self.config.cgroups, &record.cgroup) {
+                (Some(tree), Some(dir)) => tree.adopt_session(dir),
+                _ => None,
+            };
+            let Some(fd) = record.master_fd else {
+                match session::handover::restore(record, loaded, None) {
+                    Ok(session) => {
+                        let session = Arc::new(session);
+                        self.sessions.lock().unwrap().insert(session.id, session.clone());
+                        self.retire(&session);
+                        adopted += 1;
+                    }
+                    Err(e) => warn!(session_id = %record.id, "cannot adopt an exited session: {e}"),
+                }
+                // Whatever its lifecycle had not cleaned up yet goes as it would have.
+                if let Some(cgroup) = cgroup {
+                    tokio::spawn(async move {
+                        let _ = cgroup.kill();
+                        if cgroup.wait_empty(crate::cgroup::EMPTY_LIMIT).await.unwrap_or(false) {
+                            let _ = cgroup.remove();
+                        }
+                    });
+                }
+                continue;
+            };
+            let master = adoption.master(fd);
+            let slot = self.admission.carry(record.uid, record.class);
+            let handle = PtyHandle::new(record.pid, slot, cgroup);
+            let exit = self.reaper.adopt(record.pid);
+            match session::start::adopt(self, record, loaded, master, exit, handle) {
+                Ok(started) => {
+                    let session = started.session;
+                    self.sessions.lock().unwrap().insert(session.id, session.clone());
+                    if session.meta.origin.tie == Tie::Connection {
+                        // Its connection closed with the old image.
+                        info!(session_id = %session.id, "ending session: the connection that owned it closed at the upgrade");
+                        session.request_end(session::EndReason::OwnerGone);
+                    }
+                    self.tasks.spawn(started.lifecycle);
+                    adopted += 1;
+                }
+                Err(e) => warn!(session_id = %record.id, "{e}; its processes are ended"),
+            }
+        }
+        adopted
+    }
+
+    /// Waits (at most `limit`) until the input queued for every session has been written
+    /// to its terminal.
+    pub async fn drain_input(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let pending: Vec<_> =
+                self.list().into_iter().filter(|s| !s.input_drained()).map(|s| s.id).collect();
+            if pending.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                warn!(sessions = ?pending, "input queued for these sessions is not read by their programs; it does not cross the upgrade");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Every session, oldest first.

@@ -164,6 +164,11 @@ impl Input {
         Input { pty, queue, ahead, order: tokio::sync::Mutex::new(()) }
     }
 
+    /// Whether everything sent has been written to the terminal.
+    pub fn is_drained(&self) -> bool {
+        self.ahead.load(Ordering::Acquire) == 0
+    }
+
     /// Writes `data` to the terminal, or queues what it does not take at once; waits
     /// while the queue is full.
     pub async fn send(&self, data: Bytes) -> Result<(), Closed> {

@@ -10,6 +10,7 @@
 //! any other child can be forked and inherit it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipc_proto::ExitStatus;
@@ -24,6 +25,20 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 pub struct Reaper {
     waiters: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
+    /// While a live upgrade hands over, children that exit stay zombies: the next image
+    /// reaps them and hands their real status to the sessions it adopted.
+    paused: AtomicBool,
+}
+
+/// Reaping paused until dropped (see [`Reaper::pause`]).
+#[must_use]
+pub struct Paused<'a>(&'a Reaper);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.paused.store(false, Ordering::Release);
+        self.0.reap();
+    }
 }
 
 impl std::fmt::Debug for Reaper {
@@ -35,12 +50,35 @@ impl std::fmt::Debug for Reaper {
 impl Reaper {
     /// Becomes a child subreaper and starts reaping on SIGCHLD until `stop`.
     pub fn start(stop: CancellationToken) -> std::io::Result<Arc<Reaper>> {
+        let reaper = Arc::new(Reaper::default());
+        reaper.serve(stop)?;
+        Ok(reaper)
+    }
+
+    /// Registers `pid`, a child this process already has (a session that crossed a live
+    /// upgrade): its status comes through the returned receiver. Call before [`serve`]
+    /// so that a child that exited meanwhile is matched too.
+    ///
+    /// [`serve`]: Reaper::serve
+    pub fn adopt(&self, pid: u32) -> oneshot::Receiver<ExitStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(pid as i32, tx);
+        rx
+    }
+
+    /// Stops reaping until the guard is dropped.
+    pub fn pause(&self) -> Paused<'_> {
+        self.paused.store(true, Ordering::Release);
+        Paused(self)
+    }
+
+    /// Becomes a child subreaper and reaps on SIGCHLD until `stop`.
+    pub fn serve(self: &Arc<Self>, stop: CancellationToken) -> std::io::Result<()> {
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
             tracing::warn!(error = %e, "cannot become a child subreaper; orphans will go to init");
         }
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Arc::new(Reaper::default());
-        let this = reaper.clone();
+        let this = self.clone();
         tokio::spawn(async move {
             loop {
                 this.reap();
@@ -52,7 +90,7 @@ impl Reaper {
             // A last pass so that nothing that died during shutdown stays a zombie.
             this.reap();
         });
-        Ok(reaper)
+        Ok(())
     }
 
     /// Runs `spawn` (which forks) and registers the child it returns, atomically with
@@ -70,6 +108,9 @@ impl Reaper {
 
     /// Collects every child that has exited, without blocking.
     pub fn reap(&self) {
+        if self.paused.load(Ordering::Acquire) {
+            return;
+        }
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {

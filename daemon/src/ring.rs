@@ -32,6 +32,15 @@ impl OutputRing {
         OutputRing { buf: VecDeque::with_capacity(capacity.min(64 * 1024)), capacity, end: 0 }
     }
 
+    /// A ring that keeps up to `capacity` bytes, holding `held` (its last `capacity` bytes)
+    /// as the output just before `start + held.len()`: a ring carried across a live upgrade.
+    pub fn restore(capacity: usize, start: u64, held: &[u8]) -> Self {
+        let mut ring = OutputRing::new(capacity);
+        ring.end = start;
+        ring.push(held);
+        ring
+    }
+
     /// Appends `data`; returns the absolute offset of its first byte.
     pub fn push(&mut self, data: &[u8]) -> u64 {
         let offset = self.end;

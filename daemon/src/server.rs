@@ -26,9 +26,19 @@ pub async fn serve(listener: UnixListener, pool: Arc<PtyPool>, stop: Cancellatio
     let conns = TaskTracker::new();
     let conn_stop = CancellationToken::new();
     let budget = FrameBudget::new(pool.config.max_partial_frame_bytes);
+    let mut frozen = pool.quiesce.watch();
     loop {
+        // While a live upgrade hands over, new clients wait in the listener's backlog for
+        // the next image (or for this one, if the upgrade does not happen).
+        if *frozen.borrow_and_update() {
+            tokio::select! {
+                _ = frozen.changed() => continue,
+                _ = stop.cancelled() => break,
+            }
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            _ = frozen.changed() => continue,
             _ = stop.cancelled() => break,
         };
         let stream = match accepted {

@@ -90,7 +90,7 @@ pub fn install(dir: &Path) -> io::Result<ShellFiles> {
 }
 
 /// Which integration a spawn got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Integration {
     /// bash reading `<dir>/bashrc`.
     BashRcfile,

@@ -85,6 +85,16 @@ impl SocketFile {
         &self.path
     }
 
+    /// The socket file an earlier image of this process created at `path` (a live upgrade
+    /// carried its listener over).
+    pub fn adopt(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::other("not a socket any more"));
+        }
+        Ok(SocketFile { path: path.to_path_buf(), identity: (meta.dev(), meta.ino()) })
+    }
+
     /// Removes the socket file if it is still the one this process created.
     pub fn remove(&self) {
         if let Ok(meta) = std::fs::symlink_metadata(&self.path) {

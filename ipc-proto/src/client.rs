@@ -509,6 +509,16 @@ impl Client {
         Ok(rx)
     }
 
+    /// Replaces the daemon with `binary` (the one it was started from when `None`) without
+    /// ending any session. The daemon's new image answers, then closes this connection
+    /// (as it closes every other): connect again to go on.
+    pub async fn upgrade(&self, binary: Option<String>) -> Result<UpgradeReply, ClientError> {
+        match self.call(Request::Upgrade(UpgradeRequest { binary })).await? {
+            DaemonMessage::Upgraded(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends any request and returns the raw reply (for requests without a helper).
     pub async fn request(
         &self,

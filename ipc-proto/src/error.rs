@@ -44,6 +44,13 @@ pub enum ErrorCode {
     NoShellIntegration,
     /// `run` on a session whose shell is running a command already.
     SessionBusy,
+    /// `upgrade` could not replace the daemon (the binary is missing, is not a ptyd, or
+    /// cannot take over its state); the daemon runs on, on its old binary, every session
+    /// intact.
+    UpgradeFailed,
+    /// The daemon is replacing its binary (`upgrade`) and closed this connection; connect
+    /// again (new connections wait until the new image serves them). Sessions go on.
+    Upgrading,
     /// A bug or an unexpected OS failure inside the daemon.
     Internal,
     /// A code this client does not know (sent by a newer daemon).

@@ -98,6 +98,9 @@ pub enum Request {
     /// What the session's terminal shows: text, cursor, title, modes, and optionally the
     /// bytes that reproduce it.
     Screen(ScreenRequest),
+    /// Replace the running daemon with a binary (the one it was started from when none is
+    /// named) without ending any session; answered by the new image with `upgraded`.
+    Upgrade(UpgradeRequest),
     /// A request type this daemon does not know; answered with `UnknownRequest`.
     #[serde(other)]
     Unknown,
@@ -127,6 +130,7 @@ impl Request {
             Request::Release(_) => "release",
             Request::Subscribe => "subscribe",
             Request::Screen(_) => "screen",
+            Request::Upgrade(_) => "upgrade",
             Request::Unknown => "unknown",
         }
     }
@@ -140,6 +144,33 @@ pub struct HelloRequest {
     /// Free text naming the client, for logs (e.g. `ptyctl/0.1.0`).
     #[serde(default)]
     pub client: String,
+}
+
+/// `upgrade`: the binary to replace the daemon with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct UpgradeRequest {
+    /// An absolute path; absent: the path the daemon was started from, read anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+}
+
+/// Reply to `upgrade`, sent by the daemon's new image once it serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UpgradeReply {
+    /// The release before.
+    pub from_version: String,
+    /// The release now running.
+    pub to_version: String,
+    /// The binary now running.
+    pub binary: String,
+    /// The daemon's process id, the same before and after.
+    pub pid: u32,
+    /// Sessions carried over, running and exited.
+    pub sessions: usize,
+    /// Upgrades this daemon process has been through, this one included.
+    pub upgrades: u32,
+    /// From the request to serving again, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// A request that names one session.
@@ -486,6 +517,8 @@ pub enum DaemonMessage {
     OutputRange(ReadReply),
     /// Reply to `screen`; with `ansi`, the payload holds the snapshot bytes.
     Screen(ScreenReply),
+    /// Reply to `upgrade`, from the new image.
+    Upgraded(UpgradeReply),
     /// A failed request, or a refused connection when `id` is absent.
     Error(ErrorReply),
     /// Event: terminal output; the frame's payload holds the bytes.
@@ -562,6 +595,13 @@ pub struct ListReply {
     pub active: usize,
     /// Pool capacity.
     pub capacity: usize,
+    /// When this daemon process started (ms since the Unix epoch), before any upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_started_at_ms: Option<u64>,
+    /// Upgrades this daemon process has been through (`upgrade`): its sessions lived
+    /// through as many, or fewer if they started later.
+    #[serde(default)]
+    pub upgrades: u32,
 }
 
 /// The lifecycle state of a session.

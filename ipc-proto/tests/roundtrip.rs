@@ -14,8 +14,8 @@ use ipc_proto::{
     ExitEvent, ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply,
     MatchOn, MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest,
     RunRequest, ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo,
-    SessionRef, SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, WaitForRequest,
-    WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
+    SessionRef, SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, UpgradeReply,
+    UpgradeRequest, WaitForRequest, WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -150,6 +150,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | Request::Release(_)
         | Request::Subscribe
         | Request::Screen(_)
+        | Request::Upgrade(_)
         | Request::Unknown => {}
     }
     match msg {
@@ -167,6 +168,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | DaemonMessage::RunResult(_)
         | DaemonMessage::OutputRange(_)
         | DaemonMessage::Screen(_)
+        | DaemonMessage::Upgraded(_)
         | DaemonMessage::Error(_)
         | DaemonMessage::Output(_)
         | DaemonMessage::Dropped(_)
@@ -558,7 +560,13 @@ fn attached_reply() {
 fn sessions_reply() {
     assert_message(Frame::new(
         10,
-        DaemonMessage::Sessions(ListReply { sessions: vec![], active: 0, capacity: 64 }),
+        DaemonMessage::Sessions(ListReply {
+            sessions: vec![],
+            active: 0,
+            capacity: 64,
+            daemon_started_at_ms: None,
+            upgrades: 0,
+        }),
     ));
     assert_message(Frame::new(
         10,
@@ -566,6 +574,38 @@ fn sessions_reply() {
             sessions: vec![full_info(), minimal_info()],
             active: 1,
             capacity: 2,
+            daemon_started_at_ms: Some(1_700_000_000_000),
+            upgrades: 3,
+        }),
+    ));
+    // From a daemon older than upgrades: the fields are optional.
+    let old =
+        decode_message(r#"{"type":"sessions","id":10,"sessions":[],"active":0,"capacity":1}"#, b"");
+    match old.body {
+        DaemonMessage::Sessions(r) => assert_eq!((r.daemon_started_at_ms, r.upgrades), (None, 0)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn upgrade_request_and_reply() {
+    assert_request(Frame::new(30, Request::Upgrade(UpgradeRequest::default())));
+    assert_request(Frame::new(
+        30,
+        Request::Upgrade(UpgradeRequest { binary: Some("/usr/local/bin/ptyd".into()) }),
+    ));
+    let frame = decode_request(r#"{"type":"upgrade","id":30}"#, b"");
+    assert_eq!(frame.body, Request::Upgrade(UpgradeRequest { binary: None }));
+    assert_message(Frame::new(
+        30,
+        DaemonMessage::Upgraded(UpgradeReply {
+            from_version: "0.1.0".into(),
+            to_version: "0.2.0".into(),
+            binary: "/usr/local/bin/ptyd".into(),
+            pid: 4242,
+            sessions: 12,
+            upgrades: 1,
+            duration_ms: 37,
         }),
     ));
 }
@@ -800,6 +840,11 @@ fn error_reply_every_code() {
         (ErrorCode::UnknownRequest, "unknown request type".to_string()),
         (ErrorCode::Timeout, "timed out".to_string()),
         (ErrorCode::ShuttingDown, "ptyd is shutting down".to_string()),
+        (
+            ErrorCode::UpgradeFailed,
+            "/bin/false: not a ptyd: --handover-check printed nothing".to_string(),
+        ),
+        (ErrorCode::Upgrading, "ptyd is being upgraded; reconnect".to_string()),
         (ErrorCode::Internal, "internal error".to_string()),
     ];
     for (code, message) in cases {
@@ -1159,7 +1204,13 @@ fn protocol_md_names_every_message_type() {
         DaemonMessage::Ok,
         DaemonMessage::Spawned(SpawnReply { session: s, pid: 1 }),
         DaemonMessage::Attached(AttachReply::bytes(s, 0, 0, 0)),
-        DaemonMessage::Sessions(ListReply { sessions: vec![], active: 0, capacity: 1 }),
+        DaemonMessage::Sessions(ListReply {
+            sessions: vec![],
+            active: 0,
+            capacity: 1,
+            daemon_started_at_ms: None,
+            upgrades: 0,
+        }),
         DaemonMessage::Session(minimal_info()),
         DaemonMessage::Exited(exit),
         DaemonMessage::Matched(MatchReply {

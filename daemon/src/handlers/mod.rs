@@ -10,6 +10,7 @@ mod query;
 mod run;
 mod screen;
 mod spawn;
+mod upgrade;
 mod watch;
 
 use ipc_proto::{DaemonMessage, ErrorCode, ErrorReply, Frame, Request, SessionId};
@@ -80,6 +81,7 @@ pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<()
         Request::Release(r) => lease::handle_release(conn, id, r.session).await,
         Request::Subscribe => events::handle_subscribe(conn, id).await,
         Request::Screen(req) => screen::handle(conn, id, req).await,
+        Request::Upgrade(req) => upgrade::handle(conn, id, req).await,
         Request::Unknown => Err(ReplyError::new(
             ErrorCode::UnknownRequest,
             format!(

@@ -11,7 +11,14 @@ use crate::connection::Connection;
 
 pub async fn handle_list(conn: &mut Connection, id: u64) -> Result<(), ReplyError> {
     let sessions = conn.pool.list().iter().map(|s| s.info()).collect();
-    let reply = ListReply { sessions, active: conn.pool.active(), capacity: conn.pool.capacity() };
+    let upgrader = conn.pool.upgrader.get();
+    let reply = ListReply {
+        sessions,
+        active: conn.pool.active(),
+        capacity: conn.pool.capacity(),
+        daemon_started_at_ms: upgrader.map(|u| u.started_at_ms),
+        upgrades: upgrader.map_or(0, |u| u.upgrades.load(std::sync::atomic::Ordering::Relaxed)),
+    };
     conn.reply(id, DaemonMessage::Sessions(reply)).await;
     Ok(())
 }

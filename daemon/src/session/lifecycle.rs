@@ -16,7 +16,7 @@ use crate::pool::PtyPool;
 use crate::pty::PtyHandle;
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EndReason {
     /// The program exited by itself.
     Exited,
@@ -102,6 +102,7 @@ pub async fn run(
         error!("child was not reaped in time; recording it as killed");
         ExitStatus { code: None, signal: Some(Signal::SIGKILL as i32) }
     });
+    session.reaped(status);
     // Nobody asked it to end, but the kernel may have: the cgroup says so until removed.
     if handle.oom_killed() {
         session.request_end(EndReason::MemoryLimit);

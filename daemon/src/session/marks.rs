@@ -126,7 +126,7 @@ fn parse(body: &[u8]) -> Option<Mark> {
 }
 
 /// Where a session's shell stands, as its marks tell.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ShellState {
     /// No mark seen yet: no shell integration, or the shell has not started.
     #[default]
@@ -162,6 +162,11 @@ impl Drop for RunClaim {
 }
 
 impl PromptMarks {
+    /// Marks that start where a session that crossed from another daemon image stood.
+    pub fn restore(shell: ShellState) -> PromptMarks {
+        PromptMarks { state: Mutex::new(State { shell, ..State::default() }), ..Default::default() }
+    }
+
     /// Where the shell stands now.
     pub fn shell(&self) -> ShellState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).shell

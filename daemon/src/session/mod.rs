@@ -3,6 +3,7 @@
 //! `screen`), and its life
 //! from spawn to retirement (`lifecycle`, with the reasons a session ends).
 
+pub mod handover;
 pub mod lifecycle;
 pub mod marks;
 pub mod output;
@@ -46,6 +47,32 @@ pub struct SessionMeta {
     pub idle_timeout: Duration,
     /// The shell integration it was started with (prompt marks will come).
     pub integration: Integration,
+    /// Who started it.
+    pub origin: Origin,
+    /// Its cgroup directory, when it has one.
+    pub cgroup: Option<std::path::PathBuf>,
+}
+
+/// Who started a session, for the pool's shares, and what it is tied to.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// The spawner's uid.
+    pub uid: u32,
+    /// The spawner's primary gid.
+    pub gid: u32,
+    /// Interactive or agent.
+    pub class: crate::admission::Class,
+    /// What ends it besides its program.
+    pub tie: Tie,
+}
+
+/// What a session is tied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tie {
+    /// Nothing: it runs until its program ends or someone ends it.
+    Free,
+    /// The connection that spawned it (`close_with_connection`): it ends when that closes.
+    Connection,
 }
 
 /// What a session keeps of its past.
@@ -74,6 +101,9 @@ struct Terminal {
     rows: u16,
     io: Option<Io>,
     exit: Option<ExitStatus>,
+    /// The program's status as soon as it was reaped, before the session has finished
+    /// ending (a live upgrade in between carries the session as exited).
+    reaped: Option<ExitStatus>,
 }
 
 /// Why a request on a session could not be carried out.
@@ -117,6 +147,7 @@ pub struct Session {
     pub pid: u32,
     /// Fixed facts from the spawn.
     pub meta: SessionMeta,
+    keep: Keep,
     created_at_ms: u64,
     activity_ms: AtomicU64,
     output_ms: AtomicU64,
@@ -170,6 +201,7 @@ impl Session {
             id,
             pid,
             meta,
+            keep,
             created_at_ms: now,
             activity_ms: AtomicU64::new(now),
             input_mark: AtomicU64::new(0),
@@ -184,6 +216,7 @@ impl Session {
                 rows,
                 io: Some(Io { master, input: Arc::new(input) }),
                 exit: None,
+                reaped: None,
             }),
             exit_tx: watch::channel(None).0,
             end: Mutex::new(None),
@@ -404,6 +437,16 @@ impl Session {
         let status = rx.wait_for(Option::is_some).await.map(|s| *s);
         // The sender lives as long as `self`, so the wait cannot fail; be total anyway.
         status.ok().flatten().unwrap_or(ExitStatus { code: None, signal: None })
+    }
+
+    /// Notes the program's status as soon as it is reaped (the session then ends in steps).
+    pub fn reaped(&self, status: ExitStatus) {
+        self.terminal().reaped = Some(status);
+    }
+
+    /// Whether every input sent has been written to the terminal.
+    pub fn input_drained(&self) -> bool {
+        self.terminal().io.as_ref().is_none_or(|io| io.input.is_drained())
     }
 
     /// Records the exit, closes the terminal and ends every subscription (after they

@@ -171,6 +171,13 @@ impl Output {
         }
     }
 
+    /// Output that crossed from another daemon image: `ring` held, starting at `start`.
+    pub fn restore(replay_bytes: usize, start: u64, ring: &[u8]) -> Output {
+        let out = Output::new(replay_bytes);
+        out.state().ring = OutputRing::restore(replay_bytes, start, ring);
+        out
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take every later request on this session down too.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

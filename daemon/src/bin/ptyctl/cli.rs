@@ -477,6 +477,30 @@ pub enum Command {
         json: bool,
     },
 
+    /// Replace the running ptyd with a new binary, keeping every session
+    #[command(
+        long_about = "Replace the running ptyd with a new binary without ending any \
+            session: the daemon execs the binary in place (same pid, so the programs stay \
+            its children), carrying its listening socket, every PTY and every session's \
+            output, screen and state. Clients are disconnected and reconnect; new \
+            connections wait until the new binary serves.\n\n\
+            The binary is checked first (it must be a ptyd that loads this daemon's state); \
+            if anything fails, ptyd goes on with its old binary and every session, and this \
+            command says why.",
+        after_help = "Exit status: 0 when the new binary serves; 125 when the upgrade \
+            failed (ptyd runs on, on its old binary)."
+    )]
+    Upgrade {
+        /// The binary to run [default: the one ptyd was started from, read anew from disk]
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+
+        /// Print the daemon's answer as JSON: {from_version, to_version, binary, pid,
+        /// sessions, upgrades, duration_ms}
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Check the socket, the daemon and its limits; print one line per check
     #[command(
         long_about = "Check the socket, the daemon and its limits, and print one line \

@@ -316,6 +316,28 @@ async fn run(cli: Cli) -> Result<i32> {
             agent::print_screen(&reply, &data, ansi, json)?;
         }
         Command::Events { json } => return agent::events(&connect(socket).await?, json).await,
+        Command::Upgrade { binary, json } => {
+            let binary = binary
+                .map(|b| std::path::absolute(&b).map(|p| p.display().to_string()))
+                .transpose()
+                .context("the binary's path")?;
+            let reply = connect(socket).await?.upgrade(binary).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                println!(
+                    "upgraded ptyd (pid {}) from {} to {} ({}) in {} ms: {} sessions carried, \
+                     upgrade number {}",
+                    reply.pid,
+                    reply.from_version,
+                    reply.to_version,
+                    reply.binary,
+                    reply.duration_ms,
+                    reply.sessions,
+                    reply.upgrades
+                );
+            }
+        }
         Command::Doctor { json } => {
             let format = if json { doctor::Format::Json } else { doctor::Format::Text };
             return Ok(doctor::run(&socket_path(socket), format).await);

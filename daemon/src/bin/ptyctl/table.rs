@@ -24,7 +24,15 @@ pub fn sessions(list: &ListReply, now: SystemTime) -> String {
         ]);
     }
     let mut out = align(&rows);
-    let _ = writeln!(out, "{}/{} sessions running", list.active, list.capacity);
+    let _ = write!(out, "{}/{} sessions running", list.active, list.capacity);
+    if let Some(started) = list.daemon_started_at_ms {
+        let upgrades = match list.upgrades {
+            1 => "upgraded once".to_string(),
+            n => format!("upgraded {n} times"),
+        };
+        let _ = write!(out, "; ptyd up {}, {upgrades}", age(since(started, now)));
+    }
+    out.push('\n');
     out
 }
 

@@ -225,6 +225,26 @@ impl Screen {
         Screen::build(cols, rows, scrollback, Feed::Shorten, None)
     }
 
+    /// A screen of `cols` × `rows` showing what `ansi` (a [`Snapshot`]'s bytes) draws, as
+    /// of output offset `offset`: a session's screen carried into a new daemon image.
+    pub fn restore(
+        cols: u16,
+        rows: u16,
+        scrollback: usize,
+        ansi: &[u8],
+        offset: u64,
+    ) -> Arc<Screen> {
+        let screen = Screen::new(cols, rows, scrollback);
+        {
+            let mut st = screen.state();
+            let State { parser, trackers, .. } = &mut *st;
+            trackers.filter(ansi, |run| parser.process(run));
+            st.offset = offset;
+            st.pending.end = offset;
+        }
+        screen
+    }
+
     fn build(
         cols: u16,
         rows: u16,

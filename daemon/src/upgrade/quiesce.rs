@@ -1,0 +1,174 @@
+//! Holding the daemon still for a handover: no connection is accepted (clients wait in
+//! the listener's backlog), open connections close with a reason, and no session's
+//! output is read, so that each output ring ends exactly where the kernel's buffer
+//! begins. [`Quiesce::freeze`] returns once all of that holds; [`Quiesce::thaw`] undoes it
+//! when the upgrade does not go ahead.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+/// The daemon-wide switch, and who has stopped for it.
+#[derive(Debug)]
+pub struct Quiesce {
+    frozen: watch::Sender<bool>,
+    /// Output tasks alive, and those of them parked.
+    readers: AtomicUsize,
+    parked: AtomicUsize,
+    /// Client connections open.
+    connections: AtomicUsize,
+    changed: Notify,
+}
+
+impl Default for Quiesce {
+    fn default() -> Self {
+        Quiesce {
+            frozen: watch::channel(false).0,
+            readers: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            changed: Notify::new(),
+        }
+    }
+}
+
+/// What did not stop in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the daemon did not hold still within {waited:?}: {readers} of its sessions' output \
+     readers and {connections} client connections were still busy"
+)]
+pub struct Busy {
+    /// How long it waited.
+    pub waited: Duration,
+    /// Output tasks not parked.
+    pub readers: usize,
+    /// Connections still open besides the asker's.
+    pub connections: usize,
+}
+
+/// Counts one output task or connection while it lives.
+#[must_use]
+pub struct Counted<'a> {
+    counter: &'a AtomicUsize,
+    changed: &'a Notify,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Quiesce {
+    fn count<'a>(&'a self, counter: &'a AtomicUsize) -> Counted<'a> {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Counted { counter, changed: &self.changed }
+    }
+
+    /// Counts a session's output task while it lives.
+    pub fn reader(&self) -> Counted<'_> {
+        self.count(&self.readers)
+    }
+
+    /// Counts a client connection while it is open.
+    pub fn connection(&self) -> Counted<'_> {
+        self.count(&self.connections)
+    }
+
+    /// Whether the daemon is held still now.
+    pub fn is_frozen(&self) -> bool {
+        *self.frozen.borrow()
+    }
+
+    /// A receiver that sees every freeze and thaw.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.frozen.subscribe()
+    }
+
+    /// Resolves once a freeze has begun (at once if one has).
+    pub async fn frozen(&self) {
+        let mut rx = self.frozen.subscribe();
+        let _ = rx.wait_for(|f| *f).await;
+    }
+
+    /// Called by an output task between reads: while the daemon is frozen, waits (counted
+    /// as parked) until it thaws.
+    pub async fn park_if_frozen(&self) {
+        let mut rx = self.frozen.subscribe();
+        if !*rx.borrow_and_update() {
+            return;
+        }
+        let _parked = self.count(&self.parked);
+        let _ = rx.wait_for(|f| !*f).await;
+    }
+
+    /// Freezes, and waits until every output task is parked and at most `keep`
+    /// connections (the asker's) are open, for at most `limit`.
+    pub async fn freeze(&self, keep: usize, limit: Duration) -> Result<(), Busy> {
+        self.frozen.send_replace(true);
+        let started = tokio::time::Instant::now();
+        loop {
+            let changed = self.changed.notified();
+            let readers = self.readers.load(Ordering::Acquire);
+            let parked = self.parked.load(Ordering::Acquire);
+            let connections = self.connections.load(Ordering::Acquire);
+            if parked >= readers && connections <= keep {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= limit {
+                return Err(Busy {
+                    waited,
+                    readers: readers.saturating_sub(parked),
+                    connections: connections.saturating_sub(keep),
+                });
+            }
+            // Counts change through guards, which notify; the timeout bounds a missed one.
+            let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
+        }
+    }
+
+    /// Lets everything go on as before.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_freeze_waits_for_every_reader_to_park_and_thaw_lets_them_go() {
+        let q = Arc::new(Quiesce::default());
+        let (went_on_tx, mut went_on) = tokio::sync::mpsc::unbounded_channel();
+        let reader = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let _alive = q.reader();
+                for round in 0..2 {
+                    q.park_if_frozen().await;
+                    let _ = went_on_tx.send(round);
+                    if round == 0 {
+                        q.frozen().await;
+                    }
+                }
+            })
+        };
+        assert_eq!(went_on.recv().await, Some(0));
+        let conn = q.connection();
+        // One connection besides the asker's is still open: not still yet.
+        let busy = q.freeze(0, Duration::from_millis(100)).await.unwrap_err();
+        assert_eq!(busy.connections, 1);
+        drop(conn);
+        q.freeze(0, Duration::from_secs(5)).await.unwrap();
+        assert!(went_on.try_recv().is_err(), "a reader went on while frozen");
+        q.thaw();
+        assert_eq!(went_on.recv().await, Some(1));
+        reader.await.unwrap();
+    }
+}
