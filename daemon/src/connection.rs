@@ -52,6 +52,12 @@ impl Outgoing {
         self.0.send(Outbound::Frame(frame, None)).await.map_err(|_| Gone)
     }
 
+    /// Queues `frame` if there is room now; a full queue (a client that does not read)
+    /// goes without it.
+    pub fn try_send(&self, frame: Frame<DaemonMessage>) {
+        let _ = self.0.try_send(Outbound::Frame(frame, None));
+    }
+
     /// Queues output that holds `held` of its subscriber's budget until it is written.
     pub async fn send_held(&self, frame: Frame<DaemonMessage>, held: Held) -> Result<(), Gone> {
         self.0.send(Outbound::Frame(frame, Some(held))).await.map_err(|_| Gone)
@@ -68,6 +74,9 @@ impl Outgoing {
 /// Frames queued for a client before its handlers wait: bounded so a client that does not
 /// read costs bounded memory.
 const OUT_DEPTH: usize = 64;
+/// Why a connection is closed by a live upgrade.
+const UPGRADING: &str =
+    "ptyd is being upgraded; reconnect (new connections wait until it serves again)";
 /// A client must say hello within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to flush the last frames (e.g. an error) to a closing client.
@@ -140,7 +149,9 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let quiesce_pool = pool.clone();
-    let _counted = quiesce_pool.quiesce.connection();
+    // Counted while it reads requests: a live upgrade waits for that to stop, not for
+    // its last frames to reach a client that may not be reading.
+    let counted = quiesce_pool.quiesce.connection();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (rd, wr) = stream.into_split();
     let max = pool.config.max_frame_len;
@@ -166,6 +177,7 @@ pub async fn serve(
         conn.protocol = version;
         read_loop(&mut reader, &mut conn, &pending, &stop).await;
     }
+    drop(counted);
 
     if stop.is_cancelled() {
         // The daemon is stopping and its sessions have ended: let attachments and waits
@@ -204,14 +216,18 @@ async fn handshake(
     conn: &Connection,
     stop: &CancellationToken,
 ) -> Option<u32> {
-    let first = tokio::select! {
-        first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
-        _ = stop.cancelled() => return None,
-    };
     let refuse = |code, message: String| async move {
         warn!(%message, "handshake refused");
         conn.reply(0, DaemonMessage::Error(ErrorReply { code, message })).await;
         None
+    };
+    let first = tokio::select! {
+        first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
+        _ = stop.cancelled() => return None,
+        // A client that has not said hello yet must not hold an upgrade up.
+        _ = conn.pool.quiesce.frozen() => {
+            return refuse(ErrorCode::Upgrading, UPGRADING.into()).await;
+        }
     };
     match first {
         Err(_) => refuse(ErrorCode::BadRequest, "no hello within 10 s".into()).await,
@@ -297,11 +313,9 @@ async fn read_loop(
                 // A live upgrade: the socket stays open for new connections, which wait
                 // until the new image serves them.
                 info!("closing connection: ptyd is upgrading");
-                let message = "ptyd is being upgraded; reconnect (new connections wait until \
-                               it serves again)"
-                    .to_string();
-                let err = ErrorReply { code: ErrorCode::Upgrading, message };
-                conn.reply(0, DaemonMessage::Error(err)).await;
+                let err = ErrorReply { code: ErrorCode::Upgrading, message: UPGRADING.into() };
+                // Not waited for: a client that reads nothing must not hold the upgrade up.
+                conn.out.try_send(Frame::new(0, DaemonMessage::Error(err)));
                 return;
             }
             _ = check.tick() => {

@@ -122,7 +122,7 @@ struct Args {
     config: Option<PathBuf>,
     /// Say which handover states this binary writes and loads (and, given one in
     /// PTYD_HANDOVER_FD, load it), then exit: what `upgrade` asks a new binary first
-    #[arg(long, hide = true)]
+    #[arg(long)]
     handover_check: bool,
 }
 

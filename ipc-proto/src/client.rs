@@ -209,6 +209,11 @@ impl Client {
         })
     }
 
+    /// Why the connection ended; `None` while it is open.
+    pub fn close_reason(&self) -> Option<ClientError> {
+        self.inner.shared.close_reason.lock().unwrap().clone().map(ClientError::Ipc)
+    }
+
     /// The daemon's half of the handshake (its version and pid).
     pub fn daemon(&self) -> &HelloReply {
         &self.inner.hello

@@ -121,6 +121,15 @@ impl ClientError {
         }
     }
 
+    /// Whether the daemon closed the connection because it is replacing its binary
+    /// (`upgrade`): connect again and go on where you were.
+    pub fn is_upgrading(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Ipc(IpcError::ClosedByDaemon { code: ErrorCode::Upgrading, .. })
+        )
+    }
+
     /// The text without the `IPC error: ` prefix: the daemon's message, or what happened
     /// to the connection.
     pub fn detail(&self) -> String {

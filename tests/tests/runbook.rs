@@ -62,6 +62,7 @@ fn every_error_and_state_has_an_entry() -> Result<()> {
         "## Grace expired / 410 Gone",
         "## Idle timeout",
         "## Unauthorized, locked out or misdirected",
+        "## Upgrading ptyd (UpgradeFailed, Upgrading)",
         "## Post-incident template",
     ] {
         ensure!(text.lines().any(|l| l == heading), "RUNBOOK.md has no {heading:?} section");
@@ -162,6 +163,10 @@ fn every_quoted_log_line_is_written_by_the_code() -> Result<()> {
         "(ipc idle timeout)",
         "is still unfinished (frame timeout",
         "unfinished frames from all clients would hold more than",
+        "sessions carried",
+        "upgrade failed: ",
+        "closing connection: ptyd is upgrading",
+        "handing over to ",
     ] {
         ensure!(text.contains(line), "RUNBOOK.md does not quote {line:?}");
         ensure!(code.contains(line), "no code logs {line:?}, yet RUNBOOK.md quotes it");

@@ -85,6 +85,9 @@ async fn round_trip(client: &Client, case: &str, req: SpawnRequest, keys: &[&[u8
     settle(client, s).await?;
     for key in keys {
         client.input(s, key.to_vec()).await?;
+        // The answer to the key has begun (from the input mark on), then it settles: on a
+        // busy machine the program may start drawing only after the quiet period.
+        client.wait_for(s, "(?s).", None, Some(TIMEOUT)).await?;
         settle(client, s).await?;
     }
     let raw = all_output(client, s).await?;

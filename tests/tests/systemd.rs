@@ -177,6 +177,7 @@ fn verify_units(units: &[&str], user: bool) -> Result<()> {
             std::fs::read_to_string(src.join(unit)).with_context(|| format!("reading {unit}"))?;
         let text = text
             .replace("/usr/local/bin/ptyd-bridge", &bin_path("ptyd-bridge")?.display().to_string())
+            .replace("/usr/local/bin/ptyctl", &bin_path("ptyctl")?.display().to_string())
             .replace("/usr/local/bin/ptyd", &ptyd_bin()?.display().to_string());
         let name = Path::new(unit).file_name().context("unit name")?;
         let path = dir.path().join(name);

@@ -3,6 +3,7 @@
 
 mod control;
 pub mod protocol;
+mod relink;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -11,18 +12,13 @@ use std::time::Duration;
 use axum::extract::ws::{self as axum_ws, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::response::Response;
-use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use ipc_proto::{
-    Attachment, Client, ClientError, EndReason, ErrorCode, ScreenStart, SessionEvent, SessionId,
-};
+use ipc_proto::{ClientError, EndReason, ErrorCode, ScreenStart, SessionId};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use self::protocol::close;
-use self::session::{
-    secs, CloseFrame, InputTarget, Limits, Outcome, OutputSource, RecvError, Session, WsMessage,
-};
+use self::session::{secs, CloseFrame, Limits, Outcome, RecvError, Session, WsMessage};
 use crate::error::AppError;
 use crate::routes::parse_id;
 use crate::terminals::{spawn_grace_timer, Ending, Missing, StopReason};
@@ -185,11 +181,12 @@ async fn serve(
         flow_low: state.config.flow_low,
         close_timeout,
     };
+    let (output, input) = relink::link(state.daemon.socket().to_path_buf(), client, attachment);
     let session = Session {
         start,
         snapshot,
-        output: AttachedOutput(attachment),
-        input: ClientInput { client, id },
+        output,
+        input,
         limits,
         stop: act.stop,
         shutdown: state.shutdown.clone(),
@@ -329,44 +326,6 @@ fn recv_error(e: &axum::Error, max: usize) -> RecvError {
         }
     }
     RecvError::Transport(text)
-}
-
-/// ptyd's attachment as the socket loop's output.
-struct AttachedOutput(Attachment);
-
-impl OutputSource for AttachedOutput {
-    async fn next_event(&mut self) -> Option<SessionEvent> {
-        self.0.next().await
-    }
-
-    async fn end_reason(&mut self) -> String {
-        // Once the connection is over, any call fails at once with its reason.
-        match self.0.client().info(self.0.session()).await {
-            Err(e) => e.detail(),
-            Ok(_) => "ptyd ended the attachment".into(),
-        }
-    }
-
-    async fn exit_reason(&mut self) -> Option<EndReason> {
-        // ptyd keeps the record of an exited session: it says why.
-        self.0.client().info(self.0.session()).await.ok()?.end_reason
-    }
-}
-
-/// The socket's own ptyd connection as the socket loop's input.
-struct ClientInput {
-    client: Client,
-    id: SessionId,
-}
-
-impl InputTarget for ClientInput {
-    async fn input(&self, data: Bytes) -> Result<(), ClientError> {
-        self.client.input(self.id, data).await
-    }
-
-    async fn resize(&self, cols: u16, rows: u16) -> Result<(), ClientError> {
-        self.client.resize(self.id, cols, rows).await
-    }
 }
 
 #[cfg(test)]
