@@ -6,11 +6,13 @@
 pub mod client;
 pub mod codec;
 pub mod error;
+pub mod follow;
 pub mod message;
 
 pub use client::{Attachment, Client, Notice, SessionEvent};
 pub use codec::{Frame, FrameCodec, InvalidMessage, MAX_FRAME_LEN, MAX_PAYLOAD_LEN};
 pub use error::{ClientError, ConnectionStage, ErrorCode, IpcError, ProtoError};
+pub use follow::{Follower, Links};
 pub use message::*;
 
 /// The protocol version this crate speaks. Bumped only for incompatible changes;

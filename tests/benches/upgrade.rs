@@ -36,7 +36,10 @@ async fn main() -> Result<()> {
         drop(daemon);
     }
     let start = median(&mut starts);
-    println!("\nreference: a fresh ptyd started until it answers, median of 5: {:.1} ms", ms(start));
+    println!(
+        "\nreference: a fresh ptyd started until it answers, median of 5: {:.1} ms",
+        ms(start)
+    );
     println!(
         "\n{:>8}  {:>18}  {:>18}  {:>22}",
         "sessions", "request→answer ms", "daemon says ms", "longest output pause ms"
@@ -55,9 +58,12 @@ async fn main() -> Result<()> {
 }
 
 fn quiet_options(capacity: usize) -> DaemonOptions {
-    DaemonOptions::new()
-        .env("RUST_LOG", "warn")
-        .args(["--capacity", &capacity.to_string(), "--idle-timeout", "0"])
+    DaemonOptions::new().env("RUST_LOG", "warn").args([
+        "--capacity",
+        &capacity.to_string(),
+        "--idle-timeout",
+        "0",
+    ])
 }
 
 /// Medians over `ROUNDS` upgrades of a daemon with `n` sessions.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use ipc_proto::{Client, ClientError, ErrorCode, SessionEvent, SessionId, SpawnRequest};
+use ipc_proto::{Client, ClientError, ErrorCode, Follower, SessionEvent, SessionId, SpawnRequest};
 use ptyd_tests::{fd_targets, pids_with_cmdline, read_until, Daemon, DaemonOptions, TIMEOUT};
 
 /// `ptyctl upgrade [args]`: its exit code and what it printed.
@@ -46,48 +46,36 @@ async fn reconnect(socket: &Path) -> Result<Client> {
     }
 }
 
-/// Follows a session's output across upgrades: re-attaches from the next offset whenever
-/// the connection is cut, until the session exits; returns every byte, in order.
+/// Follows a session's output across upgrades with ipc-proto's `Follower`, which
+/// re-attaches from the next offset by itself whenever an upgrade cuts the connection,
+/// until the session exits; returns every byte, in order, and how often it re-attached.
 async fn follow_to_exit(
     socket: &Path,
     session: SessionId,
     first: tokio::sync::oneshot::Sender<()>,
-) -> Result<(Vec<u8>, u32)> {
+) -> Result<(Vec<u8>, u64)> {
     let mut first = Some(first);
     let mut data = Vec::new();
-    let mut reattached = 0;
-    let deadline = tokio::time::Instant::now() + 3 * TIMEOUT;
+    let client = reconnect(socket).await?;
+    let att = client.attach(session, Some(0), true).await?;
+    let mut follower = Follower::new(socket, att, true);
     loop {
-        ensure!(tokio::time::Instant::now() < deadline, "the counter never finished");
-        let client = reconnect(socket).await?;
-        let mut att = match client.attach(session, Some(data.len() as u64), true).await {
-            Ok(att) => att,
-            Err(ClientError::Ipc(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        ensure!(att.reply.dropped == 0, "output was lost: {:?}", att.reply);
-        loop {
-            match att.next().await {
-                Some(SessionEvent::Output { offset, data: bytes }) => {
-                    ensure!(offset == data.len() as u64, "a gap or a repeat at {offset}");
-                    data.extend_from_slice(&bytes);
-                    if let Some(tx) = first.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Some(SessionEvent::Dropped { offset, bytes }) => {
-                    bail!("{bytes} bytes dropped at {offset}")
-                }
-                Some(SessionEvent::Exit(status)) => {
-                    ensure!(status.code == Some(0), "the counter ended with {status:?}");
-                    return Ok((data, reattached));
-                }
-                // The upgrade closed the connection: attach again from where we are.
-                None => {
-                    reattached += 1;
-                    break;
+        match follower.next().await {
+            Some(SessionEvent::Output { offset, data: bytes }) => {
+                ensure!(offset == data.len() as u64, "a gap or a repeat at {offset}");
+                data.extend_from_slice(&bytes);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
                 }
             }
+            Some(SessionEvent::Dropped { offset, bytes }) => {
+                bail!("{bytes} bytes dropped at {offset}")
+            }
+            Some(SessionEvent::Exit(status)) => {
+                ensure!(status.code == Some(0), "the counter ended with {status:?}");
+                return Ok((data, follower.relinks()));
+            }
+            None => bail!("the follower lost the session: {:?}", follower.client().close_reason()),
         }
     }
 }
@@ -421,8 +409,46 @@ async fn a_browser_terminal_stays_open_across_an_upgrade_and_sees_every_line_onc
     // Typing goes to the same shell, on the bridge's new connection.
     ws.send_input(b"echo after-$((40+2))\r").await?;
     ws.read_until("after-42", TIMEOUT).await?;
-    bridge.wait_for_log("re-attached terminal", TIMEOUT).await?;
+    bridge.wait_for_log("re-attached session", TIMEOUT).await?;
     let status = bridge.terminal(&id).await?;
     ensure!(status["status"] == "Active", "{status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ptyctl_attach_goes_on_across_an_upgrade() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    let s = client.spawn(SpawnRequest::new("bash", ["--norc", "--noprofile"])).await?;
+    let mut cmd = tokio::process::Command::from(daemon.ptyctl(["attach", &s.session.to_string()]));
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut attach = cmd.spawn()?;
+    let mut stdin = attach.stdin.take().context("stdin")?;
+    let mut stdout = attach.stdout.take().context("stdout")?;
+    let mut seen = String::new();
+    let mut read_until = async |needle: &str| -> Result<()> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = tokio::time::timeout_at(deadline, stdout.read(&mut buf))
+                .await
+                .with_context(|| format!("waiting for {needle:?}; got {seen:?}"))??;
+            ensure!(n > 0, "ptyctl attach ended before {needle:?}; got {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        Ok(())
+    };
+    stdin.write_all(b"echo be''fore\n").await?;
+    read_until("before").await?;
+    tokio::task::block_in_place(|| upgrade_ok(&daemon))?;
+    stdin.write_all(b"echo after-$((40+2))\n").await?;
+    read_until("after-42").await?;
+    stdin.write_all(b"exit 3\n").await?;
+    let status = tokio::time::timeout(TIMEOUT, attach.wait()).await??;
+    ensure!(status.code() == Some(3), "ptyctl attach exited {status:?}");
     Ok(())
 }

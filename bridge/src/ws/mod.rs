@@ -181,11 +181,13 @@ async fn serve(
         flow_low: state.config.flow_low,
         close_timeout,
     };
-    let (output, input) = relink::link(state.daemon.socket().to_path_buf(), client, attachment);
+    drop(client);
+    let follower = ipc_proto::Follower::new(state.daemon.socket(), attachment, true);
+    let input = relink::RelinkedInput { id, links: follower.links() };
     let session = Session {
         start,
         snapshot,
-        output,
+        output: relink::RelinkedOutput(follower),
         input,
         limits,
         stop: act.stop,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
 use ipc_proto::{
-    AttachMode, Attachment, Client, ClientError, ExitStatus, ScreenStart, SessionEvent, SessionId,
-    SpawnRequest,
+    AttachMode, Client, ClientError, ExitStatus, Follower, Links, ScreenStart, SessionEvent,
+    SessionId, SpawnRequest,
 };
 use nix::libc;
 use tokio::signal::unix::Signal;
@@ -25,6 +25,7 @@ use crate::term::{self, RawMode, Signals};
 /// `attach`: returns the session's shell code when it exits, 0 after a detach.
 pub async fn attach(
     client: Client,
+    socket: std::path::PathBuf,
     session: SessionId,
     since: Option<u64>,
     detach_key: Option<u8>,
@@ -40,9 +41,11 @@ pub async fn attach(
     } else {
         ScreenStart::Never
     };
-    let mut att = client.attach_from(session, since, true, screen).await?;
-    if att.reply.dropped > 0 && att.snapshot().is_none() {
-        eprintln!("[ptyctl: {} bytes dropped]", att.reply.dropped);
+    let att = client.attach_from(session, since, true, screen).await?;
+    // Goes on across ptyd's live upgrades: re-attached from the next byte.
+    let mut att = Follower::new(socket, att, true);
+    if att.reply().dropped > 0 && att.snapshot().is_none() {
+        eprintln!("[ptyctl: {} bytes dropped]", att.reply().dropped);
     }
     let raw = if tty {
         Some(RawMode::enable().context("cannot put the terminal in raw mode")?)
@@ -53,12 +56,12 @@ pub async fn attach(
         stdio::write_stdout(snapshot.clone()).await.context("painting the screen")??;
     }
     if let Some(changes) = changes {
-        follow_window_size(client.clone(), session, changes, false);
+        follow_window_size(att.links(), session, changes, false);
     }
     // Only a terminal gets a detach key: piped input is data and must reach the session intact.
     let key = if tty { detach_key } else { None };
-    let controls = forward_stdin(client.clone(), session, key);
-    let ending = pump(&client, &mut att, &mut signals, controls, tty, false, Render::Raw).await;
+    let controls = forward_stdin(att.links(), session, key);
+    let ending = pump(&mut att, &mut signals, controls, tty, false, Render::Raw).await;
     // Dropping the attachment detaches; leaving the process closes the connection anyway.
     drop(att);
     drop(raw);
@@ -83,6 +86,7 @@ pub async fn attach(
 /// session too. With `follow_size`, the session's size tracks the terminal on stdin.
 pub async fn exec(
     client: Client,
+    socket: std::path::PathBuf,
     req: SpawnRequest,
     follow_size: bool,
     timeout: Option<Duration>,
@@ -98,21 +102,22 @@ pub async fn exec(
     };
     // Like an ssh command: if ptyctl dies, even by SIGKILL, the daemon ends the session.
     let req = SpawnRequest { close_with_connection: true, ..req };
-    let (spawned, mut att) = client.spawn_attached(req, AttachMode { lossless: true }).await?;
+    let (spawned, att) = client.spawn_attached(req, AttachMode { lossless: true }).await?;
+    let mut att = Follower::new(socket, att, true);
     let session = spawned.session;
     if let Some(changes) = changes {
         // Resize once more: the terminal may have changed since the request's size was read.
-        follow_window_size(client.clone(), session, changes, true);
+        follow_window_size(att.links(), session, changes, true);
     }
     // Without a terminal, stdin is left alone (like `ssh host cmd` with a pipe it never reads).
-    let controls =
-        if tty { forward_stdin(client.clone(), session, None) } else { mpsc::channel(1).1 };
-    let pumped = pump(&client, &mut att, &mut signals, controls, tty, true, render);
+    let controls = if tty { forward_stdin(att.links(), session, None) } else { mpsc::channel(1).1 };
+    let pumped = pump(&mut att, &mut signals, controls, tty, true, render);
     // `None` when the timeout expired. Counted from the spawn, like the daemon's exec.
     let ending = match timeout {
         Some(t) => tokio::time::timeout(t, pumped).await.ok(),
         None => Some(pumped.await),
     };
+    let client = att.client();
     drop(att);
     let code = match ending {
         Some(Ok(Ending::Exited(status))) => Ok(status.shell_code()),
@@ -151,8 +156,7 @@ enum Control {
 /// Streams the attachment's output to stdout until the session exits, the user detaches
 /// or a signal stops ptyctl.
 async fn pump(
-    client: &Client,
-    att: &mut Attachment,
+    att: &mut Follower,
     signals: &mut Signals,
     mut controls: mpsc::Receiver<Control>,
     raw: bool,
@@ -177,7 +181,7 @@ async fn pump(
                     notice(raw, &format!("[ptyctl: {bytes} bytes dropped]"));
                 }
                 Some(SessionEvent::Exit(status)) => return Ok(Ending::Exited(status)),
-                None => return Err(connection_lost(client).await),
+                None => return Err(connection_lost(&att.client()).await),
             },
             written = finished(&mut writing) => {
                 writing = None;
@@ -189,7 +193,7 @@ async fn pump(
             },
             signo = signals.recv() => {
                 if signo == libc::SIGINT && forward_interrupt {
-                    let client = client.clone();
+                    let client = att.client();
                     tokio::spawn(async move { client.kill(session, Some("INT")).await });
                 } else {
                     return Ok(Ending::Signalled(signo));
@@ -231,13 +235,21 @@ async fn end_session(client: &Client, session: SessionId) {
 }
 
 /// Resizes the session to the local terminal (now, if `initial`) and on every SIGWINCH.
-fn follow_window_size(client: Client, session: SessionId, mut changes: Signal, initial: bool) {
+fn follow_window_size(links: Links, session: SessionId, mut changes: Signal, initial: bool) {
     tokio::spawn(async move {
+        let resize = async |links: &Links| {
+            if let Some(size) = term::stdin_size() {
+                // A failure means the session is gone; the output stream reports that.
+                let _ = links
+                    .call(|c| async move { c.resize(session, size.cols, size.rows).await })
+                    .await;
+            }
+        };
         if initial {
-            resize_to_terminal(&client, session).await;
+            resize(&links).await;
         }
         while changes.recv().await.is_some() {
-            resize_to_terminal(&client, session).await;
+            resize(&links).await;
         }
     });
 }
@@ -251,7 +263,7 @@ async fn resize_to_terminal(client: &Client, session: SessionId) {
 
 /// Sends stdin to the session until end of file or `detach_key`, which is not sent.
 fn forward_stdin(
-    client: Client,
+    links: Links,
     session: SessionId,
     detach_key: Option<u8>,
 ) -> mpsc::Receiver<Control> {
@@ -272,7 +284,13 @@ fn forward_stdin(
                 None => chunk,
             };
             if !data.is_empty() {
-                if let Err(e) = client.input(session, data).await {
+                let sent = links
+                    .call(|c| {
+                        let data = data.clone();
+                        async move { c.input(session, data).await }
+                    })
+                    .await;
+                if let Err(e) = sent {
                     let _ = tx.send(Control::InputFailed(e.to_string())).await;
                     return;
                 }

@@ -183,7 +183,9 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Attach { id, since, detach_key } => {
             let session = session_id(&socket, &id).await?;
-            return attach::attach(connect(socket).await?, session, since, detach_key.0).await;
+            let path = socket_path(socket.clone());
+            return attach::attach(connect(socket).await?, path, session, since, detach_key.0)
+                .await;
         }
         Command::Send { id, text, enter, stdin } => {
             let session = session_id(&socket, &id).await?;
@@ -247,7 +249,9 @@ async fn run(cli: Cli) -> Result<i32> {
                     req.env.insert("TERM".into(), value);
                 }
             }
-            return attach::exec(connect(socket).await?, req, follow_size, timeout, render).await;
+            let path = socket_path(socket.clone());
+            return attach::exec(connect(socket).await?, path, req, follow_size, timeout, render)
+                .await;
         }
         Command::WaitFor { id, regex, since, screen, timeout, json, plain } => {
             let session = session_id(&socket, &id).await?;
