@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ipc_proto::{Client, ClientError, DaemonEventKind, ErrorCode, IpcError, Notice, SessionId};
+use ipc_proto::{
+    Client, ClientError, DaemonEventKind, ErrorCode, IpcError, ListReply, Notice, SessionId,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -149,10 +151,12 @@ impl DaemonLink {
         let mut backoff = self.backoff.clone();
         let mut was_up = false;
         let mut failures = 0u32;
+        // The daemon last connected to: its pid, release and upgrade count.
+        let mut last: Option<(u32, String, u32)> = None;
         loop {
             let attempt = tokio::time::timeout(CONNECT_TIMEOUT, self.establish(&registry));
             match attempt.await.unwrap_or_else(|_| Err(timed_out())) {
-                Ok((client, mut notices)) => {
+                Ok((client, mut notices, list)) => {
                     backoff.reset();
                     failures = 0;
                     let hello = client.daemon();
@@ -162,6 +166,20 @@ impl DaemonLink {
                         version = %hello.daemon_version,
                         "connected to ptyd"
                     );
+                    if let Some((pid, from, upgrades)) = &last {
+                        if *pid == hello.pid && list.upgrades > *upgrades {
+                            let carried = list
+                                .sessions
+                                .iter()
+                                .filter(|s| s.exit.is_none() && crate::terminals::is_ours(s))
+                                .count();
+                            tracing::info!(
+                                "ptyd upgraded from {from} to {}, {carried} terminals carried",
+                                hello.daemon_version
+                            );
+                        }
+                    }
+                    last = Some((hello.pid, hello.daemon_version.clone(), list.upgrades));
                     self.publish(Some(client.clone()));
                     self.metrics.daemon_up(true, was_up);
                     was_up = true;
@@ -173,6 +191,12 @@ impl DaemonLink {
                     self.metrics.daemon_up(false, false);
                     match lost {
                         None => return,
+                        // An upgrade: the new image serves new connections as soon as
+                        // it can (they wait for it meanwhile), so no backoff.
+                        Some(e) if e.is_upgrading() => {
+                            tracing::info!("ptyd is upgrading; reconnecting");
+                            continue;
+                        }
                         Some(e) => {
                             tracing::warn!("lost the connection to ptyd: {e}; reconnecting");
                             self.set_error(&e);
@@ -202,14 +226,14 @@ impl DaemonLink {
     async fn establish(
         self: &Arc<Self>,
         registry: &Arc<Registry>,
-    ) -> Result<(Client, mpsc::Receiver<Notice>), ClientError> {
+    ) -> Result<(Client, mpsc::Receiver<Notice>, ListReply), ClientError> {
         let client = Client::connect(&self.socket).await?;
         // Subscribe before listing, so an exit between the two cannot be missed.
         let notices = client.subscribe().await?;
         let list = client.list().await?;
         let found = registry.reconcile(&list.sessions, Instant::now());
         self.apply(found, registry);
-        Ok((client, notices))
+        Ok((client, notices, list))
     }
 
     fn apply(self: &Arc<Self>, found: Reconciled, registry: &Arc<Registry>) {

@@ -402,7 +402,7 @@ async fn a_browser_terminal_stays_open_across_an_upgrade_and_sees_every_line_onc
     // The socket never closed: the bridge re-attached from where it was.
     let text = ws.read_until("counted", 2 * TIMEOUT).await?;
     for i in 1..=300 {
-        let n = text.matches(&format!("\nn-{i}\r\n")).count();
+        let n = text.matches(&format!("n-{i}\r\n")).count();
         ensure!(n == 1, "n-{i} arrived {n} times");
     }
     ensure!(ws.offset == ws.hello["offset"].as_u64().unwrap_or(0) + ws.output.len() as u64);
@@ -410,6 +410,15 @@ async fn a_browser_terminal_stays_open_across_an_upgrade_and_sees_every_line_onc
     ws.send_input(b"echo after-$((40+2))\r").await?;
     ws.read_until("after-42", TIMEOUT).await?;
     bridge.wait_for_log("re-attached session", TIMEOUT).await?;
+    bridge
+        .wait_for_log(
+            &format!(
+                "ptyd upgraded from {v} to {v}, 1 terminals carried",
+                v = env!("CARGO_PKG_VERSION")
+            ),
+            TIMEOUT,
+        )
+        .await?;
     let status = bridge.terminal(&id).await?;
     ensure!(status["status"] == "Active", "{status}");
     Ok(())

@@ -216,6 +216,30 @@ describe("web terminal", () => {
     await context.close();
   });
 
+  it("stays open while ptyd is upgraded, and shows every line of a counter once", async () => {
+    const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(page, run.stack.url);
+    // Every status the page goes through from here on.
+    await page.evaluate(() => {
+      window.statuses = [];
+      window.ptydConn.on("status", (s) => window.statuses.push(s));
+    });
+    await enter(page, "for i in $(seq 1 200); do echo c-$i; sleep 0.01; done; echo coun''ted");
+    await waitForLine(page, (l) => l.trim() === "c-20", "the counter to be running");
+    const said = await run.stack.ptyctl("upgrade");
+    assert.match(said, /upgraded ptyd \(pid \d+\) from .* \d+ sessions carried/);
+    await waitForLine(page, (l) => l.trim() === "counted", "the counter to finish", 20_000);
+    const lines = (await bufferLines(page)).map((l) => l.trim());
+    for (let i = 1; i <= 200; i++) {
+      assert.equal(lines.filter((l) => l === `c-${i}`).length, 1, `c-${i} shown once`);
+    }
+    // The socket never closed: no reconnect, no notice.
+    assert.deepEqual(await page.evaluate(() => window.statuses), []);
+    await enter(page, "echo after-up''grade");
+    await waitForLine(page, (l) => l.trim() === "after-upgrade", "a command typed after the upgrade");
+    await page.close();
+  });
+
   it("shows reconnecting, then output printed meanwhile exactly once", async () => {
     const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
     const page = await context.newPage();
