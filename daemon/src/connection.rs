@@ -188,8 +188,15 @@ pub async fn serve(
         task.abort();
     }
     conn.waits.abort_all();
+    // Closed for a live upgrade: its client will be back on the new image; until then
+    // its leases go on holding their sessions for a while.
+    let upgrading = conn.pool.quiesce.is_frozen();
     for session in conn.leases.values() {
-        session.release();
+        if upgrading {
+            session.release_for_upgrade();
+        } else {
+            session.release();
+        }
     }
     for session in &conn.owned {
         if session.exit_status().is_none() {

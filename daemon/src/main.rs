@@ -486,7 +486,15 @@ fn run(config: Config, adoption: Option<ptyd::upgrade::adopt::Adoption>) -> anyh
     // After a live upgrade, the socket is the one the previous image served.
     let (listener, socket_file) = match &adoption {
         Some(adoption) => {
-            let listener = adoption.listener().context("taking over the listening socket")?;
+            let listener = match adoption.listener() {
+                Ok(listener) => listener,
+                Err(e) => {
+                    // Nothing is served or adopted yet: the old binary can take over again.
+                    let why = format!("taking over the listening socket: {e}");
+                    let back = adoption.fall_back(&why);
+                    anyhow::bail!("{why}; and cannot go back to the old binary: {back}");
+                }
+            };
             let file = adoption.loaded.header.socket_path.as_deref().and_then(|path| {
                 ptyd::socket::SocketFile::adopt(path)
                     .inspect_err(|e| tracing::warn!("the socket file {}: {e}", path.display()))

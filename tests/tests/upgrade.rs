@@ -461,3 +461,24 @@ async fn ptyctl_attach_goes_on_across_an_upgrade() -> Result<()> {
     ensure!(status.code() == Some(3), "ptyctl attach exited {status:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lease_holds_its_session_across_an_upgrade_until_its_client_is_back() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().idle_timeout("300ms")).await?;
+    let client = daemon.try_client().await?;
+    let leased = client.spawn(SpawnRequest::new("cat", Vec::<String>::new())).await?;
+    client.lease(leased.session).await?;
+    upgrade_ok(&daemon)?;
+    let c = reconnect(daemon.socket()).await?;
+    // A session started after the upgrade, which nobody holds, goes at its idle timeout:
+    // by then the leased one has been idle longer, and stays although its lease's
+    // connection closed with the old image.
+    let free = c.spawn(SpawnRequest::new("cat", Vec::<String>::new())).await?;
+    let status = c.wait(free.session, Some(TIMEOUT)).await?;
+    ensure!(status.signal.is_some(), "{status:?}");
+    let info = c.info(leased.session).await?;
+    ensure!(info.exit.is_none(), "the leased session ended: {info:?}");
+    // Its client leases it again, as after any reconnect.
+    c.lease(leased.session).await?;
+    Ok(())
+}

@@ -15,7 +15,10 @@ use super::marks::PromptMarks;
 use super::output::Output;
 use super::paste::PasteMode;
 use super::screen::Screen;
-use super::{Io, Keep, Origin, Session, SessionMeta, Terminal, Tie};
+use super::{now_ms, Io, Keep, Origin, Session, SessionMeta, Terminal, Tie};
+
+/// How long a lease held at a live upgrade keeps holding the session in the new image.
+pub const CARRIED_LEASE: Duration = Duration::from_secs(60);
 use crate::pty_io::Input;
 use crate::upgrade::state::{Blob, LoadError, Loaded, SessionRecord};
 
@@ -77,6 +80,8 @@ impl Session {
             master_fd,
             exit,
             end: *self.end.lock().unwrap_or_else(|p| p.into_inner()),
+            leased: self.leases.load(Ordering::Relaxed) > 0
+                || now_ms() < self.carried_lease_until_ms.load(Ordering::Relaxed),
         })
     }
 }
@@ -155,6 +160,12 @@ pub fn restore(
         output_ms: AtomicU64::new(record.output_ms),
         input_mark: AtomicU64::new(record.input_mark),
         leases: AtomicUsize::new(0),
+        // A lease crosses as a hold for its client to come back and take again.
+        carried_lease_until_ms: AtomicU64::new(if record.leased {
+            now_ms() + CARRIED_LEASE.as_millis() as u64
+        } else {
+            0
+        }),
         output,
         paste,
         marks,

@@ -154,6 +154,10 @@ pub struct Session {
     /// The output offset when the latest input began: where an answer to it can start.
     input_mark: AtomicU64,
     leases: AtomicUsize,
+    /// Until when (ms since the epoch) a lease held when the session crossed a live
+    /// upgrade still holds it: its connection closed with the old image, and its client
+    /// gets this long to reconnect and lease again.
+    carried_lease_until_ms: AtomicU64,
     output: Output,
     paste: Arc<PasteMode>,
     marks: Arc<PromptMarks>,
@@ -207,6 +211,7 @@ impl Session {
             input_mark: AtomicU64::new(0),
             output_ms: AtomicU64::new(now),
             leases: AtomicUsize::new(0),
+            carried_lease_until_ms: AtomicU64::new(0),
             output,
             paste,
             marks,
@@ -274,7 +279,9 @@ impl Session {
 
     /// True while a client is attached or holds a lease: the idle clock does not run.
     pub fn held(&self) -> bool {
-        self.leases.load(Ordering::Relaxed) > 0 || self.attached() > 0
+        self.leases.load(Ordering::Relaxed) > 0
+            || self.attached() > 0
+            || now_ms() < self.carried_lease_until_ms.load(Ordering::Relaxed)
     }
 
     /// Takes a lease (one per connection; the connection keeps count).
@@ -287,6 +294,14 @@ impl Session {
     pub fn release(&self) {
         self.leases.fetch_sub(1, Ordering::Relaxed);
         self.touch();
+    }
+
+    /// Returns a lease whose connection a live upgrade closed: it holds the session for
+    /// [`handover::CARRIED_LEASE`] more, across the upgrade, for its client to come back.
+    pub fn release_for_upgrade(&self) {
+        let until = now_ms() + handover::CARRIED_LEASE.as_millis() as u64;
+        self.carried_lease_until_ms.fetch_max(until, Ordering::Relaxed);
+        self.leases.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// How long since the last output byte.

@@ -132,6 +132,9 @@ pub struct SessionRecord {
     pub exit: Option<ExitStatus>,
     /// Why it ended or is ending.
     pub end: Option<EndReason>,
+    /// A client held a lease on it (its connection closes with the old image).
+    #[serde(default)]
+    pub leased: bool,
 }
 
 impl Handover {
@@ -356,6 +359,7 @@ mod tests {
             master_fd,
             exit: None,
             end: None,
+            leased: false,
         }
     }
 
