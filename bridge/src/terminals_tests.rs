@@ -38,6 +38,7 @@ fn session(id: SessionId, state: SessionState, ours: bool) -> SessionInfo {
         idle_timeout_ms: 0,
         exit: None,
         end_reason: None,
+        upgrades: 0,
     }
 }
 

@@ -471,7 +471,16 @@ fn handover_check(
     match handover {
         None => ExitCode::SUCCESS,
         Some(Ok(adoption)) => {
-            println!("state loaded: {} sessions", adoption.loaded.header.sessions.len());
+            // Every session rebuilt (screens redrawn, rings refilled) and let go, as the
+            // real take-over will, so that a binary that cannot is refused before it runs.
+            let loaded = &adoption.loaded;
+            for record in &loaded.header.sessions {
+                if let Err(e) = ptyd::session::handover::restore(record, loaded, None) {
+                    eprintln!("ptyd: session {}: {e}", record.id);
+                    return ExitCode::FAILURE;
+                }
+            }
+            println!("state loaded: {} sessions", loaded.header.sessions.len());
             ExitCode::SUCCESS
         }
         Some(Err(e)) => {

@@ -127,6 +127,8 @@ impl ClientError {
         matches!(
             self,
             ClientError::Ipc(IpcError::ClosedByDaemon { code: ErrorCode::Upgrading, .. })
+                // Refused at the handshake: connected just as the upgrade began.
+                | ClientError::Daemon { code: ErrorCode::Upgrading, .. }
         )
     }
 
@@ -303,6 +305,17 @@ impl std::error::Error for IpcError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upgrade_is_recognized_whether_it_closed_the_connection_or_refused_the_hello() {
+        let message = "ptyd is being upgraded; reconnect".to_string();
+        let closed =
+            IpcError::ClosedByDaemon { code: ErrorCode::Upgrading, message: message.clone() };
+        assert!(ClientError::Ipc(closed).is_upgrading());
+        assert!(ClientError::Daemon { code: ErrorCode::Upgrading, message }.is_upgrading());
+        let idle = IpcError::ClosedByDaemon { code: ErrorCode::Timeout, message: "idle".into() };
+        assert!(!ClientError::Ipc(idle).is_upgrading());
+    }
 
     fn refused() -> io::Error {
         io::Error::from_raw_os_error(111)

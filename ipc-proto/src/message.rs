@@ -655,6 +655,9 @@ pub struct SessionInfo {
     /// runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
+    /// Live upgrades of the daemon this session lived through.
+    #[serde(default)]
+    pub upgrades: u32,
 }
 
 /// Why a session ended.

@@ -101,6 +101,7 @@ fn full_info() -> SessionInfo {
         idle_timeout_ms: 300_000,
         exit: Some(ExitStatus { code: Some(0), signal: None }),
         end_reason: Some(EndReason::IdleTimeout),
+        upgrades: 2,
     }
 }
 
@@ -122,6 +123,7 @@ fn minimal_info() -> SessionInfo {
         idle_timeout_ms: 0,
         exit: None,
         end_reason: None,
+        upgrades: 0,
     }
 }
 

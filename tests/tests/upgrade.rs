@@ -155,6 +155,7 @@ async fn sessions_cross_three_upgrades_with_their_pids_output_screens_and_state(
         ensure!(now.output_offset >= s.output_offset, "{} lost output", s.session);
         if s.session != counter.session {
             ensure!(now.exit.is_none(), "{} ended: {:?}", s.session, now.exit);
+            ensure!(now.upgrades == 3, "{} lived through {} upgrades", s.session, now.upgrades);
         }
     }
 

@@ -80,6 +80,7 @@ impl Session {
             master_fd,
             exit,
             end: *self.end.lock().unwrap_or_else(|p| p.into_inner()),
+            upgrades: self.upgrades,
             leased: self.leases.load(Ordering::Relaxed) > 0
                 || now_ms() < self.carried_lease_until_ms.load(Ordering::Relaxed),
         })
@@ -166,6 +167,7 @@ pub fn restore(
         } else {
             0
         }),
+        upgrades: record.upgrades + 1,
         output,
         paste,
         marks,

@@ -158,6 +158,8 @@ pub struct Session {
     /// upgrade still holds it: its connection closed with the old image, and its client
     /// gets this long to reconnect and lease again.
     carried_lease_until_ms: AtomicU64,
+    /// Live upgrades of the daemon this session crossed.
+    upgrades: u32,
     output: Output,
     paste: Arc<PasteMode>,
     marks: Arc<PromptMarks>,
@@ -212,6 +214,7 @@ impl Session {
             output_ms: AtomicU64::new(now),
             leases: AtomicUsize::new(0),
             carried_lease_until_ms: AtomicU64::new(0),
+            upgrades: 0,
             output,
             paste,
             marks,
@@ -512,6 +515,7 @@ impl Session {
             idle_timeout_ms: self.meta.idle_timeout.as_millis() as u64,
             exit,
             end_reason: self.end_reason().map(EndReason::wire),
+            upgrades: self.upgrades,
         }
     }
 }

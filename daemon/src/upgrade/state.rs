@@ -135,6 +135,9 @@ pub struct SessionRecord {
     /// A client held a lease on it (its connection closes with the old image).
     #[serde(default)]
     pub leased: bool,
+    /// Upgrades it crossed before this one.
+    #[serde(default)]
+    pub upgrades: u32,
 }
 
 impl Handover {
@@ -360,6 +363,7 @@ mod tests {
             exit: None,
             end: None,
             leased: false,
+            upgrades: 0,
         }
     }
 

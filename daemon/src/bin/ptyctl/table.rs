@@ -49,6 +49,7 @@ pub fn details(s: &SessionInfo, now: SystemTime) -> String {
         ("state", state(s)),
         ("exit", s.exit.as_ref().map_or_else(|| "-".to_string(), ExitStatus::to_string)),
         ("ended by", ended_by(s)),
+        ("upgrades", s.upgrades.to_string()),
         ("command", command_line(s)),
         ("cwd", s.cwd.clone().unwrap_or_else(|| "-".to_string())),
         ("size", format!("{}x{}", s.cols, s.rows)),
