@@ -277,7 +277,8 @@ impl DaemonLink {
             match notice {
                 Some(Notice::Event(ev)) if ev.event == DaemonEventKind::Exited => {
                     // An Active terminal's socket sees the exit itself and reports it.
-                    if registry.check(ev.session) == Ok(Status::Disconnected)
+                    let unattended = |s| matches!(s, Ok(Status::Disconnected | Status::Detached));
+                    if unattended(registry.check(ev.session))
                         && registry
                             .mark_dead(ev.session, ended(ev.end_reason), None, Instant::now())
                             .is_some()

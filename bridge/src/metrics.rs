@@ -24,6 +24,7 @@ struct Inner {
     open_sockets: Gauge,
     active: Gauge,
     disconnected: Gauge,
+    detached: Gauge,
     dead: Gauge,
     daemon_up: Gauge,
     reconnects: Counter,
@@ -160,6 +161,7 @@ impl Metrics {
                 open_sockets: metrics::gauge!("ptyd_bridge_open_sockets"),
                 active: metrics::gauge!("ptyd_bridge_terminals", "status" => "active"),
                 disconnected: metrics::gauge!("ptyd_bridge_terminals", "status" => "disconnected"),
+                detached: metrics::gauge!("ptyd_bridge_terminals", "status" => "detached"),
                 dead: metrics::gauge!("ptyd_bridge_terminals", "status" => "dead"),
                 daemon_up: metrics::gauge!("ptyd_bridge_daemon_up"),
                 reconnects: metrics::counter!("ptyd_bridge_reconnects_total"),
@@ -244,6 +246,7 @@ impl Metrics {
     pub fn render(&self, counts: StatusCounts) -> String {
         self.inner.active.set(counts.active as f64);
         self.inner.disconnected.set(counts.disconnected as f64);
+        self.inner.detached.set(counts.detached as f64);
         self.inner.dead.set(counts.dead as f64);
         self.inner.handle.render()
     }
@@ -275,11 +278,12 @@ mod tests {
         m.create_failed(&AppError::QuotaExceeded { message: "quota".into(), retry_after });
         m.create_failed(&AppError::QuotaExceeded { message: "quota".into(), retry_after });
         m.create_failed(&AppError::Internal("ptyd answered BadRequest: …".into()));
-        let text = m.render(StatusCounts { active: 1, disconnected: 2, dead: 3 });
+        let text = m.render(StatusCounts { active: 1, disconnected: 2, detached: 4, dead: 3 });
         for needle in [
             "ptyd_bridge_open_sockets 1",
             "ptyd_bridge_terminals{status=\"active\"} 1",
             "ptyd_bridge_terminals{status=\"disconnected\"} 2",
+            "ptyd_bridge_terminals{status=\"detached\"} 4",
             "ptyd_bridge_terminals{status=\"dead\"} 3",
             "ptyd_bridge_reconnects_total 1",
             "ptyd_bridge_grace_expiries_total 0",

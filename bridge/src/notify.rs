@@ -21,13 +21,14 @@ fn send(state: &[NotifyState<'_>]) {
     }
 }
 
-/// One line for `systemctl status`, e.g. "2 active, 1 disconnected terminals; ptyd reachable".
+/// One line for `systemctl status`, e.g. "2 active, 1 disconnected, 0 detached terminals
+/// on 127.0.0.1:3000; ptyd reachable".
 fn status_line(state: &AppState) -> String {
     let c = state.registry.counts();
     let link = if state.daemon.is_connected() { "reachable" } else { "unreachable" };
     format!(
-        "{} active, {} disconnected terminals on {}; ptyd {link}",
-        c.active, c.disconnected, state.local_addr
+        "{} active, {} disconnected, {} detached terminals on {}; ptyd {link}",
+        c.active, c.disconnected, c.detached, state.local_addr
     )
 }
 

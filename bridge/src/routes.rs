@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/terminals", post(create).get(list))
         .route("/api/terminals/{id}", get(show).delete(delete))
         .route("/api/terminals/{id}/ticket", post(auth::ticket))
+        .route("/api/terminals/{id}/detach", post(detach))
         .route("/ws/terminal/{id}", get(ws::upgrade))
         .merge(page_routes())
         .fallback(fallback)
@@ -211,6 +212,32 @@ async fn show(
 ) -> Result<Response, AppError> {
     let id = parse_id(&raw)?;
     lookup(&state, id)?;
+    let info =
+        state.registry.get(id).ok_or_else(|| AppError::NotFound(format!("no terminal {id}")))?;
+    Ok(Json(info).into_response())
+}
+
+/// `POST /api/terminals/{id}/detach`: keeps the terminal without a socket and without a
+/// grace period (its socket, if one is open, closes with 4003); it runs until ptyd's idle
+/// timeout or a `DELETE`, and any socket reopens it.
+async fn detach(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    let id = parse_id(&raw)?;
+    lookup(&state, id)?;
+    match state.registry.detach(id, Instant::now()) {
+        Ok(previous) if previous != Status::Detached => {
+            let span = tracing::info_span!("terminal", terminal = %id);
+            span.in_scope(|| {
+                tracing::info!("Terminal {id} detached: kept without a socket");
+                tracing::debug!("Status transition: {previous} → Detached");
+            });
+        }
+        Ok(_) => {}
+        Err(Missing::NotFound) => return Err(AppError::NotFound(format!("no terminal {id}"))),
+        Err(Missing::Dead(end_reason)) => return Err(gone(id, end_reason)),
+    }
     let info =
         state.registry.get(id).ok_or_else(|| AppError::NotFound(format!("no terminal {id}")))?;
     Ok(Json(info).into_response())

@@ -28,6 +28,9 @@ pub enum Status {
     Active,
     /// No socket; the program runs and ptyd keeps its output until the grace ends.
     Disconnected,
+    /// Kept on purpose (`POST /api/terminals/{id}/detach`): no socket and no grace; the
+    /// program runs until ptyd's idle timeout or a `DELETE`, and a socket reopens it.
+    Detached,
     /// Killed or exited; the id only earns 410 Gone.
     Dead,
 }
@@ -106,6 +109,8 @@ pub struct StatusCounts {
     pub active: usize,
     /// Disconnected terminals.
     pub disconnected: usize,
+    /// Detached terminals.
+    pub detached: usize,
     /// Dead terminals still remembered.
     pub dead: usize,
 }
@@ -117,6 +122,8 @@ pub enum StopReason {
     TakenOver,
     /// The terminal was deleted through the API.
     Deleted,
+    /// The terminal was detached through the API: kept, without this socket.
+    Detached,
 }
 
 /// Tells one socket loop to stop, with a reason. Cloned between the registry and the loop.
@@ -281,6 +288,7 @@ impl Registry {
             match e.info.status {
                 Status::Active => c.active += 1,
                 Status::Disconnected => c.disconnected += 1,
+                Status::Detached => c.detached += 1,
                 Status::Dead => c.dead += 1,
             }
         }
@@ -337,6 +345,26 @@ impl Registry {
         e.conn = None;
         e.set_status(Status::Disconnected, now);
         Some(GraceTimer { id, epoch: e.epoch, after: self.grace })
+    }
+
+    /// Keeps a terminal without a socket and without a grace period: its socket, if any,
+    /// is told to stop, and a pending grace timer no longer applies. Returns the previous
+    /// status.
+    pub fn detach(&self, id: SessionId, now: Instant) -> Result<Status, Missing> {
+        let mut inner = self.inner.lock().unwrap();
+        let e = inner.entries.get_mut(&id).ok_or(Missing::NotFound)?;
+        let previous = e.info.status;
+        match previous {
+            Status::Dead => return Err(Missing::Dead(e.info.end_reason)),
+            Status::Detached => return Ok(previous),
+            Status::Active | Status::Disconnected => {}
+        }
+        if let Some(conn) = e.conn.take() {
+            conn.stop(StopReason::Detached);
+        }
+        // A new epoch: a grace timer started earlier no longer applies.
+        e.set_status(Status::Detached, now);
+        Ok(previous)
     }
 
     /// A grace timer fired: Dead if nothing happened since it started. Returns whether

@@ -86,7 +86,7 @@ fn grace_expiry_is_dead_and_final() {
     assert_eq!(reg.get(id).unwrap().status, Status::Dead);
     assert!(reg.activate(id, t0 + GRACE).is_err());
     assert!(!reg.expire(&timer, t0 + GRACE), "expires once");
-    assert_eq!(reg.counts(), StatusCounts { active: 0, disconnected: 0, dead: 1 });
+    assert_eq!(reg.counts(), StatusCounts { active: 0, disconnected: 0, detached: 0, dead: 1 });
 }
 
 #[tokio::test]
@@ -164,4 +164,34 @@ fn reconcile_recovers_buries_and_kills_again() {
     // A recovered terminal was connected before: its return counts as a reconnect.
     let a = reg.activate(orphan, t0 + Duration::from_secs(2)).unwrap();
     assert_eq!(a.reconnected_after, Some(Duration::from_secs(2)));
+}
+
+#[tokio::test]
+async fn a_detached_terminal_keeps_no_socket_and_no_grace_and_reopens() {
+    let reg = registry();
+    let t0 = Instant::now();
+    let (id, _) = new_terminal(&reg, t0);
+    let a = reg.activate(id, t0).unwrap();
+    assert_eq!(reg.detach(id, t0), Ok(Status::Active));
+    assert_eq!(a.stop.stopped().await, StopReason::Detached);
+    // Its socket leaves without starting a grace.
+    assert_eq!(reg.disconnect(id, a.gen, t0), None);
+    assert_eq!(reg.check(id), Ok(Status::Detached));
+    assert_eq!(reg.detach(id, t0), Ok(Status::Detached), "detaching twice is harmless");
+    assert_eq!(reg.counts().detached, 1);
+    // A socket reopens it; when that one drops, the usual grace applies.
+    let b = reg.activate(id, t0).unwrap();
+    assert_eq!(b.previous, Status::Detached);
+    assert!(reg.disconnect(id, b.gen, t0).is_some());
+    // Detaching a Disconnected terminal makes its pending grace timer moot.
+    let timer = reg.disconnect(id, b.gen, t0);
+    assert_eq!(timer, None);
+    let c = reg.activate(id, t0).unwrap();
+    let timer = reg.disconnect(id, c.gen, t0).unwrap();
+    reg.detach(id, t0).unwrap();
+    assert!(!reg.expire(&timer, t0 + Duration::from_secs(60)), "the grace no longer applies");
+    assert_eq!(reg.check(id), Ok(Status::Detached));
+    // Dead stays dead.
+    reg.mark_dead(id, Ending::Deleted, None, t0);
+    assert_eq!(reg.detach(id, t0), Err(Missing::Dead(Some(Ending::Deleted))));
 }

@@ -3,7 +3,7 @@
 // browser or in Node (given a WebSocket implementation).
 
 /** Where a connection stands. */
-export type Status = "connecting" | "active" | "reconnecting" | "dead" | "closed";
+export type Status = "connecting" | "active" | "reconnecting" | "detached" | "dead" | "closed";
 
 /** How the program ended. */
 export interface ExitInfo {
@@ -189,7 +189,7 @@ export class TerminalConnection {
       this.ws.send(bytes);
       return;
     }
-    if (this.status === "dead" || this.status === "closed") {
+    if (this.status === "dead" || this.status === "closed" || this.status === "detached") {
       this.emit("undelivered", bytes);
       return;
     }
@@ -246,6 +246,41 @@ export class TerminalConnection {
       this.acked = offset;
       this.sendControl({ type: "ack", offset });
     }
+  }
+
+  /**
+   * Keeps the terminal on purpose (`POST /api/terminals/{id}/detach`): it runs on beyond
+   * the grace, until ptyd's idle timeout or a `DELETE`, and appears in the terminal list,
+   * from which a new connection reopens it with its screen. This connection ends with
+   * status `detached`. Rejects with the bridge's reason when it refuses.
+   */
+  async detach(): Promise<void> {
+    const id = this.terminalId();
+    const fetchFn = this.opts.fetch;
+    if (!id || !fetchFn) throw new Error("detach needs fetch and the terminal's id");
+    const r = await fetchFn(this.apiUrl(`/api/terminals/${id}/detach`), {
+      method: "POST",
+      headers: this.authHeaders(),
+      credentials: "include",
+    });
+    if (!r.ok) {
+      let body: { error?: string; message?: string } = {};
+      try {
+        body = await r.json();
+      } catch {
+        // Not JSON: the status says enough.
+      }
+      throw new Error(`${body.error ?? `HTTP${r.status}`}: ${body.message ?? "detach refused"}`);
+    }
+    // The bridge closes the socket with 4003; without one open, this is the end already.
+    if (!this.ws) this.finishDetached();
+  }
+
+  private finishDetached(): void {
+    this.opening++;
+    this.clearRetry();
+    this.setStatus("detached");
+    this.dropQueued();
   }
 
   /** Closes this connection for good; the terminal keeps running for its grace. */
@@ -432,7 +467,12 @@ export class TerminalConnection {
 
   private onClose(code: number, reason: string): void {
     this.ws = null;
-    if (this.status === "closed" || this.status === "dead") return;
+    if (this.status === "closed" || this.status === "dead" || this.status === "detached") return;
+    if (code === 4003 && !this.exited) {
+      // Detached (by this page or another client): kept, so nothing to reconnect to here.
+      this.finishDetached();
+      return;
+    }
     if (this.exited || code === 4002 || code === 4004) {
       if (code === 4002 && !this.exitInfo) {
         // Deleted through the API: no exit message comes, but the reason is known.

@@ -252,6 +252,40 @@ describe("connect", () => {
     expect(FakeSocket.all.length).toBe(1);
   });
 
+  it("detach asks the bridge, then ends detached without reconnecting or losing input silently", async () => {
+    const calls: Array<[string, RequestInit | undefined]> = [];
+    const api = vi.fn(async (url: string | URL | Request, init?: RequestInit) => {
+      calls.push([String(url), init]);
+      return new Response(JSON.stringify({ id: ID, status: "Detached" }), { status: 200 });
+    });
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: api, token: "s3cret" });
+    const undelivered: number[] = [];
+    conn.on("undelivered", (b) => undelivered.push(b.length));
+    hello(last());
+    await conn.detach();
+    expect(calls[0][0]).toBe(`http://127.0.0.1:3000/api/terminals/${ID}/detach`);
+    expect(calls[0][1]?.method).toBe("POST");
+    expect((calls[0][1]?.headers as Record<string, string>).authorization).toBe("Bearer s3cret");
+    // The bridge closes the socket with 4003.
+    last().drop(4003, "terminal detached: it runs on");
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(conn.status).toBe("detached");
+    expect(FakeSocket.all.length).toBe(1);
+    conn.write("late");
+    expect(undelivered).toEqual([4]);
+  });
+
+  it("a refused detach says why and leaves the connection as it was", async () => {
+    const api = vi.fn(
+      async () =>
+        new Response(JSON.stringify({ error: "Gone", message: "terminal is dead" }), { status: 410 }),
+    );
+    const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: api });
+    hello(last());
+    await expect(conn.detach()).rejects.toThrow("Gone: terminal is dead");
+    expect(conn.status).toBe("active");
+  });
+
   it("takes the frame after a hello that announces a snapshot as the screen, not output", () => {
     const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     const snaps: Array<[string, number, number]> = [];

@@ -298,3 +298,47 @@ async fn a_connection_dropped_without_a_close_frame_is_a_transport_error() -> Re
     ws.read_until("back", TIMEOUT).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_detached_terminal_outlives_the_grace_and_reopens_where_it_was() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new().kill_grace("200ms")).await?;
+    let bridge = Bridge::start(daemon.socket(), &["--grace", GRACE]).await?;
+    let kept = bridge.create("").await?;
+    let mut ws = bridge.connect(&kept, None).await?;
+    ws.send_input(b"K=kept-shell; echo mar''ker\r").await?;
+    ws.read_until("marker", TIMEOUT).await?;
+    let r = bridge.post(&format!("/api/terminals/{kept}/detach"), "").await?;
+    ensure!(r.status == 200 && r.json()?["status"] == "Detached", "{r:?}");
+    let (code, reason) = ws.expect_close(TIMEOUT).await?;
+    ensure!(code == 4003 && reason.contains("detached"), "closed with {code} {reason:?}");
+    let again = bridge.post(&format!("/api/terminals/{kept}/detach"), "").await?;
+    ensure!(again.status == 200, "detaching twice: {again:?}");
+    bridge
+        .wait_for_log(&format!("Terminal {kept} detached: kept without a socket"), TIMEOUT)
+        .await?;
+
+    // A terminal merely left goes at the end of the grace; the detached one, left earlier,
+    // has outlived the grace by then and is still there.
+    let left = bridge.create("").await?;
+    bridge.connect(&left, None).await?.close().await?;
+    bridge.wait_status(&left, "Dead", TIMEOUT).await?;
+    ensure!(bridge.terminal(&kept).await?["status"] == "Detached");
+    ensure!(bridge
+        .get("/metrics")
+        .await?
+        .body
+        .contains("ptyd_bridge_terminals{status=\"detached\"} 1"));
+
+    // Reopened: its output is there, its shell has its variable, and it is Active again.
+    let mut ws = bridge.connect(&kept, None).await?;
+    ws.read_until("marker", TIMEOUT).await?;
+    ws.send_input(b"echo \"$K\"\r").await?;
+    ws.read_until("kept-shell\r\n", TIMEOUT).await?;
+    ensure!(bridge.terminal(&kept).await?["status"] == "Active");
+    // Unknown and dead terminals cannot be detached.
+    let unknown = bridge.post(&format!("/api/terminals/{}/detach", SessionId::new()), "").await?;
+    ensure!(unknown.status == 404, "{unknown:?}");
+    let dead = bridge.post(&format!("/api/terminals/{left}/detach"), "").await?;
+    ensure!(dead.status == 410, "{dead:?}");
+    Ok(())
+}

@@ -270,8 +270,9 @@ async fn bridge_readiness_status_watchdog_and_stop() -> Result<()> {
     let notify = tokio::task::spawn_blocking(move || -> Result<UnixDatagram> {
         let seen = wait_notify(&notify, "READY=1", TIMEOUT)?;
         ensure!(
-            seen.iter().any(|m| m.contains("STATUS=0 active, 0 disconnected terminals")
-                && m.contains("ptyd reachable")),
+            seen.iter()
+                .any(|m| m.contains("STATUS=0 active, 0 disconnected, 0 detached terminals")
+                    && m.contains("ptyd reachable")),
             "{seen:?}"
         );
         wait_notify(&notify, "WATCHDOG=1", TIMEOUT)?;
@@ -282,7 +283,7 @@ async fn bridge_readiness_status_watchdog_and_stop() -> Result<()> {
     // A terminal shows up in STATUS= (Disconnected until a socket claims it).
     bridge.create("").await?;
     let notify = tokio::task::spawn_blocking(move || -> Result<UnixDatagram> {
-        wait_notify(&notify, "1 disconnected terminals", TIMEOUT)?;
+        wait_notify(&notify, "1 disconnected, 0 detached terminals", TIMEOUT)?;
         Ok(notify)
     })
     .await??;

@@ -216,6 +216,9 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
         Outcome::Stopped(StopReason::Deleted) => {
             tracing::info!("WebSocket for terminal {id} closed: terminal deleted");
         }
+        Outcome::Stopped(StopReason::Detached) => {
+            tracing::info!("WebSocket for terminal {id} closed: terminal detached");
+        }
         Outcome::Shutdown => {
             // The terminal keeps running in ptyd; a restarted bridge recovers it.
             state.registry.disconnect(id, gen, now);

@@ -33,6 +33,8 @@ pub mod close {
     pub const PONG_TIMEOUT: u16 = 4001;
     /// The terminal was deleted through the API.
     pub const DELETED: u16 = 4002;
+    /// The terminal was detached through the API: it runs on, kept without this socket.
+    pub const DETACHED: u16 = 4003;
     /// The terminal is Dead (ended between the HTTP check and the upgrade).
     pub const GONE: u16 = 4004;
 }

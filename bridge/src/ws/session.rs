@@ -222,6 +222,9 @@ impl Outcome {
             Outcome::Stopped(StopReason::Deleted) => {
                 CloseFrame::new(close::DELETED, "terminal deleted")
             }
+            Outcome::Stopped(StopReason::Detached) => {
+                CloseFrame::new(close::DETACHED, "terminal detached: it runs on")
+            }
             Outcome::Shutdown => CloseFrame::new(close::GOING_AWAY, "ptyd-bridge is shutting down"),
         })
     }

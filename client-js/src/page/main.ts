@@ -16,6 +16,7 @@ const LABELS: Record<Status, string> = {
   connecting: "Connecting",
   active: "Active",
   reconnecting: "Reconnecting",
+  detached: "Detached",
   dead: "Dead",
   closed: "Closed",
 };
@@ -118,7 +119,8 @@ function paintStatus(status: Status): void {
   badge.textContent = LABELS[status];
   badge.dataset.status = status;
   $("reconnecting").hidden = status !== "reconnecting";
-  $("ended").hidden = status !== "dead" && status !== "closed";
+  $("ended").hidden = status !== "dead" && status !== "closed" && status !== "detached";
+  $("detach").hidden = status === "dead" || status === "closed" || status === "detached";
 }
 
 function showEnded(text: string): void {
@@ -184,7 +186,15 @@ async function main(): Promise<void> {
     conn.on("status", (s) => {
       showStatus(s);
       if (s === "dead") showEnded(endedText(conn));
+      if (s === "detached") {
+        showEnded("Detached: the terminal runs on. Reopen it from Terminals, until it is idle too long.");
+        $("ended-reopen").hidden = false;
+      }
     });
+    $("detach").addEventListener("click", () => {
+      conn.detach().catch((e) => console.warn(`ptyd: ${(e as Error).message}`));
+    });
+    $("ended-reopen").addEventListener("click", () => location.reload());
     conn.on("exit", () => showEnded(endedText(conn)));
     // Typed while away: kept and sent when the socket is back; the banner says so.
     conn.on("pending", (bytes) => {

@@ -269,6 +269,41 @@ describe("web terminal", () => {
   });
 });
 
+describe("a detached terminal", () => {
+  const run = useStack(["--grace", "1s"]);
+
+  it("outlives the grace and reopens from the Terminals list with its screen", async () => {
+    const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    const id = await openTerminal(page, run.stack.url);
+    await enter(page, "K=still-here; echo detached-mar''ker");
+    await waitForLine(page, (l) => l.trim() === "detached-marker", "the marker");
+    await page.click("#detach");
+    await page.waitForSelector('#status[data-status="detached"]');
+    assert.match(await page.locator("#ended-text").textContent(), /Detached: the terminal runs on/);
+    // A terminal merely left goes when the grace ends; by then the detached one, left
+    // earlier, has outlived the grace.
+    const other = await run.browser.newPage();
+    const otherId = await openTerminal(other, run.stack.url);
+    await other.close();
+    const statuses = () =>
+      page.evaluate(async () => {
+        const { terminals } = await (await fetch("/api/terminals")).json();
+        return Object.fromEntries(terminals.map((t) => [t.id, t.status]));
+      });
+    await waitFor("the left terminal to die at the grace", async () => (await statuses())[otherId] === "Dead");
+    assert.equal((await statuses())[id], "Detached");
+    // Reopened from the list: its screen, its shell.
+    await page.click("#terminals");
+    await page.click(`#list-items a[href="/t/${id}"]`);
+    await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+    await waitForLine(page, (l) => l.trim() === "detached-marker", "the screen it had");
+    await enter(page, 'echo "$K"');
+    await waitForLine(page, (l) => l.trim() === "still-here", "the same shell");
+    await page.screenshot({ path: join(ARTIFACTS, "detached-reopened.png") });
+    await page.close();
+  });
+});
+
 describe("the bridge's idle close", () => {
   const run = useStack(["--grace", "8s", "--idle-timeout", "1s"]);
 
