@@ -185,6 +185,37 @@ describe("web terminal", () => {
     await page.close();
   });
 
+  it("draws with WebGL when a GPU draws it, else with the DOM, chosen at run time", async () => {
+    const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(page, run.stack.url);
+    const webgl = await page.evaluate(() => window.ptydWebgl);
+    const renderer = await page.evaluate(() => window.ptydRenderer);
+    // Headless Chromium draws WebGL with SwiftShader (the CPU): the DOM is faster there.
+    assert.equal(renderer, webgl === "hardware" ? "webgl" : "dom", `WebGL: ${webgl}`);
+    await enter(page, "echo drawn-by-$((6*7))");
+    await waitForLine(page, (l) => l.trim() === "drawn-by-42", "output drawn");
+    // Asked for WebGL, where the browser has it at all: drawn on a canvas.
+    if (webgl !== "none") {
+      const gl = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+      await openTerminal(gl, run.stack.url, "/?renderer=webgl");
+      assert.equal(await gl.evaluate(() => window.ptydRenderer), "webgl");
+      assert.ok(await gl.locator(".xterm-screen canvas").count(), "WebGL draws on a canvas");
+      await enter(gl, "echo on-the-can''vas");
+      await waitForLine(gl, (l) => l.trim() === "on-the-canvas", "output drawn with WebGL");
+      await gl.close();
+    }
+    // Asked for the DOM renderer: rows are DOM elements with the text.
+    const dom = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(dom, run.stack.url, "/?renderer=dom");
+    assert.equal(await dom.evaluate(() => window.ptydRenderer), "dom");
+    await enter(dom, "echo in-the-d''om");
+    await waitFor("the DOM rows to show it", async () =>
+      (await dom.locator(".xterm-rows").textContent()).includes("in-the-dom"),
+    );
+    await page.close();
+    await dom.close();
+  });
+
   it("follows the program's window title", async () => {
     const page = await run.browser.newPage();
     await openTerminal(page, run.stack.url);
