@@ -131,6 +131,10 @@ impl Adoption {
     /// Goes back to the binary the upgrade came from, with the same state, telling it
     /// `why`. Returns only if that is impossible.
     pub fn fall_back(&self, why: &str) -> io::Error {
+        if let Some(first) = &self.failed {
+            // This is the old binary back already: going back again would loop.
+            return io::Error::other(format!("already back on the old binary after: {first}"));
+        }
         let Some(fd) = self.loaded.header.fallback_fd else {
             return io::Error::other("the old image left no binary to go back to");
         };
