@@ -191,9 +191,13 @@ async fn a_resize_in_the_middle_is_followed() -> Result<()> {
     let s = client.spawn(sized("bash", &["--norc", "--noprofile", "-i"], 60, 10)).await?.session;
     settle(&client, s).await?;
     client.input(s, b"seq 1 30\r".to_vec()).await?;
+    // Waited for from the input on (a quiet period alone may end before a busy machine
+    // has run the command), then settled.
+    client.wait_for(s, r"\b30\r\n", None, Some(TIMEOUT)).await?;
     settle(&client, s).await?;
     client.resize(s, 30, 6).await?;
     client.input(s, b"echo $(tput cols)x$(tput lines) after-resize\r".to_vec()).await?;
+    client.wait_for(s, r"\d+x\d+ after-resize", None, Some(TIMEOUT)).await?;
     settle(&client, s).await?;
     let (reply, snapshot) = client.screen(s, 0, true).await?;
     ensure!(reply.cols == 30 && reply.rows == 6, "{reply:?}");

@@ -341,6 +341,15 @@ async fn twenty_upgrades_leave_no_descriptor_behind() -> Result<()> {
     spawn_two(&fresh).await?;
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let pids = spawn_two(&daemon).await?;
+    // Once each has started: while the loader and libc set `cat` up, it has files open
+    // that it closes again.
+    for pid in &pids {
+        let settled = ptyd_tests::wait_until_async(TIMEOUT, || {
+            fd_targets(*pid).is_ok_and(|fds| fds.iter().all(|(_, t)| t.starts_with("/dev/pts/")))
+        })
+        .await;
+        ensure!(settled, "cat {pid} never settled: {:?}", fd_targets(*pid));
+    }
     let child_fds_before: Vec<_> = pids.iter().map(|p| fd_targets(*p)).collect::<Result<_, _>>()?;
     for _ in 0..20 {
         upgrade_ok(&daemon)?;
@@ -371,7 +380,8 @@ async fn twenty_upgrades_leave_no_descriptor_behind() -> Result<()> {
         fd_targets(fresh.pid())?
     );
     for (pid, before) in pids.iter().zip(child_fds_before) {
-        ensure!(fd_targets(*pid)? == before, "session {pid}'s descriptors changed");
+        let after = fd_targets(*pid)?;
+        ensure!(after == before, "session {pid}'s descriptors changed: {before:?} → {after:?}");
     }
     Ok(())
 }

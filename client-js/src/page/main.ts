@@ -113,7 +113,6 @@ async function createTerminal(cols: number, rows: number): Promise<string> {
   });
   if (r.status !== 201) throw new Error(await errorText(r));
   const { id } = await r.json();
-  history.replaceState(null, "", `/t/${id}`);
   return id;
 }
 
@@ -171,6 +170,25 @@ function showEnded(text: string): void {
   $("ended").hidden = false;
 }
 
+/** One terminal of the page: its own xterm, pane and socket, kept while other tabs show. */
+interface Tab {
+  id: string;
+  term: Terminal;
+  fit: FitAddon;
+  conn: TerminalConnection;
+  pane: HTMLElement;
+  button: HTMLButtonElement;
+  /** The program's title (OSC 0/2), or empty. */
+  title: string;
+  /** What the ended box says for this tab, once it has ended or was detached. */
+  ended: string | null;
+  /** Bytes typed in this tab that never reached its terminal. */
+  undelivered: number;
+}
+
+const tabs: Tab[] = [];
+let current: Tab | null = null;
+
 async function toggleList(): Promise<void> {
   const panel = $("list");
   if (!panel.hidden) {
@@ -190,6 +208,12 @@ async function toggleList(): Promise<void> {
         href: `/t/${t.id}`,
         textContent: `${t.id.slice(0, 8)} · ${t.status} · pid ${t.pid}`,
       });
+      // Opens in a tab of this page (or shows the tab it already has).
+      a.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        panel.hidden = true;
+        void showTerminal(t.id);
+      });
       const li = document.createElement("li");
       li.append(a);
       ul.append(li);
@@ -199,67 +223,152 @@ async function toggleList(): Promise<void> {
   panel.hidden = false;
 }
 
-async function main(): Promise<void> {
-  $("new").addEventListener("click", () => (location.href = "/"));
-  $("ended-new").addEventListener("click", () => (location.href = "/"));
-  $("terminals").addEventListener("click", () => void toggleList());
+/** Shows `id`'s tab, opening one when the page has none for it. */
+async function showTerminal(id: string): Promise<void> {
+  const open = tabs.find((t) => t.id === id && t.conn.status !== "dead" && t.conn.status !== "detached");
+  select(open ?? (await openTab(id)));
+}
 
+/** A new terminal in a new tab, shown. */
+async function newTab(): Promise<void> {
+  try {
+    select(await openTab(null));
+  } catch (e) {
+    showEnded(`Could not open a terminal: ${(e as Error).message}`);
+  }
+}
+
+/** Opens a tab on terminal `id`, or on a new terminal when `id` is null. */
+async function openTab(id: string | null): Promise<Tab> {
+  const pane = Object.assign(document.createElement("div"), { className: "pane" });
+  $("terminal").append(pane);
   const term = new Terminal({ cursorBlink: true, scrollback: 5000, allowProposedApi: false });
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.loadAddon(new WebLinksAddon());
-  const container = $("terminal");
-  term.open(container);
+  term.open(pane);
   window.ptydRenderer = chooseRenderer(term);
   window.ptydWebgl = webglSupport();
   fit.fit();
-  window.ptydTerm = term;
   term.attachCustomKeyEventHandler((ev) => keymap(ev, term));
+  let termId: string;
+  try {
+    termId = id ?? (await createTerminal(term.cols, term.rows));
+  } catch (e) {
+    term.dispose();
+    pane.remove();
+    throw e;
+  }
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  // Each socket opens with a single-use ticket minted with the login cookie.
+  const conn = connect(`${proto}//${location.host}/ws/terminal/${termId}`, { flowControl: true });
+  const button = Object.assign(document.createElement("button"), {
+    type: "button",
+    className: "tab",
+    textContent: termId.slice(0, 8),
+  });
+  button.dataset.id = termId;
+  $("tabs").append(button);
+  const tab: Tab = { id: termId, term, fit, conn, pane, button, title: "", ended: null, undelivered: 0 };
+  tabs.push(tab);
+  button.addEventListener("click", () => select(tab));
+  // The program's own title (OSC 0/2: a shell's prompt, vim's file name), else the id.
+  term.onTitleChange((title) => {
+    tab.title = title.trim();
+    button.textContent = tab.title || termId.slice(0, 8);
+    if (tab === current) showTitle(tab);
+  });
+  conn.on("status", (s) => {
+    button.dataset.status = s;
+    if (s === "dead") tab.ended = endedText(tab);
+    if (s === "detached") {
+      tab.ended = "Detached: the terminal runs on. Reopen it from Terminals, until it is idle too long.";
+    }
+    if (tab === current) showTab(tab);
+  });
+  conn.on("exit", () => {
+    tab.ended = endedText(tab);
+    if (tab === current) showTab(tab);
+  });
+  // Typed while away: kept and sent when the socket is back; the banner says so.
+  conn.on("pending", (bytes) => {
+    if (tab === current) showPending(bytes);
+  });
+  conn.on("undelivered", (bytes) => {
+    tab.undelivered += bytes.length;
+    console.warn(`ptyd: ${bytes.length} typed bytes were not sent`);
+  });
+  conn.on("error", (e) => console.warn(`ptyd: ${e.code}: ${e.message}`));
+  conn.on("dropped", (_o, bytes) => term.write(`\r\n\x1b[33m[${bytes} bytes of output were lost]\x1b[0m\r\n`));
+  attachTerminal(term, conn);
+  fitToContainer(pane, fit);
+  return tab;
+}
 
+/** Shows `tab` (the others stay open, each on its own socket) and follows it in the URL. */
+function select(tab: Tab): void {
+  current = tab;
+  for (const t of tabs) {
+    t.pane.hidden = t !== tab;
+    t.button.classList.toggle("selected", t === tab);
+  }
+  window.ptydTerm = tab.term;
+  window.ptydConn = tab.conn;
+  history.replaceState(null, "", `/t/${tab.id}`);
+  // A pane that was hidden has no size of its own until shown.
+  tab.fit.fit();
+  showTab(tab);
+  tab.term.focus();
+}
+
+function showTitle(tab: Tab): void {
+  document.title = tab.title || `ptyd · ${tab.id.slice(0, 8)}`;
+}
+
+function showPending(bytes: number): void {
+  $("reconnecting").textContent = bytes
+    ? `Connection lost: reconnecting… ${bytes} typed byte${bytes === 1 ? "" : "s"} will be sent when it is back.`
+    : "Connection lost: reconnecting…";
+}
+
+/** The header and the ended box as `tab` has them. */
+function showTab(tab: Tab): void {
+  showStatus(tab.conn.status);
+  showTitle(tab);
+  showPending(tab.conn.pendingInput);
+  const s = tab.conn.status;
+  $("ended-reopen").hidden = s !== "detached";
+  if (s === "dead" || s === "detached") showEnded(tab.ended ?? endedText(tab));
+}
+
+async function main(): Promise<void> {
+  $("new").addEventListener("click", () => void newTab());
+  $("ended-new").addEventListener("click", () => void newTab());
+  $("terminals").addEventListener("click", () => void toggleList());
+  $("detach").addEventListener("click", () => {
+    current?.conn.detach().catch((e) => console.warn(`ptyd: ${(e as Error).message}`));
+  });
+  $("ended-reopen").addEventListener("click", () => {
+    if (current) void reopen(current);
+  });
   try {
     await logIn();
-    const id = idFromPath() ?? (await createTerminal(term.cols, term.rows));
-    const idTitle = `ptyd · ${id.slice(0, 8)}`;
-    document.title = idTitle;
-    // The program's own title (OSC 0/2: a shell's prompt, vim's file name), else the id.
-    term.onTitleChange((title) => (document.title = title.trim() ? title : idTitle));
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    // Each socket opens with a single-use ticket minted with the login cookie.
-    const conn = connect(`${proto}//${location.host}/ws/terminal/${id}`, { flowControl: true });
-    window.ptydConn = conn;
-    showStatus(conn.status);
-    conn.on("status", (s) => {
-      showStatus(s);
-      if (s === "dead") showEnded(endedText(conn));
-      if (s === "detached") {
-        showEnded("Detached: the terminal runs on. Reopen it from Terminals, until it is idle too long.");
-        $("ended-reopen").hidden = false;
-      }
-    });
-    $("detach").addEventListener("click", () => {
-      conn.detach().catch((e) => console.warn(`ptyd: ${(e as Error).message}`));
-    });
-    $("ended-reopen").addEventListener("click", () => location.reload());
-    conn.on("exit", () => showEnded(endedText(conn)));
-    // Typed while away: kept and sent when the socket is back; the banner says so.
-    conn.on("pending", (bytes) => {
-      $("reconnecting").textContent = bytes
-        ? `Connection lost: reconnecting… ${bytes} typed byte${bytes === 1 ? "" : "s"} will be sent when it is back.`
-        : "Connection lost: reconnecting…";
-    });
-    conn.on("undelivered", (bytes) => {
-      undelivered += bytes.length;
-      console.warn(`ptyd: ${bytes.length} typed bytes were not sent`);
-    });
-    conn.on("error", (e) => console.warn(`ptyd: ${e.code}: ${e.message}`));
-    conn.on("dropped", (_o, bytes) => term.write(`\r\n\x1b[33m[${bytes} bytes of output were lost]\x1b[0m\r\n`));
-    attachTerminal(term, conn);
-    fitToContainer(container, fit);
-    term.focus();
+    const id = idFromPath();
+    select(await openTab(id));
   } catch (e) {
     showStatus("dead");
     showEnded(`Could not open a terminal: ${(e as Error).message}`);
   }
+}
+
+/** A detached tab's terminal, on a new socket in the same tab's place. */
+async function reopen(tab: Tab): Promise<void> {
+  const at = tabs.indexOf(tab);
+  tab.term.dispose();
+  tab.pane.remove();
+  tab.button.remove();
+  tabs.splice(at, 1);
+  await showTerminal(tab.id);
 }
 
 /** Why a session ended, in words, for the reasons that are not its own exit. */
@@ -274,12 +383,9 @@ const END_REASONS: Record<string, string> = {
   lost: "ptyd no longer runs it",
 };
 
-/** Bytes typed that never reached the terminal. */
-let undelivered = 0;
-
-function endedText(conn: TerminalConnection): string {
-  const lost = undelivered ? ` ${undelivered} typed bytes were not sent.` : "";
-  return endReasonText(conn) + lost;
+function endedText(tab: Tab): string {
+  const lost = tab.undelivered ? ` ${tab.undelivered} typed bytes were not sent.` : "";
+  return endReasonText(tab.conn) + lost;
 }
 
 function endReasonText(conn: TerminalConnection): string {

@@ -335,6 +335,48 @@ describe("a detached terminal", () => {
   });
 });
 
+describe("tabs", () => {
+  const run = useStack(["--grace", "1s"]);
+
+  it("hold a terminal each, and switching between them disconnects none", async () => {
+    const page = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(page, run.stack.url);
+    const tabIds = () =>
+      page.evaluate(() => [...document.querySelectorAll("#tabs .tab")].map((b) => b.dataset.id));
+    for (const n of [2, 3]) {
+      await page.click("#new");
+      await waitFor(`tab ${n}`, async () => (await tabIds()).length === n);
+      await page.waitForSelector('#status[data-status="active"]');
+      await waitForLine(page, (l) => /[$#] ?$/.test(l.trimEnd()), `a prompt in tab ${n}`);
+    }
+    const ids = await tabIds();
+    assert.equal(new Set(ids).size, 3, "three terminals");
+    assert.equal(new URL(page.url()).pathname, `/t/${ids[2]}`, "the URL follows the tab shown");
+    for (const [i, id] of ids.entries()) {
+      await page.click(`#tabs .tab[data-id="${id}"]`);
+      await page.waitForSelector('#status[data-status="active"]');
+      await enter(page, `echo in-tab-${i}`);
+      await waitForLine(page, (l) => l.trim() === `in-tab-${i}`, `tab ${i}'s own output`);
+    }
+    // Every terminal still has its socket, however long it was not shown: none is even
+    // Disconnected (whose grace here is 1 s).
+    const statuses = async () =>
+      page.evaluate(async () => {
+        const { terminals } = await (await fetch("/api/terminals")).json();
+        return Object.fromEntries(terminals.map((t) => [t.id, t.status]));
+      });
+    for (const id of ids) assert.equal((await statuses())[id], "Active", id);
+    // Back on the first tab: its own screen, and it still takes input.
+    await page.click(`#tabs .tab[data-id="${ids[0]}"]`);
+    const lines = (await bufferLines(page)).map((l) => l.trim());
+    assert.ok(lines.includes("in-tab-0") && !lines.includes("in-tab-1"), "tab 0 shows its own terminal");
+    await enter(page, "echo again-in-tab-0");
+    await waitForLine(page, (l) => l.trim() === "again-in-tab-0", "input after switching back");
+    await page.screenshot({ path: join(ARTIFACTS, "tabs.png") });
+    await page.close();
+  });
+});
+
 describe("the bridge's idle close", () => {
   const run = useStack(["--grace", "8s", "--idle-timeout", "1s"]);
 
