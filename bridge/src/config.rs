@@ -190,6 +190,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Dead terminals remembered.
     pub max_dead: usize,
+    /// How a terminal with several read-write viewers is sized.
+    pub resize_policy: crate::viewers::ResizePolicy,
 }
 
 impl Default for Config {
@@ -229,6 +231,7 @@ impl Default for Config {
             close_timeout: defaults::CLOSE_TIMEOUT,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             max_dead: defaults::MAX_DEAD,
+            resize_policy: crate::viewers::ResizePolicy::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod terminals;
+pub mod viewers;
 pub mod ws;
 
 use std::future::Future;
@@ -80,7 +81,10 @@ impl Bridge {
         config.listen = local_addr;
         config.validate()?;
         let metrics = Metrics::new();
-        let registry = Arc::new(Registry::new(config.grace, config.claim_timeout, config.max_dead));
+        let registry = Arc::new(
+            Registry::new(config.grace, config.claim_timeout, config.max_dead)
+                .with_resize_policy(config.resize_policy),
+        );
         let backoff = Backoff::new(config.reconnect_initial, config.reconnect_max);
         let daemon = DaemonLink::new(config.socket.clone(), backoff, metrics.clone());
         let auth = Arc::new(Auth::new(&config, local_addr));

@@ -70,6 +70,10 @@ struct Args {
     /// Flow control: read again once no more than this is unacknowledged [default: 131072, or half of --flow-high when that is lower]
     #[arg(long, env = "PTYD_BRIDGE_FLOW_LOW")]
     flow_low: Option<u64>,
+    /// The size a terminal with several read-write viewers takes from their windows:
+    /// smallest (as tmux: everyone sees it all), largest, or latest (the last resized) [default: smallest]
+    #[arg(long, env = "PTYD_BRIDGE_RESIZE_POLICY", value_enum)]
+    resize_policy: Option<ptyd_bridge::viewers::ResizePolicy>,
     /// Also allow this Origin (repeatable; comma-separated in the environment)
     #[arg(long, env = "PTYD_BRIDGE_ALLOWED_ORIGIN", value_delimiter = ',')]
     allowed_origin: Vec<String>,
@@ -173,6 +177,7 @@ struct BridgeTable {
     max_message_bytes: Option<usize>,
     flow_high: Option<u64>,
     flow_low: Option<u64>,
+    resize_policy: Option<ptyd_bridge::viewers::ResizePolicy>,
     #[serde(default, alias = "allowed_origins")]
     allowed_origin: Vec<String>,
     token: Option<String>,
@@ -317,6 +322,7 @@ fn build_config(
     c.flow_high = args.flow_high.or(b.flow_high).unwrap_or(defaults::FLOW_HIGH);
     // A --flow-high below the default low watermark keeps working without a --flow-low.
     c.flow_low = args.flow_low.or(b.flow_low).unwrap_or(defaults::FLOW_LOW.min(c.flow_high / 2));
+    c.resize_policy = args.resize_policy.or(b.resize_policy).unwrap_or_default();
     c.allowed_origins =
         if args.allowed_origin.is_empty() { b.allowed_origin } else { args.allowed_origin };
     c.auth = auth;

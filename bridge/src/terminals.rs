@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::config::{PROFILE_LABEL, TERMINAL_LABEL};
 use crate::daemon_link::DaemonLink;
 use crate::metrics::Metrics;
+use crate::viewers::{Joining, ResizePolicy, Role, Viewer, Viewers};
 
 /// Where a terminal is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,12 +185,16 @@ pub struct GraceTimer {
 pub struct Activation {
     /// This connection's generation; pass it back to `disconnect`.
     pub gen: u64,
-    /// The status before (Disconnected, or Active when taken over).
+    /// The status before (Disconnected, or Active when joined or taken over).
     pub previous: Status,
     /// How long it had been Disconnected, when a socket had been connected before.
     pub reconnected_after: Option<Duration>,
-    /// Whether another socket was told to stop.
-    pub took_over: bool,
+    /// How many other sockets were told to stop (a takeover).
+    pub took_over: usize,
+    /// Viewers now, this one included.
+    pub viewers: usize,
+    /// The terminal's size as the resize policy sets it, for this socket to announce.
+    pub sizes: tokio::sync::watch::Receiver<Option<(u16, u16)>>,
     /// This connection's stop signal.
     pub stop: StopSignal,
     /// The terminal's activity clock.
@@ -222,8 +227,17 @@ struct Entry {
     epoch: u64,
     gen: u64,
     ever_connected: bool,
-    conn: Option<StopSignal>,
+    viewers: Viewers,
     activity: ActivityClock,
+}
+
+/// What a socket's end changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Departure {
+    /// The last viewer left: Disconnected, with this grace timer to start.
+    pub timer: Option<GraceTimer>,
+    /// The terminal's size by the viewers left, when that changed.
+    pub resize: Option<(u16, u16)>,
 }
 
 #[derive(Default)]
@@ -238,6 +252,7 @@ pub struct Registry {
     grace: Duration,
     claim_timeout: Duration,
     max_dead: usize,
+    resize_policy: ResizePolicy,
 }
 
 /// Now, in ms since the Unix epoch.
@@ -248,7 +263,14 @@ pub fn now_ms() -> u64 {
 impl Registry {
     /// An empty registry with these timings.
     pub fn new(grace: Duration, claim_timeout: Duration, max_dead: usize) -> Registry {
-        Registry { inner: Mutex::default(), grace, claim_timeout, max_dead }
+        let resize_policy = ResizePolicy::default();
+        Registry { inner: Mutex::default(), grace, claim_timeout, max_dead, resize_policy }
+    }
+
+    /// The same, sizing terminals by `policy`.
+    pub fn with_resize_policy(mut self, policy: ResizePolicy) -> Registry {
+        self.resize_policy = policy;
+        self
     }
 
     /// Registers a terminal just spawned: Disconnected until its first socket, which has
@@ -304,8 +326,15 @@ impl Registry {
         }
     }
 
-    /// A socket connects: Active, taking over from any socket already there.
-    pub fn activate(&self, id: SessionId, now: Instant) -> Result<Activation, Missing> {
+    /// A socket connects with `role`: Active, beside the viewers already there or, with
+    /// [`Joining::TakeOver`], in their place.
+    pub fn activate(
+        &self,
+        id: SessionId,
+        now: Instant,
+        role: Role,
+        joining: Joining,
+    ) -> Result<Activation, Missing> {
         let mut inner = self.inner.lock().unwrap();
         let e = inner.entries.get_mut(&id).ok_or(Missing::NotFound)?;
         let previous = e.info.status;
@@ -314,37 +343,57 @@ impl Registry {
         }
         let reconnected_after = (previous == Status::Disconnected && e.ever_connected)
             .then(|| now.saturating_duration_since(e.changed_at));
-        let old = e.conn.take();
-        let took_over = old.is_some();
-        if let Some(old) = old {
-            old.stop(StopReason::TakenOver);
+        let mut took_over = 0;
+        if joining == Joining::TakeOver {
+            for (_, old) in std::mem::take(&mut e.viewers.by_gen) {
+                old.stop.stop(StopReason::TakenOver);
+                took_over += 1;
+            }
         }
         let stop = StopSignal::new();
-        e.conn = Some(stop.clone());
         e.gen += 1;
+        e.viewers.by_gen.insert(e.gen, Viewer { stop: stop.clone(), role, size: None });
         e.ever_connected = true;
-        e.set_status(Status::Active, now);
+        if previous != Status::Active {
+            e.set_status(Status::Active, now);
+        }
         Ok(Activation {
             gen: e.gen,
             previous,
             reconnected_after,
             took_over,
+            viewers: e.viewers.by_gen.len(),
+            sizes: e.viewers.sizes(),
             stop,
             activity: e.activity.clone(),
         })
     }
 
-    /// The socket of generation `gen` ended: Disconnected, with a grace timer to start.
-    /// `None` when another socket took over, or the terminal is Dead already.
-    pub fn disconnect(&self, id: SessionId, gen: u64, now: Instant) -> Option<GraceTimer> {
+    /// Viewer `gen`'s window is `cols` × `rows`: the terminal's new size if that changes
+    /// it (read-only viewers never do).
+    pub fn viewer_size(&self, id: SessionId, gen: u64, cols: u16, rows: u16) -> Option<(u16, u16)> {
         let mut inner = self.inner.lock().unwrap();
         let e = inner.entries.get_mut(&id)?;
-        if e.gen != gen || e.info.status != Status::Active {
-            return None;
+        e.viewers.report(gen, cols, rows, self.resize_policy)
+    }
+
+    /// The socket of generation `gen` ended. The last one leaves the terminal
+    /// Disconnected, with a grace timer to start; one of several may change its size.
+    pub fn disconnect(&self, id: SessionId, gen: u64, now: Instant) -> Departure {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(e) = inner.entries.get_mut(&id) else { return Departure::default() };
+        if e.viewers.by_gen.remove(&gen).is_none() || e.info.status != Status::Active {
+            return Departure::default();
         }
-        e.conn = None;
+        if !e.viewers.by_gen.is_empty() {
+            return Departure { timer: None, resize: e.viewers.settle(self.resize_policy) };
+        }
+        e.viewers.size = None;
         e.set_status(Status::Disconnected, now);
-        Some(GraceTimer { id, epoch: e.epoch, after: self.grace })
+        Departure {
+            timer: Some(GraceTimer { id, epoch: e.epoch, after: self.grace }),
+            resize: None,
+        }
     }
 
     /// Keeps a terminal without a socket and without a grace period: its socket, if any,
@@ -359,9 +408,10 @@ impl Registry {
             Status::Detached => return Ok(previous),
             Status::Active | Status::Disconnected => {}
         }
-        if let Some(conn) = e.conn.take() {
-            conn.stop(StopReason::Detached);
+        for (_, viewer) in std::mem::take(&mut e.viewers.by_gen) {
+            viewer.stop.stop(StopReason::Detached);
         }
+        e.viewers.size = None;
         // A new epoch: a grace timer started earlier no longer applies.
         e.set_status(Status::Detached, now);
         Ok(previous)
@@ -398,8 +448,10 @@ impl Registry {
         if previous == Status::Dead {
             return None;
         }
-        if let (Some(conn), Some(reason)) = (e.conn.take(), reason) {
-            conn.stop(reason);
+        for (_, viewer) in std::mem::take(&mut e.viewers.by_gen) {
+            if let Some(reason) = reason {
+                viewer.stop.stop(reason);
+            }
         }
         e.set_status(Status::Dead, now);
         e.info.end_reason = Some(ending);
@@ -445,7 +497,7 @@ impl Registry {
             .collect();
         for (id, status) in gone {
             if let Some(e) = inner.entries.get_mut(&id) {
-                e.conn = None;
+                e.viewers = Viewers::default();
                 e.set_status(Status::Dead, now);
                 e.info.end_reason = Some(Ending::Lost);
             }
@@ -490,7 +542,7 @@ fn new_entry(t: NewTerminal, now: Instant, ever_connected: bool) -> Entry {
         epoch: 0,
         gen: 0,
         ever_connected,
-        conn: None,
+        viewers: Viewers::default(),
     }
 }
 

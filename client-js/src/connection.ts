@@ -5,6 +5,9 @@
 /** Where a connection stands. */
 export type Status = "connecting" | "active" | "reconnecting" | "detached" | "dead" | "closed";
 
+/** What a viewer may do. */
+export type Role = "read-write" | "read-only";
+
 /** How the program ended. */
 export interface ExitInfo {
   code: number | null;
@@ -64,6 +67,16 @@ export interface ConnectOptions {
    */
   screen?: boolean;
   /**
+   * This viewer's role: `read-write` (the default) types into the terminal and counts for
+   * its size; `read-only` watches (what it writes is refused with an `error` event).
+   */
+  role?: Role;
+  /**
+   * Take the terminal over from the viewers already there (each is closed with 4000)
+   * instead of joining them. Off by default.
+   */
+  takeover?: boolean;
+  /**
    * How long to keep reconnecting after a drop, in ms. By default the grace the bridge
    * announces in `hello` (10 s unless configured).
    */
@@ -97,6 +110,11 @@ export interface ConnectionEvents {
    * reset the terminal and write them. Live output (`data`) continues from there.
    */
   snapshot: (bytes: Uint8Array, size: { cols: number; rows: number }) => void;
+  /**
+   * The terminal's size as the bridge sets it from its read-write viewers' windows
+   * (`--resize-policy`): a window larger than this shows it smaller than itself.
+   */
+  size: (size: { cols: number; rows: number }) => void;
   /** Input written while not active waits: this many bytes now (0 once sent). */
   pending: (bytes: number) => void;
   /** Input that waited was never sent: the terminal ended first, or the queue was full. */
@@ -118,6 +136,8 @@ export class TerminalConnection {
   status: Status = "connecting";
   /** How the program ended, once it has. */
   exitInfo: ExitInfo | null = null;
+  /** This viewer's role, as the bridge's `hello` said. */
+  role: Role = "read-write";
 
   private ws: WebSocketLike | null = null;
   private readonly handlers: Handlers = {
@@ -127,6 +147,7 @@ export class TerminalConnection {
     error: new Set(),
     dropped: new Set(),
     snapshot: new Set(),
+    size: new Set(),
     pending: new Set(),
     undelivered: new Set(),
   };
@@ -158,6 +179,8 @@ export class TerminalConnection {
       token: options.token,
       tickets: options.tickets ?? (options.fetch ?? globalThis.fetch) !== undefined,
       screen: options.screen ?? true,
+      role: options.role ?? "read-write",
+      takeover: options.takeover ?? false,
       grace: options.grace ?? 10_000,
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
       flowControl: options.flowControl ?? false,
@@ -298,6 +321,9 @@ export class TerminalConnection {
     u.searchParams.delete("ticket");
     if (this.resumable) u.searchParams.set("since", String(this.offset));
     if (this.opts.screen) u.searchParams.set("screen", "auto");
+    if (this.opts.role !== "read-write") u.searchParams.set("role", this.opts.role);
+    // Taking over once is enough: a reconnect joins whoever is there then.
+    if (this.opts.takeover && this.id === null) u.searchParams.set("takeover", "1");
     if (ticket) u.searchParams.set("ticket", ticket);
     return u.toString();
   }
@@ -425,6 +451,8 @@ export class TerminalConnection {
         this.snapshotSize =
           Number(msg.snapshot ?? 0) > 0 ? { cols: Number(msg.cols), rows: Number(msg.rows) } : null;
         this.resumable = true;
+        // A bridge before protocol 3 has no roles: every socket is read-write there.
+        this.role = msg.role === "read-only" ? "read-only" : "read-write";
         if (!this.graceFixed && typeof msg.grace_ms === "number") this.opts.grace = msg.grace_ms;
         this.delay = this.opts.backoff.initial;
         this.lostAt = 0;
@@ -435,6 +463,10 @@ export class TerminalConnection {
           this.sendControl({ type: "ack", offset: this.offset });
         }
         this.flushQueued();
+        break;
+      }
+      case "size": {
+        this.emit("size", { cols: Number(msg.cols), rows: Number(msg.rows) });
         break;
       }
       case "dropped": {

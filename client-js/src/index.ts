@@ -4,6 +4,7 @@ export type {
   ConnectionEvents,
   ErrorInfo,
   ExitInfo,
+  Role,
   Status,
   WebSocketConstructor,
   WebSocketLike,

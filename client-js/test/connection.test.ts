@@ -286,6 +286,31 @@ describe("connect", () => {
     expect(conn.status).toBe("active");
   });
 
+  it("asks for its role and a takeover, and follows the size the bridge sets", async () => {
+    const conn = connect(URL_, {
+      WebSocket: FakeSocket,
+      tickets: false,
+      fetch: fetchAlive,
+      role: "read-only",
+      takeover: true,
+    });
+    const first = new URL(last().url);
+    expect(first.searchParams.get("role")).toBe("read-only");
+    expect(first.searchParams.get("takeover")).toBe("1");
+    const sizes: Array<{ cols: number; rows: number }> = [];
+    conn.on("size", (s) => sizes.push(s));
+    last().open();
+    last().control({ type: "hello", id: ID, offset: 0, end: 0, dropped: 0, version: 3, role: "read-only" });
+    expect(conn.role).toBe("read-only");
+    last().control({ type: "size", cols: 80, rows: 24 });
+    expect(sizes).toEqual([{ cols: 80, rows: 24 }]);
+    // A reconnect joins whoever is there then: no second takeover.
+    last().drop(1006);
+    await vi.advanceTimersByTimeAsync(300);
+    expect(new URL(last().url).searchParams.has("takeover")).toBe(false);
+    expect(new URL(last().url).searchParams.get("role")).toBe("read-only");
+  });
+
   it("takes the frame after a hello that announces a snapshot as the screen, not output", () => {
     const conn = connect(URL_, { WebSocket: FakeSocket, tickets: false, fetch: fetchAlive });
     const snaps: Array<[string, number, number]> = [];

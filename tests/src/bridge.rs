@@ -349,6 +349,12 @@ impl Bridge {
         WsClient::new(ws).await
     }
 
+    /// A socket on terminal `id` with `query` (e.g. `role=read-only`, `takeover=1`).
+    pub async fn connect_with(&self, id: &str, query: &str) -> Result<WsClient> {
+        let ws = self.upgrade(&format!("/ws/terminal/{id}?{query}"), &[]).await?;
+        WsClient::new(ws).await
+    }
+
     /// An upgrade of `path_and_query` with extra headers, authenticated like
     /// [`Bridge::request`] (unless the path carries a `ticket=`).
     pub async fn upgrade(

@@ -222,12 +222,12 @@ async fn an_idle_socket_is_closed_and_the_terminal_waits_for_its_return() -> Res
 }
 
 #[tokio::test]
-async fn a_second_socket_takes_the_terminal_over() -> Result<()> {
+async fn a_socket_that_asks_takes_the_terminal_over() -> Result<()> {
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let bridge = Bridge::start(daemon.socket(), &[]).await?;
     let id = bridge.create("").await?;
     let mut first = bridge.connect(&id, None).await?;
-    let mut second = bridge.connect(&id, None).await?;
+    let mut second = bridge.connect_with(&id, "takeover=1").await?;
     let (code, reason) = first.expect_close(TIMEOUT).await?;
     ensure!(code == 4000 && reason == "taken over by another connection", "{code} {reason}");
     second.send_input(b"echo ta''ken\r").await?;
@@ -340,5 +340,69 @@ async fn a_detached_terminal_outlives_the_grace_and_reopens_where_it_was() -> Re
     ensure!(unknown.status == 404, "{unknown:?}");
     let dead = bridge.post(&format!("/api/terminals/{left}/detach"), "").await?;
     ensure!(dead.status == 410, "{dead:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn viewers_share_a_terminal_a_read_only_one_is_refused_and_the_last_one_out_leaves_it(
+) -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &["--grace", "20s"]).await?;
+    let id = bridge.create("").await?;
+    let mut writer = bridge.connect(&id, None).await?;
+    let mut watcher = bridge.connect_with(&id, "role=read-only").await?;
+    ensure!(writer.hello["role"] == "read-write" && watcher.hello["role"] == "read-only");
+    // Both see what the writer types.
+    writer.send_input(b"echo sha''red\r").await?;
+    writer.read_until("shared", TIMEOUT).await?;
+    watcher.read_until("shared", TIMEOUT).await?;
+    // The watcher's keys are refused with a reason and never reach the shell.
+    watcher.send_input(b"echo from-the-watcher\r").await?;
+    let refused = watcher.expect_control("error", TIMEOUT).await?;
+    ensure!(refused["code"] == "PermissionDenied", "{refused}");
+    ensure!(refused["message"].as_str().is_some_and(|m| m.contains("read-only")), "{refused}");
+    writer.send_input(b"echo after\r").await?;
+    let text = writer.read_until("after\r\n", TIMEOUT).await?;
+    ensure!(!text.contains("from-the-watcher"), "a read-only viewer's input was written: {text:?}");
+    bridge.wait_for_log(&format!("viewer joined terminal {id} (2 viewers)"), TIMEOUT).await?;
+    // One leaves: the other stays, Active.
+    writer.close().await?;
+    watcher.read_until("after", TIMEOUT).await?;
+    bridge.wait_status(&id, "Active", TIMEOUT).await?;
+    ensure!(bridge.terminal(&id).await?["status"] == "Active");
+    // The last one leaves: Disconnected.
+    watcher.close().await?;
+    bridge.wait_status(&id, "Disconnected", TIMEOUT).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn read_write_viewers_of_different_sizes_give_the_program_the_smallest() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &[]).await?;
+    let id = bridge.create("").await?;
+    let mut big = bridge.connect(&id, None).await?;
+    big.send_text(r#"{"type":"resize","cols":120,"rows":40}"#).await?;
+    let size = big.expect_control("size", TIMEOUT).await?;
+    ensure!(size["cols"] == 120 && size["rows"] == 40, "{size}");
+    let mut small = bridge.connect(&id, None).await?;
+    small.send_text(r#"{"type":"resize","cols":90,"rows":50}"#).await?;
+    // Both are told the terminal's size: the smallest of each.
+    let size = big.expect_control("size", TIMEOUT).await?;
+    ensure!(size["cols"] == 90 && size["rows"] == 40, "{size}");
+    small.send_input(b"stty size\r").await?;
+    small.read_until("40 90\r\n", TIMEOUT).await?;
+    // A read-only viewer's window does not count.
+    let mut tiny = bridge.connect_with(&id, "role=read-only").await?;
+    tiny.send_text(r#"{"type":"resize","cols":20,"rows":5}"#).await?;
+    small.send_input(b"stty size\r").await?;
+    small.read_until("\r\n40 90\r\n", TIMEOUT).await?;
+    // The smaller one leaves: the terminal takes the other's size.
+    small.close().await?;
+    let size = big.expect_control("size", TIMEOUT).await?;
+    ensure!(size["cols"] == 120 && size["rows"] == 40, "{size}");
+    big.send_input(b"stty size\r").await?;
+    big.read_until("40 120\r\n", TIMEOUT).await?;
+    drop(tiny);
     Ok(())
 }

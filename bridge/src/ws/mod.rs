@@ -21,7 +21,8 @@ use self::protocol::close;
 use self::session::{secs, CloseFrame, Limits, Outcome, RecvError, Session, WsMessage};
 use crate::error::AppError;
 use crate::routes::parse_id;
-use crate::terminals::{spawn_grace_timer, Ending, Missing, StopReason};
+use crate::terminals::{spawn_grace_timer, Ending, Missing, Status, StopReason};
+use crate::viewers::{Joining, Role};
 use crate::AppState;
 
 /// `GET /ws/terminal/{id}[?since=N]`: upgrades to the terminal's socket.
@@ -36,6 +37,7 @@ pub async fn upgrade(
     let span = tracing::info_span!("ws", terminal = %id, peer = %peer);
     let since = parse_since(query.as_deref())?;
     let screen = parse_screen(query.as_deref())?;
+    let (role, joining) = parse_viewer(query.as_deref())?;
     match state.registry.check(id) {
         Ok(_) => {}
         Err(Missing::NotFound) => return Err(AppError::NotFound(format!("no terminal {id}"))),
@@ -57,7 +59,8 @@ pub async fn upgrade(
         .max_write_buffer_size(write + 2 * max.max(64 * 1024) + 64 * 1024)
         .on_failed_upgrade(|e| tracing::warn!("WebSocket upgrade failed: {e}"))
         .on_upgrade(move |socket| {
-            tracker.track_future(serve(state, id, since, screen, socket).instrument(span))
+            let viewer = ViewerOpts { role, joining };
+            tracker.track_future(serve(state, id, since, screen, viewer, socket).instrument(span))
         }))
 }
 
@@ -71,6 +74,40 @@ fn parse_since(query: Option<&str>) -> Result<Option<u64>, AppError> {
         }
     }
     Ok(None)
+}
+
+/// What kind of viewer a socket is.
+#[derive(Debug, Clone, Copy)]
+struct ViewerOpts {
+    role: Role,
+    joining: Joining,
+}
+
+/// `?role=read-write|read-only` (default read-write) and `?takeover=1` (default: join the
+/// viewers already there).
+fn parse_viewer(query: Option<&str>) -> Result<(Role, Joining), AppError> {
+    let mut role = Role::ReadWrite;
+    let mut joining = Joining::Join;
+    for pair in query.unwrap_or_default().split('&') {
+        if let Some(value) = pair.strip_prefix("role=") {
+            role = Role::parse(value).ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "invalid role {value:?} (expected read-write or read-only)"
+                ))
+            })?;
+        } else if let Some(value) = pair.strip_prefix("takeover=") {
+            joining = match value {
+                "1" | "true" => Joining::TakeOver,
+                "0" | "false" => Joining::Join,
+                other => {
+                    return Err(AppError::BadRequest(format!(
+                        "invalid takeover {other:?} (expected 1 or 0)"
+                    )))
+                }
+            };
+        }
+    }
+    Ok((role, joining))
 }
 
 /// `?screen=auto|always|never` (absent: never, the version 1 behaviour): whether the
@@ -98,6 +135,7 @@ async fn serve(
     id: SessionId,
     since: Option<u64>,
     screen: ScreenStart,
+    viewer: ViewerOpts,
     socket: WebSocket,
 ) {
     let _open = state.metrics.socket_opened();
@@ -118,7 +156,7 @@ async fn serve(
             return;
         }
     };
-    let act = match state.registry.activate(id, Instant::now()) {
+    let act = match state.registry.activate(id, Instant::now(), viewer.role, viewer.joining) {
         Ok(a) => a,
         Err(_) => {
             tracing::warn!("Reconnect attempt received, terminal {id} is Dead");
@@ -126,8 +164,11 @@ async fn serve(
             return;
         }
     };
-    if act.took_over {
+    if act.took_over > 0 {
         tracing::info!("Taking over terminal {id} from another connection");
+    } else if act.previous == Status::Active {
+        let role = viewer.role;
+        tracing::info!("A {role:?} viewer joined terminal {id} ({} viewers)", act.viewers);
     } else {
         if let Some(after) = act.reconnected_after {
             let after = Duration::from_millis(after.as_millis() as u64);
@@ -183,7 +224,12 @@ async fn serve(
     };
     drop(client);
     let follower = ipc_proto::Follower::new(state.daemon.socket(), attachment, true);
-    let input = relink::RelinkedInput { id, links: follower.links() };
+    let input = ViewerInput {
+        inner: relink::RelinkedInput { id, links: follower.links() },
+        role: viewer.role,
+        registry: state.registry.clone(),
+        gen: act.gen,
+    };
     let session = Session {
         start,
         snapshot,
@@ -194,6 +240,8 @@ async fn serve(
         shutdown: state.shutdown.clone(),
         activity: act.activity,
         metrics: state.metrics.clone(),
+        role: viewer.role,
+        sizes: act.sizes,
     };
     let outcome = session::run(sink, stream, session).await;
     finish(&state, id, act.gen, outcome);
@@ -242,7 +290,17 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
                 }
                 _ => {}
             }
-            if let Some(timer) = state.registry.disconnect(id, gen, now) {
+            let departure = state.registry.disconnect(id, gen, now);
+            if let Some((cols, rows)) = departure.resize {
+                // The viewers left size the terminal now.
+                let link = state.daemon.clone();
+                tokio::spawn(async move {
+                    if let Ok(c) = link.control() {
+                        let _ = c.resize(id, cols, rows).await;
+                    }
+                });
+            }
+            if let Some(timer) = departure.timer {
                 tracing::debug!("Status transition: Active → Disconnected");
                 tracing::debug!(
                     "Buffering output for {}-second grace period",
@@ -255,6 +313,35 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
                     timer,
                 );
             }
+        }
+    }
+}
+
+/// A viewer's input: refused for a read-only one; its window counted for the terminal's
+/// size by the resize policy.
+struct ViewerInput {
+    inner: relink::RelinkedInput,
+    role: Role,
+    registry: std::sync::Arc<crate::terminals::Registry>,
+    gen: u64,
+}
+
+impl session::InputTarget for ViewerInput {
+    async fn input(&self, data: bytes::Bytes) -> Result<(), ClientError> {
+        if self.role == Role::ReadOnly {
+            return Err(ClientError::Daemon {
+                code: ErrorCode::PermissionDenied,
+                message: "this viewer is read-only: its input is not sent to the terminal".into(),
+            });
+        }
+        self.inner.input(data).await
+    }
+
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), ClientError> {
+        match self.registry.viewer_size(self.inner.id, self.gen, cols, rows) {
+            Some((cols, rows)) => self.inner.resize(cols, rows).await,
+            // A read-only viewer, or no change: the terminal keeps its size.
+            None => Ok(()),
         }
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// Version of this wire protocol, sent in `hello`. 2 added starting from the screen
 /// (`?screen=auto`, `hello.snapshot`); a client that does not ask sees version 1 behaviour.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Close codes the bridge sends.
 pub mod close {
@@ -94,6 +94,16 @@ pub enum ServerMessage {
         /// The snapshot's size.
         #[serde(skip_serializing_if = "Option::is_none")]
         rows: Option<u16>,
+        /// What this viewer may do: `read-write`, or `read-only` (its input is refused).
+        role: crate::viewers::Role,
+    },
+    /// The terminal's size changed (by the resize policy, from the read-write viewers'
+    /// windows): a window larger than this shows the terminal smaller than itself.
+    Size {
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
     },
     /// Answer to `ping`.
     Pong {},
@@ -250,10 +260,15 @@ mod tests {
             snapshot: 0,
             cols: None,
             rows: None,
+            role: crate::viewers::Role::ReadOnly,
         };
         assert_eq!(
             hello.to_json(),
-            r#"{"type":"hello","id":"00000000-0000-0000-0000-000000000000","offset":5,"end":9,"dropped":2,"version":1,"grace_ms":10000}"#
+            r#"{"type":"hello","id":"00000000-0000-0000-0000-000000000000","offset":5,"end":9,"dropped":2,"version":1,"grace_ms":10000,"role":"read-only"}"#
+        );
+        assert_eq!(
+            ServerMessage::Size { cols: 80, rows: 24 }.to_json(),
+            r#"{"type":"size","cols":80,"rows":24}"#
         );
         assert_eq!(ServerMessage::Pong {}.to_json(), r#"{"type":"pong"}"#);
         assert_eq!(

@@ -154,6 +154,10 @@ pub struct Session<O, I> {
     pub activity: ActivityClock,
     /// Counters.
     pub metrics: Metrics,
+    /// What this viewer may do.
+    pub role: crate::viewers::Role,
+    /// The terminal's size as set from its viewers' windows, announced as it changes.
+    pub sizes: watch::Receiver<Option<(u16, u16)>>,
 }
 
 /// How a socket loop ended.
@@ -286,8 +290,19 @@ where
     O: OutputSource,
     I: InputTarget,
 {
-    let Session { start, snapshot, mut output, input, limits, stop, shutdown, activity, metrics } =
-        session;
+    let Session {
+        start,
+        snapshot,
+        mut output,
+        input,
+        limits,
+        stop,
+        shutdown,
+        activity,
+        metrics,
+        role,
+        sizes,
+    } = session;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_DEPTH);
     let (data_tx, data_rx) = mpsc::channel(DATA_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(INPUT_DEPTH);
@@ -304,6 +319,7 @@ where
         snapshot: snapshot.as_ref().map_or(0, |s| s.len() as u64),
         cols: snapshot.as_ref().and(start.cols),
         rows: snapshot.as_ref().and(start.rows),
+        role,
     };
     // The queue is new and larger than three, so these cannot fail.
     let _ = ctrl_tx.try_send(text(&hello));
@@ -327,6 +343,7 @@ where
             o = control.run(&mut stream, &stop, &shutdown) => o,
             o = pump_output(&mut output, data_tx, &last, &metrics, &start, flow) => o,
             o = pump_input(&input, in_rx, ctrl_tx.clone()) => o,
+            o = announce_sizes(sizes, ctrl_tx.clone()) => o,
             r = &mut writer => {
                 writer_done = true;
                 Outcome::Broken(r.err().unwrap_or_else(|| "the socket writer ended".into()))
@@ -512,6 +529,26 @@ fn merge_queued<O: OutputSource>(
         }
     };
     (merged.map_or(data, BytesMut::freeze), after)
+}
+
+/// Tells the client each size the terminal takes from its viewers' windows.
+async fn announce_sizes(
+    mut sizes: watch::Receiver<Option<(u16, u16)>>,
+    ctrl_tx: mpsc::Sender<WsMessage>,
+) -> Outcome {
+    // The size when this socket joined counts too: it may already differ from its window.
+    sizes.mark_changed();
+    while sizes.changed().await.is_ok() {
+        let size = *sizes.borrow_and_update();
+        if let Some((cols, rows)) = size {
+            if ctrl_tx.send(text(&ServerMessage::Size { cols, rows })).await.is_err() {
+                return Outcome::Broken("the socket writer stopped".into());
+            }
+        }
+    }
+    // The terminal's viewers were cleared (it ended or was detached): the stop signal or
+    // the output's exit ends this socket.
+    std::future::pending().await
 }
 
 /// Socket → ptyd, one request at a time, in order.

@@ -81,6 +81,8 @@ fn start_with(limits: Limits, start: AttachReply) -> Harness {
         shutdown: shutdown.clone(),
         activity: Arc::new(AtomicU64::new(0)),
         metrics: Metrics::new(),
+        role: crate::viewers::Role::ReadWrite,
+        sizes: tokio::sync::watch::channel(None).1,
     };
     let task = tokio::spawn(run(sink, stream, session));
     Harness { sent, browser, output, inputs, stop, shutdown, task }

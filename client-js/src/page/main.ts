@@ -8,7 +8,7 @@ import { WebLinksAddon } from "@xterm/addon-web-links";
 import { WebglAddon } from "@xterm/addon-webgl";
 import "@xterm/xterm/css/xterm.css";
 import "./style.css";
-import { connect, type Status, type TerminalConnection } from "../connection.js";
+import { connect, type Role, type Status, type TerminalConnection } from "../connection.js";
 import { attachTerminal, fitToContainer } from "../xterm.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -184,6 +184,12 @@ interface Tab {
   ended: string | null;
   /** Bytes typed in this tab that never reached its terminal. */
   undelivered: number;
+  /** The terminal's size when another viewer's window sets it, else null. */
+  size: { cols: number; rows: number } | null;
+  /** What the bridge said of the last input refused (a read-only viewer), if any. */
+  refused: string | null;
+  /** The role it asked for. */
+  role: Role;
 }
 
 const tabs: Tab[] = [];
@@ -239,7 +245,7 @@ async function newTab(): Promise<void> {
 }
 
 /** Opens a tab on terminal `id`, or on a new terminal when `id` is null. */
-async function openTab(id: string | null): Promise<Tab> {
+async function openTab(id: string | null, role: Role = "read-write"): Promise<Tab> {
   const pane = Object.assign(document.createElement("div"), { className: "pane" });
   $("terminal").append(pane);
   const term = new Terminal({ cursorBlink: true, scrollback: 5000, allowProposedApi: false });
@@ -261,7 +267,10 @@ async function openTab(id: string | null): Promise<Tab> {
   }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   // Each socket opens with a single-use ticket minted with the login cookie.
-  const conn = connect(`${proto}//${location.host}/ws/terminal/${termId}`, { flowControl: true });
+  const conn = connect(`${proto}//${location.host}/ws/terminal/${termId}`, {
+    flowControl: true,
+    role,
+  });
   const button = Object.assign(document.createElement("button"), {
     type: "button",
     className: "tab",
@@ -269,7 +278,20 @@ async function openTab(id: string | null): Promise<Tab> {
   });
   button.dataset.id = termId;
   $("tabs").append(button);
-  const tab: Tab = { id: termId, term, fit, conn, pane, button, title: "", ended: null, undelivered: 0 };
+  const tab: Tab = {
+    id: termId,
+    term,
+    fit,
+    conn,
+    pane,
+    button,
+    title: "",
+    ended: null,
+    undelivered: 0,
+    size: null,
+    refused: null,
+    role,
+  };
   tabs.push(tab);
   button.addEventListener("click", () => select(tab));
   // The program's own title (OSC 0/2: a shell's prompt, vim's file name), else the id.
@@ -298,7 +320,20 @@ async function openTab(id: string | null): Promise<Tab> {
     tab.undelivered += bytes.length;
     console.warn(`ptyd: ${bytes.length} typed bytes were not sent`);
   });
-  conn.on("error", (e) => console.warn(`ptyd: ${e.code}: ${e.message}`));
+  conn.on("error", (e) => {
+    console.warn(`ptyd: ${e.code}: ${e.message}`);
+    if (e.code === "PermissionDenied") {
+      tab.refused = e.message;
+      if (tab === current) showViewer(tab);
+    }
+  });
+  conn.on("size", (size) => {
+    tab.size = size;
+    if (tab === current) showViewer(tab);
+  });
+  term.onResize(() => {
+    if (tab === current) showViewer(tab);
+  });
   conn.on("dropped", (_o, bytes) => term.write(`\r\n\x1b[33m[${bytes} bytes of output were lost]\x1b[0m\r\n`));
   attachTerminal(term, conn);
   fitToContainer(pane, fit);
@@ -314,7 +349,7 @@ function select(tab: Tab): void {
   }
   window.ptydTerm = tab.term;
   window.ptydConn = tab.conn;
-  history.replaceState(null, "", `/t/${tab.id}`);
+  history.replaceState(null, "", `/t/${tab.id}${tab.role === "read-only" ? "?role=read-only" : ""}`);
   // A pane that was hidden has no size of its own until shown.
   tab.fit.fit();
   showTab(tab);
@@ -331,8 +366,21 @@ function showPending(bytes: number): void {
     : "Connection lost: reconnecting…";
 }
 
+/** Says when this tab only watches, and when the terminal is smaller than its window. */
+function showViewer(tab: Tab): void {
+  const role = $("role");
+  role.hidden = tab.conn.role !== "read-only";
+  role.textContent = tab.refused ? "Read-only: what you type is not sent" : "Read-only";
+  const note = $("size-note");
+  const s = tab.size;
+  const smaller = s !== null && (s.cols < tab.term.cols || s.rows < tab.term.rows);
+  note.hidden = !smaller;
+  if (s && smaller) note.textContent = `${s.cols}×${s.rows}: smaller than this window (another viewer's)`;
+}
+
 /** The header and the ended box as `tab` has them. */
 function showTab(tab: Tab): void {
+  showViewer(tab);
   showStatus(tab.conn.status);
   showTitle(tab);
   showPending(tab.conn.pendingInput);
@@ -354,7 +402,9 @@ async function main(): Promise<void> {
   try {
     await logIn();
     const id = idFromPath();
-    select(await openTab(id));
+    // `?role=read-only` (a shared link) opens the terminal to watch.
+    const asked = new URL(location.href).searchParams.get("role");
+    select(await openTab(id, asked === "read-only" ? "read-only" : "read-write"));
   } catch (e) {
     showStatus("dead");
     showEnded(`Could not open a terminal: ${(e as Error).message}`);

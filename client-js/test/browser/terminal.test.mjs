@@ -377,6 +377,58 @@ describe("tabs", () => {
   });
 });
 
+describe("several viewers of one terminal", () => {
+  const run = useStack(["--grace", "8s"]);
+
+  it("share its output; a read-only one cannot type and is told; one leaving leaves the other", async () => {
+    const writer = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    const id = await openTerminal(writer, run.stack.url);
+    const watcher = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    await openTerminal(watcher, run.stack.url, `/t/${id}?role=read-only`);
+    // The writer was not taken over: both are Active, both see what it types.
+    assert.equal(await writer.locator("#status").getAttribute("data-status"), "active");
+    assert.equal(await watcher.locator("#role").isVisible(), true, "the watcher says it is read-only");
+    await enter(writer, "echo seen-by-b''oth");
+    await waitForLine(writer, (l) => l.trim() === "seen-by-both", "the writer's own output");
+    await waitForLine(watcher, (l) => l.trim() === "seen-by-both", "the same output for the watcher");
+    // The watcher types: refused, told, never run.
+    await enter(watcher, "echo from-the-wat''cher");
+    await waitFor("the watcher to be told", async () =>
+      /what you type is not sent/.test(await watcher.locator("#role").textContent()),
+    );
+    await enter(writer, "echo after-the-wat''cher");
+    await waitForLine(writer, (l) => l.trim() === "after-the-watcher", "a later command");
+    const lines = (await bufferLines(writer)).map((l) => l.trim());
+    assert.equal(lines.includes("from-the-watcher"), false, "a read-only viewer's input ran");
+    // The writer leaves: the watcher stays Active and still sees the terminal.
+    await writer.close();
+    await run.stack.ptyctl("send", id, "echo still-wat''ching", "--enter");
+    await waitForLine(watcher, (l) => l.trim() === "still-watching", "output after the writer left");
+    assert.equal(await watcher.locator("#status").getAttribute("data-status"), "active");
+    await watcher.close();
+  });
+
+  it("of different sizes give the program the smaller size, and say so in the larger", async () => {
+    const large = await run.browser.newPage({ viewport: { width: 1000, height: 700 } });
+    const id = await openTerminal(large, run.stack.url);
+    const small = await run.browser.newPage({ viewport: { width: 600, height: 400 } });
+    await openTerminal(small, run.stack.url, `/t/${id}`);
+    const size = (p) => p.evaluate(() => [window.ptydTerm.rows, window.ptydTerm.cols]);
+    const [[bigRows, bigCols], [smallRows, smallCols]] = [await size(large), await size(small)];
+    assert.ok(smallRows < bigRows && smallCols < bigCols, "two window sizes");
+    await enter(large, "stty size");
+    await waitForLine(large, (l) => l.trim() === `${smallRows} ${smallCols}`, "the smaller size in stty");
+    await waitFor("the larger window to say the terminal is smaller", async () =>
+      (await large.locator("#size-note").isVisible()) &&
+      (await large.locator("#size-note").textContent()).startsWith(`${smallCols}×${smallRows}`),
+    );
+    assert.equal(await small.locator("#size-note").isVisible(), false);
+    await large.screenshot({ path: join(ARTIFACTS, "viewers-smaller.png") });
+    await large.close();
+    await small.close();
+  });
+});
+
 describe("the bridge's idle close", () => {
   const run = useStack(["--grace", "8s", "--idle-timeout", "1s"]);
 
