@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/terminals/{id}", get(show).delete(delete))
         .route("/api/terminals/{id}/ticket", post(auth::ticket))
         .route("/api/terminals/{id}/detach", post(detach))
+        .route("/api/terminals/{id}/share", post(share).delete(unshare))
         .route("/ws/terminal/{id}", get(ws::upgrade))
         .merge(page_routes())
         .fallback(fallback)
@@ -241,6 +242,43 @@ async fn detach(
     let info =
         state.registry.get(id).ok_or_else(|| AppError::NotFound(format!("no terminal {id}")))?;
     Ok(Json(info).into_response())
+}
+
+/// `POST /api/terminals/{id}/share`: a share link that opens the terminal read-only: its
+/// token may only mint read-only tickets for this terminal and read its entry.
+async fn share(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), AppError> {
+    let id = parse_id(&raw)?;
+    lookup(&state, id)?;
+    let token = state.auth.shares().mint(id).map_err(|e| AppError::Busy(e.to_string()))?;
+    let base = state.auth.public_url().origin();
+    let url = format!("{base}/t/{id}?role=read-only&share={token}");
+    let span = tracing::info_span!("terminal", terminal = %id);
+    span.in_scope(|| tracing::info!("Shared terminal {id} read-only"));
+    let body = serde_json::json!({ "token": token, "url": url, "role": "read-only" });
+    Ok((axum::http::StatusCode::CREATED, Json(body)))
+}
+
+/// `DELETE /api/terminals/{id}/share`: revokes every share link of the terminal and
+/// closes the sockets opened through them (4005).
+async fn unshare(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let id = parse_id(&raw)?;
+    lookup(&state, id)?;
+    let revoked = state.auth.shares().revoke(id);
+    let closed = state.registry.revoke_shares(id, &revoked);
+    let span = tracing::info_span!("terminal", terminal = %id);
+    span.in_scope(|| {
+        tracing::info!(
+            "Revoked {} share links of terminal {id}; closed {closed} sockets",
+            revoked.len()
+        )
+    });
+    Ok(Json(serde_json::json!({ "revoked": revoked.len(), "closed": closed })))
 }
 
 /// `DELETE /api/terminals/{id}`: kills the terminal's process group through ptyd; Dead.

@@ -125,6 +125,8 @@ pub enum StopReason {
     Deleted,
     /// The terminal was detached through the API: kept, without this socket.
     Detached,
+    /// The share link this socket was opened through was revoked.
+    Revoked,
 }
 
 /// Tells one socket loop to stop, with a reason. Cloned between the registry and the loop.
@@ -334,6 +336,7 @@ impl Registry {
         now: Instant,
         role: Role,
         joining: Joining,
+        share: Option<String>,
     ) -> Result<Activation, Missing> {
         let mut inner = self.inner.lock().unwrap();
         let e = inner.entries.get_mut(&id).ok_or(Missing::NotFound)?;
@@ -352,7 +355,7 @@ impl Registry {
         }
         let stop = StopSignal::new();
         e.gen += 1;
-        e.viewers.by_gen.insert(e.gen, Viewer { stop: stop.clone(), role, size: None });
+        e.viewers.by_gen.insert(e.gen, Viewer { stop: stop.clone(), role, size: None, share });
         e.ever_connected = true;
         if previous != Status::Active {
             e.set_status(Status::Active, now);
@@ -367,6 +370,21 @@ impl Registry {
             stop,
             activity: e.activity.clone(),
         })
+    }
+
+    /// Closes the sockets of terminal `id` opened through any of the share tokens `shares`
+    /// (just revoked); returns how many.
+    pub fn revoke_shares(&self, id: SessionId, shares: &[String]) -> usize {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(e) = inner.entries.get_mut(&id) else { return 0 };
+        let mut closed = 0;
+        for viewer in e.viewers.by_gen.values() {
+            if viewer.share.as_ref().is_some_and(|s| shares.contains(s)) {
+                viewer.stop.stop(StopReason::Revoked);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Viewer `gen`'s window is `cols` × `rows`: the terminal's new size if that changes

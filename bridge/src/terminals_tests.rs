@@ -53,7 +53,7 @@ fn new_terminal_waits_for_its_first_socket() {
     let (id, claim) = new_terminal(&reg, t0);
     assert_eq!(claim.after, CLAIM);
     assert_eq!(reg.check(id), Ok(Status::Disconnected));
-    let a = reg.activate(id, t0 + Duration::from_secs(1), RW, JOIN).unwrap();
+    let a = reg.activate(id, t0 + Duration::from_secs(1), RW, JOIN, None).unwrap();
     assert_eq!(a.previous, Status::Disconnected);
     assert_eq!(a.reconnected_after, None, "a first connection is not a reconnect");
     assert_eq!(a.took_over, 0);
@@ -67,11 +67,11 @@ fn disconnect_then_reconnect_within_grace() {
     let reg = registry();
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
-    let a = reg.activate(id, t0, RW, JOIN).unwrap();
+    let a = reg.activate(id, t0, RW, JOIN, None).unwrap();
     let timer = reg.disconnect(id, a.gen, t0 + Duration::from_secs(1)).timer.unwrap();
     assert_eq!(timer.after, GRACE);
     assert_eq!(reg.check(id), Ok(Status::Disconnected));
-    let b = reg.activate(id, t0 + Duration::from_secs(4), RW, JOIN).unwrap();
+    let b = reg.activate(id, t0 + Duration::from_secs(4), RW, JOIN, None).unwrap();
     assert_eq!(b.reconnected_after, Some(Duration::from_secs(3)));
     assert!(!reg.expire(&timer, t0 + Duration::from_secs(11)), "reconnect cancels grace");
     assert_eq!(reg.check(id), Ok(Status::Active));
@@ -82,13 +82,13 @@ fn grace_expiry_is_dead_and_final() {
     let reg = registry();
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
-    let a = reg.activate(id, t0, RW, JOIN).unwrap();
+    let a = reg.activate(id, t0, RW, JOIN, None).unwrap();
     let timer = reg.disconnect(id, a.gen, t0).timer.unwrap();
     assert!(reg.expire(&timer, t0 + GRACE));
     assert_eq!(reg.check(id), Err(Missing::Dead(Some(Ending::GraceExpired))));
     assert_eq!(reg.get(id).unwrap().end_reason, Some(Ending::GraceExpired));
     assert_eq!(reg.get(id).unwrap().status, Status::Dead);
-    assert!(reg.activate(id, t0 + GRACE, RW, JOIN).is_err());
+    assert!(reg.activate(id, t0 + GRACE, RW, JOIN, None).is_err());
     assert!(!reg.expire(&timer, t0 + GRACE), "expires once");
     assert_eq!(reg.counts(), StatusCounts { active: 0, disconnected: 0, detached: 0, dead: 1 });
 }
@@ -98,8 +98,8 @@ async fn a_takeover_stops_the_viewers_there_and_they_leave_quietly() {
     let reg = registry();
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
-    let first = reg.activate(id, t0, RW, JOIN).unwrap();
-    let second = reg.activate(id, t0, RW, Joining::TakeOver).unwrap();
+    let first = reg.activate(id, t0, RW, JOIN, None).unwrap();
+    let second = reg.activate(id, t0, RW, Joining::TakeOver, None).unwrap();
     assert_eq!(second.took_over, 1);
     assert_eq!(second.previous, Status::Active);
     assert_eq!(first.stop.stopped().await, StopReason::TakenOver);
@@ -113,13 +113,13 @@ fn a_second_socket_joins_and_the_terminal_stays_active_until_the_last_leaves() {
     let reg = registry();
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
-    let first = reg.activate(id, t0, RW, JOIN).unwrap();
-    let watcher = reg.activate(id, t0, Role::ReadOnly, JOIN).unwrap();
+    let first = reg.activate(id, t0, RW, JOIN, None).unwrap();
+    let watcher = reg.activate(id, t0, Role::ReadOnly, JOIN, None).unwrap();
     assert_eq!((watcher.took_over, watcher.viewers, watcher.previous), (0, 2, Status::Active));
     // Sizes: only the read-write viewer's window counts.
     assert_eq!(reg.viewer_size(id, first.gen, 100, 30), Some((100, 30)));
     assert_eq!(reg.viewer_size(id, watcher.gen, 40, 10), None);
-    let second = reg.activate(id, t0, RW, JOIN).unwrap();
+    let second = reg.activate(id, t0, RW, JOIN, None).unwrap();
     assert_eq!(reg.viewer_size(id, second.gen, 80, 40), Some((80, 30)));
     assert_eq!(*second.sizes.borrow(), Some((80, 30)), "announced to the viewers");
     // The smaller one leaves: the terminal grows back; still Active.
@@ -136,7 +136,7 @@ async fn delete_stops_the_socket() {
     let reg = registry();
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
-    let a = reg.activate(id, t0, RW, JOIN).unwrap();
+    let a = reg.activate(id, t0, RW, JOIN, None).unwrap();
     assert_eq!(
         reg.mark_dead(id, Ending::Deleted, Some(StopReason::Deleted), t0),
         Some(Status::Active)
@@ -189,7 +189,7 @@ fn reconcile_recovers_buries_and_kills_again() {
     let info = reg.get(orphan).unwrap();
     assert_eq!((info.pid, info.created_at_ms, info.last_activity_ms), (7, 5, 6));
     // A recovered terminal was connected before: its return counts as a reconnect.
-    let a = reg.activate(orphan, t0 + Duration::from_secs(2), RW, JOIN).unwrap();
+    let a = reg.activate(orphan, t0 + Duration::from_secs(2), RW, JOIN, None).unwrap();
     assert_eq!(a.reconnected_after, Some(Duration::from_secs(2)));
 }
 
@@ -198,7 +198,7 @@ async fn a_detached_terminal_keeps_no_socket_and_no_grace_and_reopens() {
     let reg = registry();
     let t0 = Instant::now();
     let (id, _) = new_terminal(&reg, t0);
-    let a = reg.activate(id, t0, RW, JOIN).unwrap();
+    let a = reg.activate(id, t0, RW, JOIN, None).unwrap();
     assert_eq!(reg.detach(id, t0), Ok(Status::Active));
     assert_eq!(a.stop.stopped().await, StopReason::Detached);
     // Its socket leaves without starting a grace.
@@ -207,13 +207,13 @@ async fn a_detached_terminal_keeps_no_socket_and_no_grace_and_reopens() {
     assert_eq!(reg.detach(id, t0), Ok(Status::Detached), "detaching twice is harmless");
     assert_eq!(reg.counts().detached, 1);
     // A socket reopens it; when that one drops, the usual grace applies.
-    let b = reg.activate(id, t0, RW, JOIN).unwrap();
+    let b = reg.activate(id, t0, RW, JOIN, None).unwrap();
     assert_eq!(b.previous, Status::Detached);
     assert!(reg.disconnect(id, b.gen, t0).timer.is_some());
     // Detaching a Disconnected terminal makes its pending grace timer moot.
     let timer = reg.disconnect(id, b.gen, t0);
     assert_eq!(timer, Departure::default());
-    let c = reg.activate(id, t0, RW, JOIN).unwrap();
+    let c = reg.activate(id, t0, RW, JOIN, None).unwrap();
     let timer = reg.disconnect(id, c.gen, t0).timer.unwrap();
     reg.detach(id, t0).unwrap();
     assert!(!reg.expire(&timer, t0 + Duration::from_secs(60)), "the grace no longer applies");

@@ -59,6 +59,8 @@ pub struct Viewer {
     pub role: Role,
     /// Its window, once it said, with the sequence number of that report.
     pub size: Option<((u16, u16), u64)>,
+    /// The share link it was opened through, if any.
+    pub share: Option<String>,
 }
 
 /// A terminal's viewers by generation, and the size it has.
@@ -131,7 +133,7 @@ mod tests {
     fn viewers(roles: &[Role]) -> Viewers {
         let mut v = Viewers::default();
         for (gen, role) in roles.iter().enumerate() {
-            let viewer = Viewer { stop: StopSignal::new(), role: *role, size: None };
+            let viewer = Viewer { stop: StopSignal::new(), role: *role, size: None, share: None };
             v.by_gen.insert(gen as u64, viewer);
         }
         v

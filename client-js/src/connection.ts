@@ -72,6 +72,12 @@ export interface ConnectOptions {
    */
   role?: Role;
   /**
+   * A share link's token (`POST /api/terminals/{id}/share`): opens this one terminal,
+   * read-only, without the bridge's token. Sent as `Authorization: Share <token>` to mint
+   * tickets; never put in a socket's URL.
+   */
+  share?: string;
+  /**
    * Take the terminal over from the viewers already there (each is closed with 4000)
    * instead of joining them. Off by default.
    */
@@ -124,7 +130,7 @@ export interface ConnectionEvents {
 type Handlers = { [K in keyof ConnectionEvents]: Set<ConnectionEvents[K]> };
 
 /** Close codes after which reconnecting makes no sense. */
-const FINAL_CLOSES = new Set([4000, 4002, 4004, 1008]);
+const FINAL_CLOSES = new Set([4000, 4002, 4004, 4005, 1008]);
 const OPEN = 1;
 
 /** One terminal's connection; see `connect`. */
@@ -154,8 +160,8 @@ export class TerminalConnection {
   /** Input written while connecting or reconnecting, sent in order once active. */
   private queued: Uint8Array[] = [];
   private queuedBytes = 0;
-  private readonly opts: Required<Omit<ConnectOptions, "since" | "token" | "fetch">> &
-    Pick<ConnectOptions, "token" | "fetch">;
+  private readonly opts: Required<Omit<ConnectOptions, "since" | "token" | "fetch" | "share">> &
+    Pick<ConnectOptions, "token" | "fetch" | "share">;
   private opening = 0;
   /** Set by a hello that announced a snapshot, until its frame arrives. */
   private snapshotSize: { cols: number; rows: number } | null = null;
@@ -177,9 +183,10 @@ export class TerminalConnection {
       WebSocket: WS,
       fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
       token: options.token,
+      share: options.share,
       tickets: options.tickets ?? (options.fetch ?? globalThis.fetch) !== undefined,
       screen: options.screen ?? true,
-      role: options.role ?? "read-write",
+      role: options.role ?? (options.share ? "read-only" : "read-write"),
       takeover: options.takeover ?? false,
       grace: options.grace ?? 10_000,
       backoff: options.backoff ?? { initial: 250, max: 2_000 },
@@ -342,6 +349,7 @@ export class TerminalConnection {
   }
 
   private authHeaders(): Record<string, string> {
+    if (this.opts.share) return { authorization: `Share ${this.opts.share}` };
     return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
   }
 

@@ -440,3 +440,62 @@ async fn no_auth_must_be_asked_for_and_says_what_it_risks() -> Result<()> {
     flag.wait_for_log("visible to every local user", TIMEOUT).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_share_link_opens_its_one_terminal_read_only_until_revoked() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let bridge = Bridge::start(daemon.socket(), &[]).await?;
+    let id = bridge.create("").await?;
+    let other = bridge.create("").await?;
+    let r = bridge.post(&format!("/api/terminals/{id}/share"), "").await?;
+    ensure!(r.status == 201, "{r:?}");
+    let v = r.json()?;
+    let token = v["token"].as_str().context("token")?.to_string();
+    let url = v["url"].as_str().context("url")?;
+    ensure!(url.ends_with(&format!("/t/{id}?role=read-only&share={token}")), "{url}");
+    let share = format!("Share {token}");
+    let with_share = [("Authorization", share.as_str())];
+    // It reaches its terminal's entry and mints its tickets, nothing else.
+    let entry = format!("/api/terminals/{id}");
+    let r = bridge.request_anonymous("GET", &entry, &with_share, None).await?;
+    ensure!(r.status == 200, "{r:?}");
+    for (method, path) in [
+        ("GET", "/api/terminals".to_string()),
+        ("POST", "/api/terminals".to_string()),
+        ("GET", format!("/api/terminals/{other}")),
+        ("POST", format!("/api/terminals/{other}/ticket")),
+        ("POST", format!("/api/terminals/{id}/share")),
+        ("DELETE", format!("/api/terminals/{id}")),
+        ("POST", format!("/api/terminals/{id}/detach")),
+    ] {
+        let r = bridge.request_anonymous(method, &path, &with_share, Some("{}")).await?;
+        ensure!(r.status == 403, "{method} {path} with a share link: {r:?}");
+    }
+    let mint = || async {
+        let path = format!("/api/terminals/{id}/ticket");
+        bridge.request_anonymous("POST", &path, &with_share, None).await
+    };
+    let ticket = mint().await?.json()?["ticket"].as_str().context("ticket")?.to_string();
+    // Read-only whatever it asks for.
+    let path = format!("/ws/terminal/{id}?role=read-write&takeover=1&ticket={ticket}");
+    let mut watcher =
+        ptyd_tests::bridge::WsClient::new(bridge.upgrade_anonymous(&path, &[]).await?).await?;
+    ensure!(watcher.hello["role"] == "read-only", "{}", watcher.hello);
+    let mut owner = bridge.connect(&id, None).await?;
+    owner.send_input(b"echo own''er\r").await?;
+    watcher.read_until("owner", TIMEOUT).await?;
+    watcher.send_input(b"echo nope\r").await?;
+    let refused = watcher.expect_control("error", TIMEOUT).await?;
+    ensure!(refused["code"] == "PermissionDenied", "{refused}");
+
+    // Revoked: its socket closes, and it mints nothing more.
+    let r = bridge.delete(&format!("/api/terminals/{id}/share")).await?;
+    ensure!(r.status == 200 && r.json()?["revoked"] == 1 && r.json()?["closed"] == 1, "{r:?}");
+    let (code, reason) = watcher.expect_close(TIMEOUT).await?;
+    ensure!(code == 4005 && reason == "share link revoked", "{code} {reason}");
+    ensure!(mint().await?.status == 401, "a revoked share still mints tickets");
+    // The owner's socket is untouched.
+    owner.send_input(b"echo still-own''er\r").await?;
+    owner.read_until("still-owner", TIMEOUT).await?;
+    Ok(())
+}

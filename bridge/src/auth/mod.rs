@@ -11,6 +11,7 @@
 
 pub mod failures;
 pub mod host;
+pub mod shares;
 pub mod tickets;
 pub mod token;
 
@@ -27,7 +28,8 @@ use tokio::time::Instant;
 
 use self::failures::Failures;
 use self::host::{own_hosts, HostPolicy, PublicUrl};
-use self::tickets::Tickets;
+use self::shares::Shares;
+use self::tickets::{Grant, Tickets};
 use self::token::Secret;
 use crate::config::{AuthMode, Config};
 use crate::error::AppError;
@@ -50,7 +52,17 @@ pub struct Auth {
     public: PublicUrl,
     mode: AuthMode,
     tickets: Tickets,
+    shares: Shares,
     failures: Failures,
+}
+
+/// A request made with a share token: what it may reach.
+#[derive(Debug, Clone)]
+pub struct ShareScope {
+    /// The share token.
+    pub token: String,
+    /// The one terminal it opens.
+    pub terminal: ipc_proto::SessionId,
 }
 
 /// Lowercase, without a trailing slash: the form browsers send.
@@ -91,6 +103,7 @@ impl Auth {
             public,
             mode: config.auth.clone(),
             tickets: Tickets::new(config.ticket_ttl),
+            shares: Shares::default(),
             failures: Failures::new(config.auth_failure_limit, config.auth_failure_window),
         }
     }
@@ -121,6 +134,11 @@ impl Auth {
         &self.tickets
     }
 
+    /// The share links.
+    pub fn shares(&self) -> &Shares {
+        &self.shares
+    }
+
     fn token(&self) -> Option<&Secret> {
         match &self.mode {
             AuthMode::Token(t) => Some(t),
@@ -134,9 +152,10 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         ticket: Option<(&str, ipc_proto::SessionId)>,
-    ) -> Presented {
-        let Some(token) = self.token() else { return Presented::Valid };
+    ) -> (Presented, Option<Grant>) {
+        let Some(token) = self.token() else { return (Presented::Valid, None) };
         let mut presented = Presented::Nothing;
+        let mut grant = None;
         let mut note = |ok: bool| {
             if ok {
                 presented = Presented::Valid;
@@ -153,9 +172,33 @@ impl Auth {
             note(bool::from(subtle::ConstantTimeEq::ct_eq(value.as_bytes(), cookie.as_bytes())));
         }
         if let Some((ticket, terminal)) = ticket {
-            note(self.tickets.redeem(ticket, terminal, Instant::now()));
+            grant = self.tickets.redeem(ticket, terminal, Instant::now());
+            note(grant.is_some());
         }
-        presented
+        (presented, grant)
+    }
+
+    /// The scope of a request made with `Authorization: Share <token>`, or why it is
+    /// refused: a share token reads its terminal's entry and mints its tickets, nothing else.
+    fn share_scope(&self, req: &Request) -> Option<Result<ShareScope, AppError>> {
+        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Share ")?.trim();
+        let Some(terminal) = self.shares.terminal(token) else {
+            return Some(Err(AppError::Unauthorized(
+                "this share link was revoked, or never existed".into(),
+            )));
+        };
+        let path = req.uri().path();
+        let entry = format!("/api/terminals/{terminal}");
+        let reach = (*req.method() == Method::GET && path == entry)
+            || (*req.method() == Method::POST && path == format!("{entry}/ticket"));
+        Some(if reach {
+            Ok(ShareScope { token: token.to_string(), terminal })
+        } else {
+            Err(AppError::Forbidden(format!(
+                "a share link opens only terminal {terminal}, to watch it; it cannot reach {path}"
+            )))
+        })
     }
 }
 
@@ -241,12 +284,30 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(wait) = auth.failures.locked(addr, Instant::now()) {
         return locked_out(addr, wait).into_response();
     }
+    if let Some(scope) = auth.share_scope(&req) {
+        return match scope {
+            Ok(scope) => {
+                let mut req = req;
+                req.extensions_mut().insert(scope);
+                next.run(req).await
+            }
+            Err(e) => {
+                tracing::warn!(%path, client = %addr, "refused a share link: {e}");
+                e.into_response()
+            }
+        };
+    }
     let ticket = if is_upgrade { upgrade_ticket(&req) } else { None };
     let ticket = ticket.as_ref().map(|(t, id)| (t.as_str(), *id));
-    match auth.check(req.headers(), ticket) {
+    let (presented, grant) = auth.check(req.headers(), ticket);
+    match presented {
         Presented::Valid => {
             if let Some(mark) = req.extensions().get::<ConnMark>() {
                 mark.authenticated();
+            }
+            let mut req = req;
+            if let Some(grant) = grant {
+                req.extensions_mut().insert(grant);
             }
             next.run(req).await
         }
@@ -330,15 +391,25 @@ pub async fn login(
     Ok(response)
 }
 
-/// `POST /api/terminals/{id}/ticket`: a single-use ticket to open the terminal's socket.
+/// `POST /api/terminals/{id}/ticket`: a single-use ticket to open the terminal's socket
+/// (read-only when asked through a share link).
 pub async fn ticket(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    share: Option<axum::Extension<ShareScope>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
     let id = parse_id(&raw)?;
     lookup(&state, id)?;
     let tickets = state.auth.tickets();
-    let ticket = tickets.mint(id, Instant::now()).map_err(|e| AppError::Busy(e.to_string()))?;
+    let grant = match share {
+        Some(axum::Extension(scope)) => {
+            Grant { role: crate::viewers::Role::ReadOnly, share: Some(scope.token) }
+        }
+        None => Grant { role: crate::viewers::Role::ReadWrite, share: None },
+    };
+    let ticket = tickets
+        .mint_granting(id, Instant::now(), grant)
+        .map_err(|e| AppError::Busy(e.to_string()))?;
     let ws_url = format!("{}/ws/terminal/{id}?ticket={ticket}", state.auth.public_url().ws_base());
     let body = serde_json::json!({
         "ticket": ticket,
@@ -411,16 +482,16 @@ mod tests {
     fn token_from_header_or_cookie() {
         let a = auth("127.0.0.1:1", Some("s3 cr;et"));
         let mut h = HeaderMap::new();
-        assert_eq!(a.check(&h, None), Presented::Nothing);
+        assert_eq!(a.check(&h, None).0, Presented::Nothing);
         h.insert(header::AUTHORIZATION, "Bearer s3 cr;et".parse().unwrap());
-        assert_eq!(a.check(&h, None), Presented::Valid);
+        assert_eq!(a.check(&h, None).0, Presented::Valid);
         h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert_eq!(a.check(&h, None), Presented::Wrong);
+        assert_eq!(a.check(&h, None).0, Presented::Wrong);
         let mut c = HeaderMap::new();
         let value = format!("other=1; {COOKIE}={}", cookie_value(&Secret::new("s3 cr;et")));
         c.insert(header::COOKIE, value.parse().unwrap());
-        assert_eq!(a.check(&c, None), Presented::Valid);
-        assert_eq!(auth("127.0.0.1:1", None).check(&HeaderMap::new(), None), Presented::Valid);
+        assert_eq!(a.check(&c, None).0, Presented::Valid);
+        assert_eq!(auth("127.0.0.1:1", None).check(&HeaderMap::new(), None).0, Presented::Valid);
     }
 
     #[test]
@@ -429,7 +500,7 @@ mod tests {
         let id = ipc_proto::SessionId::new();
         let ticket = a.tickets().mint(id, Instant::now()).unwrap();
         let h = HeaderMap::new();
-        assert_eq!(a.check(&h, Some((&ticket, id))), Presented::Valid);
-        assert_eq!(a.check(&h, Some((&ticket, id))), Presented::Wrong);
+        assert_eq!(a.check(&h, Some((&ticket, id))).0, Presented::Valid);
+        assert_eq!(a.check(&h, Some((&ticket, id))).0, Presented::Wrong);
     }
 }

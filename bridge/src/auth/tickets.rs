@@ -10,6 +10,16 @@ use ipc_proto::SessionId;
 use tokio::time::Instant;
 
 use super::token::random_hex;
+use crate::viewers::Role;
+
+/// What a redeemed ticket grants the socket it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The most the socket may do: `ReadOnly` for a ticket minted through a share link.
+    pub role: Role,
+    /// The share token it came through, if any (revoking it closes the socket).
+    pub share: Option<String>,
+}
 
 /// Tickets outstanding at most; past this, minting fails until some are used or expire.
 pub const MAX_OUTSTANDING: usize = 16 * 1024;
@@ -18,7 +28,7 @@ pub const MAX_OUTSTANDING: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Tickets {
     ttl: Duration,
-    issued: Mutex<HashMap<String, (SessionId, Instant)>>,
+    issued: Mutex<HashMap<String, (SessionId, Instant, Grant)>>,
 }
 
 /// Too many tickets are outstanding.
@@ -37,25 +47,38 @@ impl Tickets {
         self.ttl
     }
 
-    /// A new ticket for `terminal`, valid once until `now + ttl`.
+    /// A new ticket for `terminal`, valid once until `now + ttl`, granting read-write.
     pub fn mint(&self, terminal: SessionId, now: Instant) -> Result<String, TooManyTickets> {
+        self.mint_granting(terminal, now, Grant { role: Role::ReadWrite, share: None })
+    }
+
+    /// A new ticket for `terminal` that grants `grant`.
+    pub fn mint_granting(
+        &self,
+        terminal: SessionId,
+        now: Instant,
+        grant: Grant,
+    ) -> Result<String, TooManyTickets> {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         if issued.len() >= MAX_OUTSTANDING {
-            issued.retain(|_, (_, expires)| *expires > now);
+            issued.retain(|_, (_, expires, _)| *expires > now);
             if issued.len() >= MAX_OUTSTANDING {
                 return Err(TooManyTickets(issued.len()));
             }
         }
         let ticket = random_hex();
-        issued.insert(ticket.clone(), (terminal, now + self.ttl));
+        issued.insert(ticket.clone(), (terminal, now + self.ttl, grant));
         Ok(ticket)
     }
 
     /// Uses `ticket` up: true when it was issued for `terminal` and has not expired. A
     /// ticket presented for another terminal is used up too, so it cannot be tried twice.
-    pub fn redeem(&self, ticket: &str, terminal: SessionId, now: Instant) -> bool {
+    pub fn redeem(&self, ticket: &str, terminal: SessionId, now: Instant) -> Option<Grant> {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(issued.remove(ticket), Some((id, expires)) if id == terminal && expires > now)
+        match issued.remove(ticket) {
+            Some((id, expires, grant)) if id == terminal && expires > now => Some(grant),
+            _ => None,
+        }
     }
 }
 
@@ -69,13 +92,16 @@ mod tests {
         let (a, b) = (SessionId::new(), SessionId::new());
         let now = Instant::now();
         let ticket = t.mint(a, now).unwrap();
-        assert!(t.redeem(&ticket, a, now));
-        assert!(!t.redeem(&ticket, a, now), "single use");
+        assert!(t.redeem(&ticket, a, now).is_some());
+        assert!(t.redeem(&ticket, a, now).is_none(), "single use");
         let other = t.mint(a, now).unwrap();
-        assert!(!t.redeem(&other, b, now), "scoped to its terminal");
-        assert!(!t.redeem(&other, a, now), "a wrong try uses it up");
+        assert!(t.redeem(&other, b, now).is_none(), "scoped to its terminal");
+        assert!(t.redeem(&other, a, now).is_none(), "a wrong try uses it up");
         let late = t.mint(a, now).unwrap();
-        assert!(!t.redeem(&late, a, now + Duration::from_secs(31)), "expired");
-        assert!(!t.redeem("made-up", a, now));
+        assert!(t.redeem(&late, a, now + Duration::from_secs(31)).is_none(), "expired");
+        assert!(t.redeem("made-up", a, now).is_none());
+        let shared = Grant { role: Role::ReadOnly, share: Some("s".into()) };
+        let ro = t.mint_granting(a, now, shared.clone()).unwrap();
+        assert_eq!(t.redeem(&ro, a, now), Some(shared), "it grants what it was minted with");
     }
 }

@@ -31,13 +31,25 @@ pub async fn upgrade(
     Path(raw): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    grant: Option<axum::Extension<crate::auth::tickets::Grant>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&raw)?;
     let span = tracing::info_span!("ws", terminal = %id, peer = %peer);
     let since = parse_since(query.as_deref())?;
     let screen = parse_screen(query.as_deref())?;
-    let (role, joining) = parse_viewer(query.as_deref())?;
+    let (mut role, joining) = parse_viewer(query.as_deref())?;
+    // A ticket minted through a share link opens a read-only viewer, whatever was asked.
+    let share = match grant {
+        Some(axum::Extension(grant)) => {
+            if grant.role == Role::ReadOnly {
+                role = Role::ReadOnly;
+            }
+            grant.share
+        }
+        None => None,
+    };
+    let joining = if share.is_some() { Joining::Join } else { joining };
     match state.registry.check(id) {
         Ok(_) => {}
         Err(Missing::NotFound) => return Err(AppError::NotFound(format!("no terminal {id}"))),
@@ -59,7 +71,7 @@ pub async fn upgrade(
         .max_write_buffer_size(write + 2 * max.max(64 * 1024) + 64 * 1024)
         .on_failed_upgrade(|e| tracing::warn!("WebSocket upgrade failed: {e}"))
         .on_upgrade(move |socket| {
-            let viewer = ViewerOpts { role, joining };
+            let viewer = ViewerOpts { role, joining, share };
             tracker.track_future(serve(state, id, since, screen, viewer, socket).instrument(span))
         }))
 }
@@ -77,10 +89,12 @@ fn parse_since(query: Option<&str>) -> Result<Option<u64>, AppError> {
 }
 
 /// What kind of viewer a socket is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ViewerOpts {
     role: Role,
     joining: Joining,
+    /// The share link it was opened through.
+    share: Option<String>,
 }
 
 /// `?role=read-write|read-only` (default read-write) and `?takeover=1` (default: join the
@@ -156,7 +170,9 @@ async fn serve(
             return;
         }
     };
-    let act = match state.registry.activate(id, Instant::now(), viewer.role, viewer.joining) {
+    let share = viewer.share.clone();
+    let act = match state.registry.activate(id, Instant::now(), viewer.role, viewer.joining, share)
+    {
         Ok(a) => a,
         Err(_) => {
             tracing::warn!("Reconnect attempt received, terminal {id} is Dead");
@@ -267,6 +283,7 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
         Outcome::Stopped(StopReason::Detached) => {
             tracing::info!("WebSocket for terminal {id} closed: terminal detached");
         }
+
         Outcome::Shutdown => {
             // The terminal keeps running in ptyd; a restarted bridge recovers it.
             state.registry.disconnect(id, gen, now);
@@ -287,6 +304,11 @@ fn finish(state: &AppState, id: SessionId, gen: u64, outcome: Outcome) {
                 }
                 Outcome::Violation { why, .. } => {
                     tracing::warn!("WebSocket closed for terminal {id}: {why}");
+                }
+                Outcome::Stopped(StopReason::Revoked) => {
+                    tracing::info!(
+                        "WebSocket for terminal {id} closed: its share link was revoked"
+                    );
                 }
                 _ => {}
             }

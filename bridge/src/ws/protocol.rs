@@ -35,6 +35,8 @@ pub mod close {
     pub const DELETED: u16 = 4002;
     /// The terminal was detached through the API: it runs on, kept without this socket.
     pub const DETACHED: u16 = 4003;
+    /// The share link this socket was opened through was revoked.
+    pub const REVOKED: u16 = 4005;
     /// The terminal is Dead (ended between the HTTP check and the upgrade).
     pub const GONE: u16 = 4004;
 }

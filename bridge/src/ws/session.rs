@@ -229,6 +229,9 @@ impl Outcome {
             Outcome::Stopped(StopReason::Detached) => {
                 CloseFrame::new(close::DETACHED, "terminal detached: it runs on")
             }
+            Outcome::Stopped(StopReason::Revoked) => {
+                CloseFrame::new(close::REVOKED, "share link revoked")
+            }
             Outcome::Shutdown => CloseFrame::new(close::GOING_AWAY, "ptyd-bridge is shutting down"),
         })
     }

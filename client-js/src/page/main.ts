@@ -162,7 +162,8 @@ function paintStatus(status: Status): void {
   badge.dataset.status = status;
   $("reconnecting").hidden = status !== "reconnecting";
   $("ended").hidden = status !== "dead" && status !== "closed" && status !== "detached";
-  $("detach").hidden = status === "dead" || status === "closed" || status === "detached";
+  $("detach").hidden =
+    status === "dead" || status === "closed" || status === "detached" || current?.share !== undefined;
 }
 
 function showEnded(text: string): void {
@@ -190,6 +191,8 @@ interface Tab {
   refused: string | null;
   /** The role it asked for. */
   role: Role;
+  /** The share link's token it was opened with, if any. */
+  share: string | undefined;
 }
 
 const tabs: Tab[] = [];
@@ -244,8 +247,9 @@ async function newTab(): Promise<void> {
   }
 }
 
-/** Opens a tab on terminal `id`, or on a new terminal when `id` is null. */
-async function openTab(id: string | null, role: Role = "read-write"): Promise<Tab> {
+/** Opens a tab on terminal `id`, or on a new terminal when `id` is null; with `share`
+ * (a share link's token), read-only. */
+async function openTab(id: string | null, role: Role = "read-write", share?: string): Promise<Tab> {
   const pane = Object.assign(document.createElement("div"), { className: "pane" });
   $("terminal").append(pane);
   const term = new Terminal({ cursorBlink: true, scrollback: 5000, allowProposedApi: false });
@@ -270,6 +274,7 @@ async function openTab(id: string | null, role: Role = "read-write"): Promise<Ta
   const conn = connect(`${proto}//${location.host}/ws/terminal/${termId}`, {
     flowControl: true,
     role,
+    share,
   });
   const button = Object.assign(document.createElement("button"), {
     type: "button",
@@ -291,6 +296,7 @@ async function openTab(id: string | null, role: Role = "read-write"): Promise<Ta
     size: null,
     refused: null,
     role,
+    share,
   };
   tabs.push(tab);
   button.addEventListener("click", () => select(tab));
@@ -349,7 +355,10 @@ function select(tab: Tab): void {
   }
   window.ptydTerm = tab.term;
   window.ptydConn = tab.conn;
-  history.replaceState(null, "", `/t/${tab.id}${tab.role === "read-only" ? "?role=read-only" : ""}`);
+  const query = new URLSearchParams();
+  if (tab.role === "read-only") query.set("role", "read-only");
+  if (tab.share) query.set("share", tab.share);
+  history.replaceState(null, "", `/t/${tab.id}${query.size ? `?${query}` : ""}`);
   // A pane that was hidden has no size of its own until shown.
   tab.fit.fit();
   showTab(tab);
@@ -370,6 +379,11 @@ function showPending(bytes: number): void {
 function showViewer(tab: Tab): void {
   const role = $("role");
   role.hidden = tab.conn.role !== "read-only";
+  // A share link reaches its one terminal only: no list, no new terminals, no detach.
+  const shared = tab.share !== undefined;
+  $("new").hidden = shared;
+  $("terminals").hidden = shared;
+  if (shared) $("detach").hidden = true;
   role.textContent = tab.refused ? "Read-only: what you type is not sent" : "Read-only";
   const note = $("size-note");
   const s = tab.size;
@@ -380,8 +394,8 @@ function showViewer(tab: Tab): void {
 
 /** The header and the ended box as `tab` has them. */
 function showTab(tab: Tab): void {
-  showViewer(tab);
   showStatus(tab.conn.status);
+  showViewer(tab);
   showTitle(tab);
   showPending(tab.conn.pendingInput);
   const s = tab.conn.status;
@@ -402,9 +416,12 @@ async function main(): Promise<void> {
   try {
     await logIn();
     const id = idFromPath();
-    // `?role=read-only` (a shared link) opens the terminal to watch.
-    const asked = new URL(location.href).searchParams.get("role");
-    select(await openTab(id, asked === "read-only" ? "read-only" : "read-write"));
+    // `?role=read-only` opens the terminal to watch; a share link (`?share=`) does too,
+    // with its own credential instead of a login.
+    const params = new URL(location.href).searchParams;
+    const share = params.get("share") ?? undefined;
+    const role = share || params.get("role") === "read-only" ? "read-only" : "read-write";
+    select(await openTab(id, role, share));
   } catch (e) {
     showStatus("dead");
     showEnded(`Could not open a terminal: ${(e as Error).message}`);

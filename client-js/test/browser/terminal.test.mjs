@@ -408,6 +408,35 @@ describe("several viewers of one terminal", () => {
     await watcher.close();
   });
 
+  it("through a share link, open read-only without the token, until revoked", async () => {
+    const owner = await run.browser.newPage({ viewport: { width: 900, height: 600 } });
+    const id = await openTerminal(owner, run.stack.url);
+    const link = await owner.evaluate(async (id) => {
+      const r = await fetch(`/api/terminals/${id}/share`, { method: "POST" });
+      return (await r.json()).url;
+    }, id);
+    // Someone else's browser: no cookie, no token, only the link.
+    const guest = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
+    const page = await guest.newPage();
+    await page.goto(link);
+    await page.waitForSelector('#status[data-status="active"]', { timeout: 10_000 });
+    assert.equal(await page.locator("#role").isVisible(), true);
+    assert.equal(await page.locator("#new").isVisible(), false, "a share link opens only its terminal");
+    await enter(owner, "echo for-the-gu''est");
+    await waitForLine(page, (l) => l.trim() === "for-the-guest", "the owner's output");
+    await enter(page, "echo from-the-gu''est");
+    await waitFor("the guest to be told", async () =>
+      /what you type is not sent/.test(await page.locator("#role").textContent()),
+    );
+    // Revoked: the guest's socket closes for good.
+    await owner.evaluate(async (id) => fetch(`/api/terminals/${id}/share`, { method: "DELETE" }), id);
+    await page.waitForSelector('#status[data-status="closed"]', { timeout: 10_000 });
+    const lines = (await bufferLines(owner)).map((l) => l.trim());
+    assert.equal(lines.includes("from-the-guest"), false, "the guest's input ran");
+    await guest.close();
+    await owner.close();
+  });
+
   it("of different sizes give the program the smaller size, and say so in the larger", async () => {
     const large = await run.browser.newPage({ viewport: { width: 1000, height: 700 } });
     const id = await openTerminal(large, run.stack.url);
