@@ -328,6 +328,9 @@ async function openTab(id: string | null, role: Role = "read-write", share?: str
   });
   conn.on("error", (e) => {
     console.warn(`ptyd: ${e.code}: ${e.message}`);
+    // Closed for good while the terminal runs on: say why, not "Session ended".
+    const closedBecause = CLOSED_BECAUSE[e.code];
+    if (closedBecause) tab.ended = closedBecause;
     if (e.code === "PermissionDenied") {
       tab.refused = e.message;
       if (tab === current) showViewer(tab);
@@ -400,7 +403,7 @@ function showTab(tab: Tab): void {
   showPending(tab.conn.pendingInput);
   const s = tab.conn.status;
   $("ended-reopen").hidden = s !== "detached";
-  if (s === "dead" || s === "detached") showEnded(tab.ended ?? endedText(tab));
+  if (s === "dead" || s === "detached" || s === "closed") showEnded(tab.ended ?? endedText(tab));
 }
 
 async function main(): Promise<void> {
@@ -437,6 +440,12 @@ async function reopen(tab: Tab): Promise<void> {
   tabs.splice(at, 1);
   await showTerminal(tab.id);
 }
+
+/** Why this page's socket was closed for good while the terminal runs on. */
+const CLOSED_BECAUSE: Record<string, string> = {
+  Closed4000: "Taken over: another viewer asked to take this terminal over. It runs on there.",
+  Closed4005: "The share link this page was opened with was revoked.",
+};
 
 /** Why a session ended, in words, for the reasons that are not its own exit. */
 const END_REASONS: Record<string, string> = {

@@ -437,6 +437,27 @@ describe("several viewers of one terminal", () => {
     await owner.close();
   });
 
+  it("a page taken over says so instead of 'Session ended'", async () => {
+    const context = await run.browser.newContext({ viewport: { width: 900, height: 600 } });
+    const page = await context.newPage();
+    const id = await openTerminal(page, run.stack.url);
+    // Another client (logged in with the same cookie) asks to take the terminal over.
+    const other = await context.newPage();
+    await other.goto(run.stack.url + "/assets/app.css");
+    const opened = await other.evaluate(async (id) => {
+      const { ticket } = await (await fetch(`/api/terminals/${id}/ticket`, { method: "POST" })).json();
+      const ws = new WebSocket(`ws://${location.host}/ws/terminal/${id}?takeover=1&ticket=${ticket}`);
+      return new Promise((ok) => {
+        ws.addEventListener("message", () => ok(true), { once: true });
+        ws.addEventListener("close", () => ok(false), { once: true });
+      });
+    }, id);
+    assert.equal(opened, true);
+    await page.waitForSelector('#status[data-status="closed"]', { timeout: 10_000 });
+    assert.match(await page.locator("#ended-text").textContent(), /^Taken over: another viewer/);
+    await context.close();
+  });
+
   it("of different sizes give the program the smaller size, and say so in the larger", async () => {
     const large = await run.browser.newPage({ viewport: { width: 1000, height: 700 } });
     const id = await openTerminal(large, run.stack.url);
