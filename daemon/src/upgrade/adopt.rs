@@ -3,11 +3,10 @@
 //! the kept ones close-on-exec again before any child can be started), and, if it cannot
 //! go on with them, go back to the old binary with the same state.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use bytes::BytesMut;
@@ -138,26 +137,18 @@ impl Adoption {
         let Some(fd) = self.loaded.header.fallback_fd else {
             return io::Error::other("the old image left no binary to go back to");
         };
-        let c = |s: &OsStr| CString::new(s.as_bytes()).map_err(io::Error::other);
         let build = || -> io::Result<(Vec<CString>, Vec<CString>)> {
-            let args = std::env::args_os().map(|a| c(&a)).collect::<Result<Vec<_>, _>>()?;
-            let mut env = Vec::new();
-            for (k, v) in std::env::vars_os() {
-                let mut pair = OsString::from(&k);
-                pair.push("=");
-                pair.push(&v);
-                env.push(c(&pair)?);
-            }
-            let memfd = self.memfd.as_raw_fd();
             // The descriptors cross once more: close-on-exec off again.
             for fd in self.kept() {
                 let flags = nix::fcntl::FdFlag::empty();
                 nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))?;
             }
-            env.push(c(OsStr::new(&format!("{HANDOVER_ENV}={memfd}")))?);
-            // A reason with a NUL would not pass; it cannot have one, but be total.
-            env.push(c(OsStr::new(&format!("{FAILED_ENV}={}", why.replace('\0', " "))))?);
-            Ok((args, env))
+            let added = [
+                format!("{HANDOVER_ENV}={}", self.memfd.as_raw_fd()),
+                // A reason with a NUL would not pass; it cannot have one, but be total.
+                format!("{FAILED_ENV}={}", why.replace('\0', " ")),
+            ];
+            super::exec_parts(&[HANDOVER_ENV, FAILED_ENV], &added)
         };
         let (args, env) = match build() {
             Ok(parts) => parts,

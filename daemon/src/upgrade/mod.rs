@@ -366,28 +366,12 @@ fn parse_check(out: &str) -> Option<Checked> {
 /// Replaces this process with `binary`, the same arguments, and the environment with the
 /// handover state's descriptor named. Returns only on failure.
 fn exec(binary: &Path, memfd: RawFd) -> std::io::Error {
-    let c = |s: &OsStr| CString::new(s.as_bytes()).map_err(std::io::Error::other);
-    let build = || -> std::io::Result<(CString, Vec<CString>, Vec<CString>)> {
-        let path = c(binary.as_os_str())?;
-        let args = std::env::args_os().map(|a| c(&a)).collect::<Result<Vec<_>, _>>()?;
-        let mut env = Vec::new();
-        for (k, v) in std::env::vars_os() {
-            // systemd's socket-activation variables described the first image's start.
-            if ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", HANDOVER_ENV]
-                .iter()
-                .any(|p| k == OsStr::new(p))
-            {
-                continue;
-            }
-            let mut pair = OsString::from(&k);
-            pair.push("=");
-            pair.push(&v);
-            env.push(c(&pair)?);
-        }
-        env.push(c(OsStr::new(&format!("{HANDOVER_ENV}={memfd}")))?);
-        Ok((path, args, env))
-    };
-    let (path, args, env) = match build() {
+    // systemd's socket-activation variables described the first image's start.
+    let dropped = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", HANDOVER_ENV];
+    let added = [format!("{HANDOVER_ENV}={memfd}")];
+    let parts =
+        c_string(binary.as_os_str()).and_then(|path| Ok((path, exec_parts(&dropped, &added)?)));
+    let (path, (args, env)) = match parts {
         Ok(parts) => parts,
         Err(e) => return e,
     };
@@ -395,6 +379,33 @@ fn exec(binary: &Path, memfd: RawFd) -> std::io::Error {
         Ok(never) => match never {},
         Err(e) => std::io::Error::from(e),
     }
+}
+
+fn c_string(s: &OsStr) -> std::io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(std::io::Error::other)
+}
+
+/// This process's arguments, and its environment without the variables named in `dropped`
+/// and with `added` (`NAME=value`), as an exec takes them.
+pub(crate) fn exec_parts(
+    dropped: &[&str],
+    added: &[String],
+) -> std::io::Result<(Vec<CString>, Vec<CString>)> {
+    let args = std::env::args_os().map(|a| c_string(&a)).collect::<Result<Vec<_>, _>>()?;
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if dropped.iter().any(|p| k == OsStr::new(p)) {
+            continue;
+        }
+        let mut pair = OsString::from(&k);
+        pair.push("=");
+        pair.push(&v);
+        env.push(c_string(&pair)?);
+    }
+    for pair in added {
+        env.push(c_string(OsStr::new(pair))?);
+    }
+    Ok((args, env))
 }
 
 /// Says, in the log and to the client that asked, how the handover went, once this image
