@@ -5,11 +5,11 @@
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { WebLinksAddon } from "@xterm/addon-web-links";
-import { WebglAddon } from "@xterm/addon-webgl";
 import "@xterm/xterm/css/xterm.css";
 import "./style.css";
 import { connect, type Role, type Status, type TerminalConnection } from "../connection.js";
 import { attachTerminal, fitToContainer } from "../xterm.js";
+import { chooseRenderer, type Renderer, webglSupport } from "./renderer.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -22,52 +22,12 @@ const LABELS: Record<Status, string> = {
   closed: "Closed",
 };
 
-/** How the terminal is drawn. */
-type Renderer = "webgl" | "dom";
-
 declare global {
   interface Window {
     ptydTerm?: Terminal;
     ptydConn?: TerminalConnection;
     ptydRenderer?: Renderer;
     ptydWebgl?: "none" | "software" | "hardware";
-  }
-}
-
-/** WebGL drawn by the CPU: slower than the DOM renderer (8x in headless Chromium). */
-const SOFTWARE_GL = /SwiftShader|llvmpipe|softpipe|software|Basic Render/i;
-
-/** Whether the browser has WebGL 2 at all, and whether a GPU (not the CPU) draws it. */
-function webglSupport(): "none" | "software" | "hardware" {
-  const gl = document.createElement("canvas").getContext("webgl2");
-  if (!gl) return "none";
-  const info = gl.getExtension("WEBGL_debug_renderer_info");
-  const name = String(info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
-  return SOFTWARE_GL.test(name) ? "software" : "hardware";
-}
-
-/**
- * The WebGL renderer when a GPU draws the browser's WebGL 2, else xterm's DOM renderer,
- * chosen now; a WebGL context lost later (a GPU reset) falls back to the DOM one.
- * `?renderer=dom` or `?renderer=webgl` in the page's address asks for one (to compare
- * them; WebGL still needs WebGL 2).
- */
-function chooseRenderer(term: Terminal): Renderer {
-  const asked = new URL(location.href).searchParams.get("renderer");
-  const support = webglSupport();
-  if (asked === "dom" || support === "none") return "dom";
-  if (support === "software" && asked !== "webgl") return "dom";
-  try {
-    const webgl = new WebglAddon();
-    webgl.onContextLoss(() => {
-      webgl.dispose();
-      window.ptydRenderer = "dom";
-    });
-    term.loadAddon(webgl);
-    return "webgl";
-  } catch (e) {
-    console.warn(`ptyd: WebGL renderer unavailable, drawing with the DOM: ${(e as Error).message}`);
-    return "dom";
   }
 }
 
