@@ -18,6 +18,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadWrite => "read-write",
+            Role::ReadOnly => "read-only",
+        }
+    }
+
     /// The `?role=` query value (`read-write`, the default, or `read-only`).
     pub fn parse(text: &str) -> Option<Role> {
         match text {

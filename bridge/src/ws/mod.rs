@@ -183,8 +183,8 @@ async fn serve(
     if act.took_over > 0 {
         tracing::info!("Taking over terminal {id} from another connection");
     } else if act.previous == Status::Active {
-        let role = viewer.role;
-        tracing::info!("A {role:?} viewer joined terminal {id} ({} viewers)", act.viewers);
+        let role = viewer.role.as_str();
+        tracing::info!("A {role} viewer joined terminal {id} ({} viewers)", act.viewers);
     } else {
         if let Some(after) = act.reconnected_after {
             let after = Duration::from_millis(after.as_millis() as u64);
