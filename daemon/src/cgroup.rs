@@ -483,10 +483,28 @@ fn remove_stale_subtrees(base: &Path) {
 
 /// Whether `pid` is a live (not zombie) process named ptyd.
 fn ptyd_running(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
-    let state = stat[close + 1..].split_whitespace().next();
-    &stat[open + 1..close] == "ptyd" && state != Some("Z")
+    let Some((name, state)) = name_and_state(&format!("/proc/{pid}/stat")) else { return false };
+    if name != "ptyd" {
+        return false;
+    }
+    if state != "Z" {
+        return true;
+    }
+    // A live upgrade execs from a worker thread: for a moment the leader shows as a zombie
+    // while that thread takes its place. The process runs while any of its threads does.
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        let stat = task.path().join("stat");
+        name_and_state(&stat.to_string_lossy()).is_some_and(|(_, state)| state != "Z")
+    })
+}
+
+/// The command name and state letter of a `/proc/.../stat` file.
+fn name_and_state(path: &str) -> Option<(String, String)> {
+    let stat = fs::read_to_string(path).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let state = stat[close + 1..].split_whitespace().next()?.to_string();
+    Some((stat[open + 1..close].to_string(), state))
 }
 
 /// SIGKILLs everything in the cgroup `dir` and below, waits (at most [`EMPTY_LIMIT`]) for
@@ -556,6 +574,11 @@ mod tests {
     fn this_process_is_not_a_running_ptyd() {
         assert!(!ptyd_running(std::process::id()));
         assert!(!ptyd_running(u32::MAX));
+        // Each thread has a stat of its own; this one runs.
+        let tid = nix::unistd::gettid();
+        let own = format!("/proc/self/task/{tid}/stat");
+        let (_, state) = name_and_state(&own).expect("a thread's stat");
+        assert_ne!(state, "Z");
     }
 
     #[test]
