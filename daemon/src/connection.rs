@@ -25,6 +25,7 @@ use crate::frame_budget::{Budgeted, FrameBudget, Pending};
 use crate::handlers::{self, ReplyError};
 use crate::pool::PtyPool;
 use crate::session::{EndReason, Held, Session};
+use crate::upgrade::quiesce::Quiesce;
 
 type Codec = FrameCodec<Request, DaemonMessage>;
 type Reader = FramedRead<OwnedReadHalf, Budgeted<Codec>>;
@@ -228,11 +229,12 @@ async fn handshake(
         conn.reply(0, DaemonMessage::Error(ErrorReply { code, message })).await;
         None
     };
+    let mut frozen = conn.pool.quiesce.watch();
     let first = tokio::select! {
         first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()) => first,
         _ = stop.cancelled() => return None,
         // A client that has not said hello yet must not hold an upgrade up.
-        _ = conn.pool.quiesce.frozen() => {
+        _ = Quiesce::frozen(&mut frozen) => {
             return refuse(ErrorCode::Upgrading, UPGRADING.into()).await;
         }
     };
@@ -312,11 +314,11 @@ async fn read_loop(
     let mut check = tokio::time::interval((shortest / 4).max(Duration::from_millis(10)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_frame = Instant::now();
-    let pool = conn.pool.clone();
+    let mut frozen = conn.pool.quiesce.watch();
     loop {
         let next = tokio::select! {
             next = reader.next() => next,
-            _ = pool.quiesce.frozen() => {
+            _ = Quiesce::frozen(&mut frozen) => {
                 // A live upgrade: the socket stays open for new connections, which wait
                 // until the new image serves them.
                 info!("closing connection: ptyd is upgrading");

@@ -19,6 +19,7 @@ use crate::pool::{PoolError, PtyPool};
 use crate::pty::{PtyHandle, Spawned};
 use crate::pty_io::{Input, PtyIo};
 use crate::shell_integration::Integration;
+use crate::upgrade::quiesce::Quiesce;
 use crate::upgrade::state::{Loaded, SessionRecord};
 
 /// Input frames may be up to 1 MiB each: a short queue keeps a stuck child's backlog small.
@@ -131,11 +132,12 @@ fn read_output(
     let output = async move {
         let quiesce = &pool.quiesce;
         let _alive = quiesce.reader();
+        let mut frozen = quiesce.watch();
         loop {
-            quiesce.park_if_frozen().await;
+            quiesce.park_if_frozen(&mut frozen).await;
             let read = tokio::select! {
                 biased;
-                _ = quiesce.frozen() => continue,
+                _ = Quiesce::frozen(&mut frozen) => continue,
                 read = io.read_with(|data| sink.record_output(data)) => read,
             };
             let Some(backlog) = read else { break };
@@ -143,7 +145,7 @@ fn read_output(
                 // Full lossless subscribers hold the next read back.
                 _ = backlog.deliver() => {}
                 // A handover closes every connection, and their subscriptions with them.
-                _ = quiesce.frozen() => {}
+                _ = Quiesce::frozen(&mut frozen) => {}
             }
         }
         let _ = done_tx.send(());

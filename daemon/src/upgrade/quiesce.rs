@@ -88,16 +88,18 @@ impl Quiesce {
         self.frozen.subscribe()
     }
 
-    /// Resolves once a freeze has begun (at once if one has).
-    pub async fn frozen(&self) {
-        let mut rx = self.frozen.subscribe();
-        let _ = rx.wait_for(|f| *f).await;
+    /// Resolves once a freeze has begun (at once if one has), through `rx`, a receiver
+    /// from [`Quiesce::watch`] kept by the caller (no subscription per call on a hot path).
+    pub async fn frozen(rx: &mut watch::Receiver<bool>) {
+        if rx.wait_for(|f| *f).await.is_err() {
+            // The daemon is going away: never frozen again.
+            std::future::pending::<()>().await;
+        }
     }
 
-    /// Called by an output task between reads: while the daemon is frozen, waits (counted
-    /// as parked) until it thaws.
-    pub async fn park_if_frozen(&self) {
-        let mut rx = self.frozen.subscribe();
+    /// Called by an output task between reads, with its receiver from [`Quiesce::watch`]:
+    /// while the daemon is frozen, waits (counted as parked) until it thaws.
+    pub async fn park_if_frozen(&self, rx: &mut watch::Receiver<bool>) {
         if !*rx.borrow_and_update() {
             return;
         }
@@ -150,11 +152,12 @@ mod tests {
             let q = q.clone();
             tokio::spawn(async move {
                 let _alive = q.reader();
+                let mut rx = q.watch();
                 for round in 0..2 {
-                    q.park_if_frozen().await;
+                    q.park_if_frozen(&mut rx).await;
                     let _ = went_on_tx.send(round);
                     if round == 0 {
-                        q.frozen().await;
+                        Quiesce::frozen(&mut rx).await;
                     }
                 }
             })
