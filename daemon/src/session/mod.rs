@@ -535,17 +535,18 @@ impl Subscription {
     /// `max` bytes: a reader that fell behind catches up in fewer, larger pieces, and a
     /// lone chunk waits for nothing. `None` once the session has ended and all is taken.
     pub async fn next_merged(&mut self, max: usize) -> Option<Chunk> {
-        let mut chunk = match self.carried.take() {
+        let first = match self.carried.take() {
             Some(chunk) => chunk,
             None => self.rx.recv_async().await.ok()?,
         };
+        let mut merge = output::Merge::new(first, max);
         while let Ok(next) = self.rx.try_recv() {
-            if let Err(next) = chunk.absorb(next, max) {
+            if let Err(next) = merge.absorb(next) {
                 self.carried = Some(next);
                 break;
             }
         }
-        Some(chunk)
+        Some(merge.finish())
     }
 }
 

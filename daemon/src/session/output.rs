@@ -35,20 +35,51 @@ pub struct Chunk {
     pub held: Held,
 }
 
-impl Chunk {
-    /// Appends `next` when it follows on directly and the two fit in `max` bytes, taking
-    /// over its share of the budget too; else hands it back.
-    pub fn absorb(&mut self, next: Chunk, max: usize) -> Result<(), Chunk> {
-        let len = self.data.len();
-        if next.offset != self.offset + len as u64 || len + next.data.len() > max {
+/// Chunks being merged into one, up to `max` bytes: the first, and the bytes of those
+/// that follow on from it, copied once into one buffer.
+pub struct Merge {
+    first: Chunk,
+    /// The merged bytes, once a second chunk came.
+    data: Option<bytes::BytesMut>,
+    max: usize,
+}
+
+impl Merge {
+    /// A merge starting with `first`.
+    pub fn new(first: Chunk, max: usize) -> Merge {
+        Merge { first, data: None, max }
+    }
+
+    fn len(&self) -> usize {
+        self.data.as_ref().map_or(self.first.data.len(), |d| d.len())
+    }
+
+    /// Appends `next` when it follows on directly and still fits, taking over its share
+    /// of the budget too; else hands it back.
+    pub fn absorb(&mut self, next: Chunk) -> Result<(), Chunk> {
+        let len = self.len();
+        if next.offset != self.first.offset + len as u64 || len + next.data.len() > self.max {
             return Err(next);
         }
-        let mut data = bytes::BytesMut::with_capacity(len + next.data.len());
-        data.extend_from_slice(&self.data);
+        let first = &self.first.data;
+        let data = self.data.get_or_insert_with(|| {
+            // Grows by doubling from here, so the copying stays linear in the bytes merged.
+            let mut data = bytes::BytesMut::with_capacity(2 * (first.len() + next.data.len()));
+            data.extend_from_slice(first);
+            data
+        });
         data.extend_from_slice(&next.data);
-        self.data = data.freeze();
-        self.held.0.merge(next.held.0);
+        self.first.held.0.merge(next.held.0);
         Ok(())
+    }
+
+    /// The merged chunk.
+    pub fn finish(self) -> Chunk {
+        let Merge { mut first, data, .. } = self;
+        if let Some(data) = data {
+            first.data = data.freeze();
+        }
+        first
     }
 }
 
@@ -377,16 +408,18 @@ mod tests {
         for piece in [&b"ab"[..], b"cd", b"efg"] {
             let _ = out.push(piece);
         }
-        let mut first = rx.try_recv().unwrap();
-        first.absorb(rx.try_recv().unwrap(), 4).unwrap();
-        assert_eq!((first.offset, &first.data[..]), (0, &b"abcd"[..]));
+        let mut merge = Merge::new(rx.try_recv().unwrap(), 4);
+        merge.absorb(rx.try_recv().unwrap()).unwrap();
         // Over the bound: handed back whole.
-        let third = first.absorb(rx.try_recv().unwrap(), 4).unwrap_err();
+        let third = merge.absorb(rx.try_recv().unwrap()).unwrap_err();
         assert_eq!((third.offset, &third.data[..]), (4, &b"efg"[..]));
+        let first = merge.finish();
+        assert_eq!((first.offset, &first.data[..]), (0, &b"abcd"[..]));
         // Not following on: handed back too.
-        let mut later = third;
+        let mut merge = Merge::new(third, 64);
         let gap = Chunk { offset: 9, data: Bytes::from_static(b"z"), held: later_held(&out, id) };
-        assert!(later.absorb(gap, 64).is_err());
+        assert!(merge.absorb(gap).is_err());
+        let later = merge.finish();
         // Every share of the budget comes back once the chunks are gone.
         drop((first, later));
         let st = out.state();
