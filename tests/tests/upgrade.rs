@@ -203,9 +203,12 @@ async fn clients_that_connect_during_an_upgrade_wait_instead_of_being_refused() 
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let socket = daemon.socket().to_path_buf();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Connections served by any loop so far.
+    let served_all = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let served_by_all = || served_all.load(std::sync::atomic::Ordering::Relaxed);
     let mut loops = Vec::new();
     for _ in 0..20 {
-        let (socket, stop) = (socket.clone(), stop.clone());
+        let (socket, stop, served_all) = (socket.clone(), stop.clone(), served_all.clone());
         loops.push(tokio::spawn(async move {
             let (mut served, mut cut) = (0u32, 0u32);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -218,7 +221,10 @@ async fn clients_that_connect_during_an_upgrade_wait_instead_of_being_refused() 
                     c.list().await
                 };
                 match served_now.await {
-                    Ok(_) => served += 1,
+                    Ok(_) => {
+                        served += 1;
+                        served_all.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     // Closed by the upgrade (Upgrading) after it was accepted.
                     Err(_) => cut += 1,
                 }
@@ -226,12 +232,17 @@ async fn clients_that_connect_during_an_upgrade_wait_instead_of_being_refused() 
             Ok::<_, anyhow::Error>((served, cut))
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The clients are connecting in earnest before the upgrades, and again after them.
+    let busy = ptyd_tests::wait_until_async(TIMEOUT, || served_by_all() >= 40).await;
+    ensure!(busy, "the clients did not get going: {} served", served_by_all());
     for _ in 0..3 {
         // Off the runtime, so that the clients go on meanwhile.
         tokio::task::block_in_place(|| upgrade_ok(&daemon))?;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = served_by_all();
+    let served_again =
+        ptyd_tests::wait_until_async(TIMEOUT, || served_by_all() >= after + 40).await;
+    ensure!(served_again, "the clients were not served after the upgrades");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     for l in loops {
