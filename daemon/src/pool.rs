@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Class, Peer, Refusal, Slot};
-use crate::cgroup::SessionCgroup;
+use crate::cgroup::{CgroupTree, SessionCgroup};
 use crate::config::{defaults, Config};
 use crate::events::EventBus;
 use crate::pty::{self, PtyHandle, SpawnSpec};
@@ -84,7 +84,7 @@ pub struct PtyPool {
     /// The shell integration's files, when it is on.
     shell: Option<ShellFiles>,
     /// Holds the daemon still for a live upgrade.
-    pub quiesce: Quiesce,
+    pub quiesce: Arc<Quiesce>,
     /// Live upgrades, once the daemon serves.
     pub upgrader: OnceLock<Upgrader>,
 }
@@ -137,7 +137,7 @@ impl PtyPool {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             events: EventBus::default(),
-            quiesce: Quiesce::default(),
+            quiesce: Arc::default(),
             upgrader: OnceLock::new(),
         })
     }
@@ -199,28 +199,29 @@ impl PtyPool {
         };
         debug!(?integration, command = %req.command, "shell integration");
         let id = SessionId::new();
-        let (cgroup, procs) = self.session_cgroup(id, &req.command)?;
+        let tree = self.config.cgroups.clone();
         let reaper = self.reaper.clone();
         let helper = self.config.spawner.clone();
+        let command = req.command.clone();
+        // The cgroup's directory and files, the fork and the wait for the exec all block:
+        // off the runtime, so other sessions' I/O goes on meanwhile.
         let spawned = tokio::task::spawn_blocking(move || {
-            pty::spawn(&spec, &reaper, procs, helper.as_deref())
+            let (cgroup, procs) = session_cgroup(tree.as_ref(), id, &command)?;
+            match pty::spawn(&spec, &reaper, procs, helper.as_deref()) {
+                Ok(spawned) => Ok((spawned, cgroup)),
+                Err(e) => {
+                    warn!(%command, error = %e, "pty spawn failed");
+                    // A child that joined the cgroup and failed later must not stay in it.
+                    if let Some(cgroup) = &cgroup {
+                        let _ = cgroup.kill();
+                    }
+                    Err(PoolError::SpawnFailed(e))
+                }
+            }
         })
         .await
-        .map_err(|e| PoolError::SpawnFailed(format!("spawn task failed: {e}")))?
-        .map_err(|e| {
-            warn!(command = %req.command, error = %e, "pty spawn failed");
-            PoolError::SpawnFailed(e)
-        });
-        let spawned = match spawned {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                // A child that joined the cgroup and failed later must not stay in it.
-                if let Some(cgroup) = &cgroup {
-                    let _ = cgroup.kill();
-                }
-                return Err(e);
-            }
-        };
+        .map_err(|e| PoolError::SpawnFailed(format!("spawn task failed: {e}")))?;
+        let (spawned, cgroup) = spawned?;
         // From here on the handle owns the slot, the group and the cgroup: any early
         // return kills them.
         let handle = PtyHandle::new(spawned.pid, slot, cgroup);
@@ -239,19 +240,19 @@ impl PtyPool {
         Ok((session, started.subscription))
     }
 
-    /// The cgroup for session `id`, with its `cgroup.procs` open for the child to join
-    /// through; none when ptyd contains sessions by process group only.
-    fn session_cgroup(
-        &self,
-        id: SessionId,
-        command: &str,
-    ) -> Result<(Option<SessionCgroup>, Option<File>), PoolError> {
-        let Some(tree) = &self.config.cgroups else { return Ok((None, None)) };
-        let (cgroup, procs) = tree.create_session(&format!("session-{id}")).map_err(|e| {
-            warn!(%command, error = %e, "pty spawn failed");
-            PoolError::SpawnFailed(format!("cannot create the session's cgroup: {e}"))
-        })?;
-        Ok((Some(cgroup), Some(procs)))
+    /// [`PtyPool::spawn`] (without attaching) as a task of its own: it completes even if
+    /// whoever asked goes away meanwhile, and a live upgrade waits for it from this call on.
+    pub fn spawn_apart(
+        self: &Arc<Self>,
+        peer: Peer,
+        req: SpawnRequest,
+    ) -> tokio::task::JoinHandle<Result<Arc<Session>, PoolError>> {
+        let under_way = self.quiesce.spawn_under_way();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let _under_way = under_way;
+            pool.spawn(&peer, req).await.map(|(session, _)| session)
+        })
     }
 
     /// Looks a session up.
@@ -430,4 +431,19 @@ fn validate(req: &SpawnRequest) -> Result<(), PoolError> {
         return Err(err);
     }
     Ok(())
+}
+
+/// The cgroup for session `id` in `tree`, with its `cgroup.procs` open for the child to
+/// join through; none when ptyd contains sessions by process group only. Blocking.
+fn session_cgroup(
+    tree: Option<&Arc<CgroupTree>>,
+    id: SessionId,
+    command: &str,
+) -> Result<(Option<SessionCgroup>, Option<File>), PoolError> {
+    let Some(tree) = tree else { return Ok((None, None)) };
+    let (cgroup, procs) = tree.create_session(&format!("session-{id}")).map_err(|e| {
+        warn!(%command, error = %e, "pty spawn failed");
+        PoolError::SpawnFailed(format!("cannot create the session's cgroup: {e}"))
+    })?;
+    Ok((Some(cgroup), Some(procs)))
 }

@@ -26,7 +26,7 @@ pub use daemon::{Daemon, DaemonOptions};
 pub use output::{collect_until, read_to_exit, read_until, Collected, Pattern};
 pub use procfs::{
     children_of, cmdline, descendants_of, fd_count, fd_targets, pids_with_cmdline, pids_with_comm,
-    proc_stat, process_alive, rss_bytes, zombie_children, ProcStat,
+    proc_stat, process_alive, rss_bytes, spawn_helper_of, zombie_children, ProcStat, Stopped,
 };
 pub use raw::{frame_bytes, RawConn, RawFrame};
 pub use wait::{wait_until, wait_until_async, wait_until_with};

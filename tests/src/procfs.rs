@@ -69,6 +69,34 @@ pub fn children_of(pid: u32) -> Vec<(u32, char, String)> {
     kids
 }
 
+/// ptyd's spawn helper: the one live child of `ptyd` named `ptyd-spawner`.
+pub fn spawn_helper_of(ptyd: u32) -> anyhow::Result<u32> {
+    use anyhow::Context;
+    children_of(ptyd)
+        .into_iter()
+        .find(|(_, state, comm)| comm == "ptyd-spawner" && *state != 'Z')
+        .map(|(pid, _, _)| pid)
+        .with_context(|| format!("no ptyd-spawner under ptyd: {:?}", children_of(ptyd)))
+}
+
+/// A process stopped (SIGSTOP) until this is dropped (SIGCONT).
+pub struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    /// Stops `pid`.
+    pub fn new(pid: u32) -> anyhow::Result<Stopped> {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP)?;
+        Ok(Stopped(pid))
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::SIGCONT);
+    }
+}
+
 /// All descendants of `pid` (children, grandchildren, …) as `(pid, state, comm)`,
 /// sorted by pid.
 pub fn descendants_of(pid: u32) -> Vec<(u32, char, String)> {

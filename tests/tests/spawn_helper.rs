@@ -7,17 +7,13 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use ipc_proto::{AttachMode, SpawnRequest};
 use ptyd_tests::{
-    children_of, fd_targets, proc_stat, read_until, wait_until_async, zombie_children, Daemon,
-    DaemonOptions, TIMEOUT,
+    fd_targets, proc_stat, read_until, spawn_helper_of, wait_until_async, zombie_children, Daemon,
+    DaemonOptions, Stopped, TIMEOUT,
 };
 
-/// The helper's pid: the one child of ptyd named `ptyd-spawner`.
+/// The helper's pid.
 fn helper_of(daemon: &Daemon) -> Result<u32> {
-    children_of(daemon.pid())
-        .into_iter()
-        .find(|(_, state, comm)| comm == "ptyd-spawner" && *state != 'Z')
-        .map(|(pid, _, _)| pid)
-        .with_context(|| format!("no ptyd-spawner under ptyd: {:?}", children_of(daemon.pid())))
+    spawn_helper_of(daemon.pid())
 }
 
 /// Spawns a shell that waits for input, checks what the child is once it has started up
@@ -105,5 +101,33 @@ async fn without_its_helper_ptyd_spawns_by_itself() -> Result<()> {
     // Said once, not per spawn.
     let said = daemon.log().matches("the spawn helper is gone").count();
     ensure!(said == 1, "said {said} times");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_spawn_under_way_does_not_hold_up_its_connections_next_requests() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.client().await;
+    // With the helper stopped, a spawn cannot finish: whatever the connection answers
+    // meanwhile, it answers past the spawn.
+    let held = Stopped::new(helper_of(&daemon)?)?;
+    let spawn = client.spawn(SpawnRequest::new("sh", ["-c", "read x"]));
+    tokio::pin!(spawn);
+    // Polled once first, so the spawn goes out before the list.
+    ensure!(futures::poll!(&mut spawn).is_pending(), "spawned with the helper stopped");
+    tokio::select! {
+        biased;
+        r = &mut spawn => anyhow::bail!("spawn answered with its helper stopped: {r:?}"),
+        list = tokio::time::timeout(TIMEOUT, client.list()) => {
+            let list = list.context("list waited for the spawn before it")??;
+            ensure!(list.sessions.is_empty(), "{:?}", list.sessions);
+        }
+    }
+    drop(held);
+    let spawned = tokio::time::timeout(TIMEOUT, spawn).await.context("no spawned reply")??;
+    let listed = client.list().await?.sessions;
+    ensure!(listed.iter().any(|s| s.session == spawned.session), "{listed:?}");
+    client.kill(spawned.session, None).await?;
+    client.wait(spawned.session, Some(TIMEOUT)).await?;
     Ok(())
 }

@@ -504,3 +504,33 @@ async fn a_lease_holds_its_session_across_an_upgrade_until_its_client_is_back() 
     c.lease(leased.session).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_waits_for_a_spawn_under_way_and_carries_its_session() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.try_client().await?;
+    // With the helper stopped, the spawn stays under way until it is continued.
+    let held = ptyd_tests::Stopped::new(ptyd_tests::spawn_helper_of(daemon.pid())?)?;
+    let spawn = client.spawn(SpawnRequest::new("sh", ["-c", "read x; exit 5"]));
+    tokio::pin!(spawn);
+    ensure!(futures::poll!(&mut spawn).is_pending(), "spawned with the helper stopped");
+    // Answered after the spawn was read: ptyd is carrying it out.
+    client.list().await?;
+    let mut upgrading = daemon.ptyctl(["upgrade"]).stdout(std::process::Stdio::piped()).spawn()?;
+    // The upgrade closes the asking connection before the reply could come (after checking
+    // the new binary, which a loaded machine may take a while over).
+    let cut =
+        tokio::time::timeout(6 * TIMEOUT, &mut spawn).await.context("connection not closed")?;
+    ensure!(cut.is_err(), "answered while the helper was stopped: {cut:?}");
+    drop(held);
+    let status = tokio::task::spawn_blocking(move || upgrading.wait()).await??;
+    ensure!(status.success(), "ptyctl upgrade: {status}\n{}", daemon.log_tail(30));
+    let c = reconnect(daemon.socket()).await?;
+    let sessions = c.list().await?.sessions;
+    let [carried] = sessions.as_slice() else { bail!("not one session: {sessions:?}") };
+    ensure!(carried.upgrades == 1, "{carried:?}");
+    c.input(carried.session, &b"\n"[..]).await?;
+    let status = c.wait(carried.session, Some(TIMEOUT)).await?;
+    ensure!(status.code == Some(5), "{status:?}");
+    Ok(())
+}

@@ -1,10 +1,11 @@
 //! Holding the daemon still for a handover: no connection is accepted (clients wait in
 //! the listener's backlog), open connections close with a reason, and no session's
 //! output is read, so that each output ring ends exactly where the kernel's buffer
-//! begins. [`Quiesce::freeze`] returns once all of that holds; [`Quiesce::thaw`] undoes it
-//! when the upgrade does not go ahead.
+//! begins, and no spawn is under way. [`Quiesce::freeze`] returns once all of that holds;
+//! [`Quiesce::thaw`] undoes it when the upgrade does not go ahead.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
@@ -18,6 +19,8 @@ pub struct Quiesce {
     parked: AtomicUsize,
     /// Client connections open.
     connections: AtomicUsize,
+    /// Spawns answered apart from their connection's read loop, not finished yet.
+    spawns: AtomicUsize,
     changed: Notify,
 }
 
@@ -28,6 +31,7 @@ impl Default for Quiesce {
             readers: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            spawns: AtomicUsize::new(0),
             changed: Notify::new(),
         }
     }
@@ -37,7 +41,7 @@ impl Default for Quiesce {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the daemon did not hold still within {waited:?}: {readers} of its sessions' output \
-     readers and {connections} client connections were still busy"
+     readers, {connections} client connections and {spawns} spawns were still busy"
 )]
 pub struct Busy {
     /// How long it waited.
@@ -46,6 +50,8 @@ pub struct Busy {
     pub readers: usize,
     /// Connections still open besides the asker's.
     pub connections: usize,
+    /// Spawns under way.
+    pub spawns: usize,
 }
 
 /// Counts one output task or connection while it lives.
@@ -62,7 +68,25 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// Counts one spawn under way, owned by the task that carries it out.
+#[must_use]
+pub struct SpawnUnderWay(Arc<Quiesce>);
+
+impl Drop for SpawnUnderWay {
+    fn drop(&mut self) {
+        self.0.spawns.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
 impl Quiesce {
+    /// Counts a spawn from now until the guard drops: taken before its connection can
+    /// close, so a freeze never finds the daemon still while a session is being made.
+    pub fn spawn_under_way(self: &Arc<Self>) -> SpawnUnderWay {
+        self.spawns.fetch_add(1, Ordering::AcqRel);
+        SpawnUnderWay(self.clone())
+    }
+
     fn count<'a>(&'a self, counter: &'a AtomicUsize) -> Counted<'a> {
         counter.fetch_add(1, Ordering::AcqRel);
         Counted { counter, changed: &self.changed }
@@ -107,8 +131,8 @@ impl Quiesce {
         let _ = rx.wait_for(|f| !*f).await;
     }
 
-    /// Freezes, and waits until every output task is parked and at most `keep`
-    /// connections (the asker's) are open, for at most `limit`.
+    /// Freezes, and waits until every output task is parked, no spawn is under way and at
+    /// most `keep` connections (the asker's) are open, for at most `limit`.
     pub async fn freeze(&self, keep: usize, limit: Duration) -> Result<(), Busy> {
         self.frozen.send_replace(true);
         let started = tokio::time::Instant::now();
@@ -117,7 +141,8 @@ impl Quiesce {
             let readers = self.readers.load(Ordering::Acquire);
             let parked = self.parked.load(Ordering::Acquire);
             let connections = self.connections.load(Ordering::Acquire);
-            if parked >= readers && connections <= keep {
+            let spawns = self.spawns.load(Ordering::Acquire);
+            if parked >= readers && connections <= keep && spawns == 0 {
                 return Ok(());
             }
             let waited = started.elapsed();
@@ -126,6 +151,7 @@ impl Quiesce {
                     waited,
                     readers: readers.saturating_sub(parked),
                     connections: connections.saturating_sub(keep),
+                    spawns,
                 });
             }
             // Counts change through guards, which notify; the timeout bounds a missed one.
@@ -142,7 +168,6 @@ impl Quiesce {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn a_freeze_waits_for_every_reader_to_park_and_thaw_lets_them_go() {
@@ -168,6 +193,10 @@ mod tests {
         let busy = q.freeze(0, Duration::from_millis(100)).await.unwrap_err();
         assert_eq!(busy.connections, 1);
         drop(conn);
+        let spawn = q.spawn_under_way();
+        let busy = q.freeze(0, Duration::from_millis(100)).await.unwrap_err();
+        assert_eq!((busy.connections, busy.spawns), (0, 1));
+        drop(spawn);
         q.freeze(0, Duration::from_secs(5)).await.unwrap();
         assert!(went_on.try_recv().is_err(), "a reader went on while frozen");
         q.thaw();
