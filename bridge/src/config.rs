@@ -51,8 +51,9 @@ pub mod defaults {
     /// Name of the profile used when a request names none.
     pub const PROFILE: &str = "default";
     /// A socket's read buffer (the WebSocket library's default, 128 KiB zero-filled per
-    /// socket, is most of a bridge's memory per terminal; browser messages are small).
-    pub const WS_READ_BUFFER: usize = 8 * 1024;
+    /// socket, is most of a bridge's memory per terminal). Browser messages are small, and
+    /// the library makes room for a longer one (a paste) once its header is read.
+    pub const WS_READ_BUFFER: usize = 1024;
     /// Output is written to the socket once this much is buffered (each frame is flushed
     /// anyway, so this only bounds the buffer kept per socket).
     pub const WS_WRITE_BUFFER: usize = 8 * 1024;

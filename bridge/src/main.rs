@@ -99,7 +99,7 @@ struct Args {
     /// names the ws_url (wss:// for https://) and is an allowed host and origin
     #[arg(long, env = "PTYD_BRIDGE_PUBLIC_URL")]
     public_url: Option<PublicUrl>,
-    /// Read buffer per WebSocket, in bytes [default: 8192]
+    /// Read buffer per WebSocket, in bytes [default: 1024]
     #[arg(long, env = "PTYD_BRIDGE_WS_READ_BUFFER")]
     ws_read_buffer: Option<usize>,
     /// Write buffer per WebSocket, in bytes [default: 8192]

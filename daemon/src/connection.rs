@@ -9,12 +9,12 @@ use tokio::time::Instant;
 
 use futures::{SinkExt, StreamExt};
 use ipc_proto::{
-    DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply, ProtoError, Request,
-    SessionId, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    framed_read, framed_write, DaemonMessage, ErrorCode, ErrorReply, Frame, FrameCodec, HelloReply,
+    ProtoError, Request, SessionId, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -39,9 +39,10 @@ enum Outbound {
     Flushed(oneshot::Sender<()>),
 }
 
-/// The queue of frames waiting to be written to this client.
+/// The queue of frames waiting to be written to this client (flume's: it allocates as it
+/// fills, where tokio's takes a block of 32 slots per connection up front).
 #[derive(Clone)]
-pub struct Outgoing(mpsc::Sender<Outbound>);
+pub struct Outgoing(flume::Sender<Outbound>);
 
 /// The connection's writer has stopped: the client is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub struct Gone;
 impl Outgoing {
     /// Queues `frame`; waits while the queue is full.
     pub async fn send(&self, frame: Frame<DaemonMessage>) -> Result<(), Gone> {
-        self.0.send(Outbound::Frame(frame, None)).await.map_err(|_| Gone)
+        self.0.send_async(Outbound::Frame(frame, None)).await.map_err(|_| Gone)
     }
 
     /// Queues `frame` if there is room now; a full queue (a client that does not read)
@@ -61,13 +62,13 @@ impl Outgoing {
 
     /// Queues output that holds `held` of its subscriber's budget until it is written.
     pub async fn send_held(&self, frame: Frame<DaemonMessage>, held: Held) -> Result<(), Gone> {
-        self.0.send(Outbound::Frame(frame, Some(held))).await.map_err(|_| Gone)
+        self.0.send_async(Outbound::Frame(frame, Some(held))).await.map_err(|_| Gone)
     }
 
     /// Resolves once every frame queued before it has been written to the socket.
     pub async fn flushed(&self) -> Result<(), Gone> {
         let (tx, rx) = oneshot::channel();
-        self.0.send(Outbound::Flushed(tx)).await.map_err(|_| Gone)?;
+        self.0.send_async(Outbound::Flushed(tx)).await.map_err(|_| Gone)?;
         rx.await.map_err(|_| Gone)
     }
 }
@@ -157,10 +158,10 @@ pub async fn serve(
     let (rd, wr) = stream.into_split();
     let max = pool.config.max_frame_len;
     let pending = Pending::default();
-    let mut reader = FramedRead::new(rd, Budgeted::new(Codec::new(max), budget, pending.clone()));
-    let (out, out_rx) = mpsc::channel(OUT_DEPTH);
+    let mut reader = framed_read(rd, Budgeted::new(Codec::new(max), budget, pending.clone()));
+    let (out, out_rx) = flume::bounded(OUT_DEPTH);
     let out = Outgoing(out);
-    let writer = tokio::spawn(write_loop(FramedWrite::new(wr, Codec::new(max)), out_rx));
+    let writer = tokio::spawn(write_loop(framed_write(wr, Codec::new(max)), out_rx));
 
     let mut conn = Connection {
         peer,
@@ -371,7 +372,9 @@ async fn read_loop(
             }
             Some(Ok(Ok(frame))) => {
                 let id = frame.id;
-                if let Err(e) = handlers::dispatch(conn, frame).await {
+                // Boxed: the largest handler's state would otherwise be part of every idle
+                // connection's task.
+                if let Err(e) = Box::pin(handlers::dispatch(conn, frame)).await {
                     send_error(conn, id, e).await;
                 }
             }
@@ -384,14 +387,11 @@ async fn send_error(conn: &Connection, id: u64, e: ReplyError) {
     conn.reply(id, DaemonMessage::Error(ErrorReply { code: e.code, message: e.message })).await;
 }
 
-async fn write_loop(
-    mut writer: FramedWrite<OwnedWriteHalf, Codec>,
-    mut rx: mpsc::Receiver<Outbound>,
-) {
+async fn write_loop(mut writer: FramedWrite<OwnedWriteHalf, Codec>, rx: flume::Receiver<Outbound>) {
     // Budgets are given back once their bytes are written, not when they are buffered.
     let mut written = Vec::new();
     let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Ok(first) = rx.recv_async().await {
         let mut next = Some(first);
         // Batch whatever else is queued into the same flush.
         while let Some(item) = next.take().or_else(|| rx.try_recv().ok()) {

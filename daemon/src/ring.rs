@@ -27,9 +27,10 @@ pub struct Replay {
 }
 
 impl OutputRing {
-    /// An empty ring that keeps up to `capacity` bytes.
+    /// An empty ring that keeps up to `capacity` bytes. It allocates as output comes, so
+    /// a quiet session (a shell at its prompt) holds what it printed, not its whole window.
     pub fn new(capacity: usize) -> Self {
-        OutputRing { buf: VecDeque::with_capacity(capacity.min(64 * 1024)), capacity, end: 0 }
+        OutputRing { buf: VecDeque::new(), capacity, end: 0 }
     }
 
     /// A ring that keeps up to `capacity` bytes, holding `held` (its last `capacity` bytes)
@@ -48,6 +49,12 @@ impl OutputRing {
         let keep = data.len().min(self.capacity);
         let overflow = (self.buf.len() + keep).saturating_sub(self.capacity);
         self.buf.drain(..overflow);
+        let wanted = self.buf.len() + keep;
+        if wanted > self.buf.capacity() {
+            // Doubling, but never past the window.
+            let grown = wanted.max(self.buf.capacity() * 2).min(self.capacity);
+            self.buf.reserve_exact(grown - self.buf.len());
+        }
         self.buf.extend(&data[data.len() - keep..]);
         offset
     }
@@ -120,6 +127,21 @@ mod tests {
         ring.push(b"0123456789");
         let r = ring.since(Some(2));
         assert_eq!((r.offset, r.dropped, &r.data[..]), (6, 4, &b"6789"[..]));
+    }
+
+    #[test]
+    fn the_window_allocates_as_output_comes_and_never_past_its_capacity() {
+        let mut ring = OutputRing::new(4096);
+        assert_eq!(ring.held(), 0);
+        ring.push(b"prompt$ ");
+        assert!(ring.held() < 64, "a quiet session holds {} bytes", ring.held());
+        for _ in 0..1000 {
+            ring.push(&[b'x'; 100]);
+            assert!(ring.held() <= 4096, "{} held", ring.held());
+        }
+        assert_eq!(ring.held(), 4096);
+        assert_eq!(ring.since(None).data.len(), 4096);
+        assert_eq!(ring.start(), ring.end() - 4096);
     }
 
     #[test]

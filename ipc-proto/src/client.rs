@@ -17,7 +17,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::codec::{Frame, FrameCodec, MAX_PAYLOAD_LEN};
+use crate::codec::{framed_read, framed_write, Frame, FrameCodec, MAX_PAYLOAD_LEN};
 use crate::error::{ClientError, ConnectionStage, IpcError};
 use crate::message::*;
 use crate::PROTOCOL_VERSION;
@@ -75,19 +75,20 @@ const EVENT_OVERHEAD: usize = 64;
 /// its share until the attachment takes it.
 #[derive(Clone)]
 struct Route {
-    tx: mpsc::UnboundedSender<(SessionEvent, OwnedSemaphorePermit)>,
+    tx: flume::Sender<(SessionEvent, OwnedSemaphorePermit)>,
     room: Arc<Semaphore>,
 }
 
 /// The attachment's end of a [`Route`].
 struct RouteRx {
-    rx: mpsc::UnboundedReceiver<(SessionEvent, OwnedSemaphorePermit)>,
+    rx: flume::Receiver<(SessionEvent, OwnedSemaphorePermit)>,
     room: Arc<Semaphore>,
 }
 
 impl Route {
     fn new() -> (Route, RouteRx) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Unbounded: `room` bounds it in bytes.
+        let (tx, rx) = flume::unbounded();
         let room = Arc::new(Semaphore::new(ROUTE_BYTES));
         (Route { tx, room: room.clone() }, RouteRx { rx, room })
     }
@@ -107,7 +108,7 @@ impl Route {
 impl RouteRx {
     async fn recv(&mut self) -> Option<SessionEvent> {
         // The permit is dropped here: the event has left the queue.
-        self.rx.recv().await.map(|(event, _)| event)
+        self.rx.recv_async().await.ok().map(|(event, _)| event)
     }
 }
 
@@ -129,7 +130,7 @@ struct Shared {
 }
 
 struct Inner {
-    out: mpsc::Sender<Frame<Request>>,
+    out: flume::Sender<Frame<Request>>,
     next_id: AtomicU64,
     shared: Arc<Shared>,
     hello: HelloReply,
@@ -156,6 +157,8 @@ impl std::fmt::Debug for Client {
 
 /// Daemon-wide notices queued before the connection's reader waits for them.
 const NOTICE_DEPTH: usize = 64;
+/// Requests queued for the writer before callers wait.
+const REQUEST_DEPTH: usize = 256;
 
 impl Client {
     /// Connects to the daemon at `path` and performs the version handshake.
@@ -168,8 +171,8 @@ impl Client {
     /// Performs the handshake on an already connected stream, naming the client `name`.
     pub async fn handshake(stream: UnixStream, name: &str) -> Result<Client, ClientError> {
         let (rd, wr) = stream.into_split();
-        let mut reader: Reader = FramedRead::new(rd, FrameCodec::default());
-        let mut writer: Writer = FramedWrite::new(wr, FrameCodec::default());
+        let mut reader: Reader = framed_read(rd, FrameCodec::default());
+        let mut writer: Writer = framed_write(wr, FrameCodec::default());
         let hello = HelloRequest { protocol_version: PROTOCOL_VERSION, client: name.to_string() };
         // A daemon that refuses us sends its reason first and may close before reading our
         // hello, so a failed write still leaves that reason to be read.
@@ -201,7 +204,7 @@ impl Client {
         };
         let shared =
             Arc::new(Shared { pending: Mutex::new(Some(HashMap::new())), ..Default::default() });
-        let (out, out_rx) = mpsc::channel(256);
+        let (out, out_rx) = flume::bounded(REQUEST_DEPTH);
         tokio::spawn(write_loop(writer, out_rx));
         let reader = tokio::spawn(read_loop(reader, shared.clone())).abort_handle();
         Ok(Client {
@@ -234,7 +237,7 @@ impl Client {
                 None => return Err(self.closed_error()),
             };
         }
-        if self.inner.out.send(Frame::with_data(id, body, data)).await.is_err() {
+        if self.inner.out.send_async(Frame::with_data(id, body, data)).await.is_err() {
             return Err(self.closed_error());
         }
         let frame = rx.await.map_err(|_| self.closed_error())?;
@@ -602,8 +605,8 @@ fn unexpected(msg: DaemonMessage) -> ClientError {
     IpcError::Protocol(format!("unexpected reply from ptyd: {msg:?}")).into()
 }
 
-async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Frame<Request>>) {
-    while let Some(frame) = rx.recv().await {
+async fn write_loop(mut writer: Writer, rx: flume::Receiver<Frame<Request>>) {
+    while let Ok(frame) = rx.recv_async().await {
         if writer.feed(frame).await.is_err() {
             return;
         }

@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::error::ProtoError;
 
@@ -29,6 +29,25 @@ pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 
 /// The largest payload a sender should put in one frame, leaving room for the header.
 pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - 64 * 1024;
+
+/// What a connection's read and write buffers start with. Most frames are small (a
+/// request, a keystroke's echo); the codec makes room for a longer one as soon as its
+/// length prefix is read, so a small start costs no extra read, while an idle connection
+/// keeps well under the 8 KiB a `Framed` buffer would start with (times both halves
+/// and both ends, for every session).
+pub const START_BUFFER: usize = 512;
+
+/// `read` framed by `codec`, its buffer starting at [`START_BUFFER`].
+pub fn framed_read<R, D>(read: R, codec: D) -> FramedRead<R, D> {
+    FramedRead::with_capacity(read, codec, START_BUFFER)
+}
+
+/// `write` framed by `codec`, its buffer starting at [`START_BUFFER`].
+pub fn framed_write<W, E>(write: W, codec: E) -> FramedWrite<W, E> {
+    let mut framed = FramedWrite::new(write, codec);
+    *framed.write_buffer_mut() = BytesMut::with_capacity(START_BUFFER);
+    framed
+}
 
 /// One decoded or to-be-encoded message: the request id, the typed header and the payload.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,7 +10,10 @@ pub mod follow;
 pub mod message;
 
 pub use client::{Attachment, Client, Notice, SessionEvent};
-pub use codec::{Frame, FrameCodec, InvalidMessage, MAX_FRAME_LEN, MAX_PAYLOAD_LEN};
+pub use codec::{
+    framed_read, framed_write, Frame, FrameCodec, InvalidMessage, MAX_FRAME_LEN, MAX_PAYLOAD_LEN,
+    START_BUFFER,
+};
 pub use error::{ClientError, ConnectionStage, ErrorCode, IpcError, ProtoError};
 pub use follow::{Follower, Links};
 pub use message::*;
