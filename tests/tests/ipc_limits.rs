@@ -171,7 +171,8 @@ async fn half_sent_frames_are_cut_off_and_their_bytes_are_capped() -> Result<()>
 #[tokio::test]
 async fn exited_sessions_are_retained_within_a_byte_bound() -> Result<()> {
     // Each exited session keeps about 1 KiB of record plus its output window (4 KiB
-    // requested below): 20 KiB holds a handful, never all 30.
+    // requested below, filled by what it prints; a window holds only what came):
+    // 20 KiB holds a handful, never all 30.
     let daemon = Daemon::start(DaemonOptions::new().args([
         "--max-retained-bytes",
         "20K",
@@ -184,7 +185,7 @@ async fn exited_sessions_are_retained_within_a_byte_bound() -> Result<()> {
     for _ in 0..30 {
         let req = SpawnRequest {
             replay_bytes: Some(4096),
-            ..SpawnRequest::new("true", Vec::<String>::new())
+            ..SpawnRequest::new("sh", ["-c", "yes | head -c 8192"])
         };
         let s = client.spawn(req).await?;
         client.wait(s.session, None).await?;
