@@ -193,7 +193,7 @@ impl CgroupTree {
     }
 
     /// Creates the cgroup `name` for a new session, with the limits set, and opens its
-    /// `cgroup.procs` for the child to join through (see `pty::spawn`).
+    /// directory, which the child is created in or joins through (see `child::ChildFds`).
     pub fn create_session(self: &Arc<Self>, name: &str) -> io::Result<(SessionCgroup, File)> {
         let dir = self.dir.join(name);
         fs::create_dir(&dir).map_err(|e| context(e, "creating", &dir))?;
@@ -205,12 +205,11 @@ impl CgroupTree {
         if let Some(n) = self.limits.memory_max {
             cgroup.write("memory.max", &n.to_string())?;
         }
-        let procs = cgroup.dir.join("cgroup.procs");
         let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_CLOEXEC)
-            .open(&procs)
-            .map_err(|e| context(e, "opening", &procs))?;
+            .read(true)
+            .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_DIRECTORY)
+            .open(&cgroup.dir)
+            .map_err(|e| context(e, "opening", &cgroup.dir))?;
         Ok((cgroup, file))
     }
 

@@ -433,8 +433,8 @@ fn validate(req: &SpawnRequest) -> Result<(), PoolError> {
     Ok(())
 }
 
-/// The cgroup for session `id` in `tree`, with its `cgroup.procs` open for the child to
-/// join through; none when ptyd contains sessions by process group only. Blocking.
+/// The cgroup for session `id` in `tree`, with its directory open for the child to be
+/// created in; none when ptyd contains sessions by process group only. Blocking.
 fn session_cgroup(
     tree: Option<&Arc<CgroupTree>>,
     id: SessionId,

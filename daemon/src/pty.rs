@@ -57,13 +57,13 @@ pub struct Spawned {
 }
 
 /// Opens a PTY and starts `spec` on it, through the spawn helper when there is one (else
-/// by forking ptyd). With `cgroup_procs` (the session cgroup's `cgroup.procs`, opened for
-/// writing), the child joins that cgroup before it execs. Blocking (until the child has
+/// by forking ptyd). With `cgroup` (the session cgroup's directory), the child runs in
+/// that cgroup from before its exec. Blocking (until the child has
 /// exec'd): call off the runtime.
 pub fn spawn(
     spec: &SpawnSpec,
     reaper: &Reaper,
-    cgroup_procs: Option<File>,
+    cgroup: Option<File>,
     helper: Option<&SpawnHelper>,
 ) -> Result<Spawned, String> {
     let cwd = match &spec.cwd {
@@ -94,7 +94,7 @@ pub fn spawn(
         let fds = ChildFds {
             slave: pty.slave.as_raw_fd(),
             errors: errors_w.as_raw_fd(),
-            cgroup_procs: cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
+            cgroup: cgroup.as_ref().map(AsRawFd::as_raw_fd),
         };
         let started = match helper.map(|h| h.spawn(&plan, fds)) {
             Some(Ok(pid)) => Ok(pid),

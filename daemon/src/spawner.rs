@@ -10,7 +10,7 @@
 //!
 //! Protocol (a socket pair, ptyd's end close-on-exec): ptyd sends a 4-byte length and an
 //! [`ExecPlan`], with the PTY slave, the error pipe's write end and optionally the
-//! session's `cgroup.procs` attached (`SCM_RIGHTS`); the helper answers with the child's
+//! session's cgroup directory attached (`SCM_RIGHTS`), which the child is created in; the helper answers with the child's
 //! pid as 4 bytes, or a negative `errno` when it could not fork. Whether the exec worked
 //! comes to ptyd through the error pipe (`child.rs`), not through the helper, so the
 //! helper never waits for a child.
@@ -130,7 +130,7 @@ fn request(socket: &mut UnixStream, plan: &ExecPlan, fds: ChildFds) -> Result<u3
     let body = plan.encode();
     let len = (body.len() as u32).to_le_bytes();
     let mut passed = vec![fds.slave, fds.errors];
-    passed.extend(fds.cgroup_procs);
+    passed.extend(fds.cgroup);
     let rights = [ControlMessage::ScmRights(&passed)];
     let iov = [IoSlice::new(&len), IoSlice::new(&body)];
     let sent = sendmsg::<()>(socket.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None)
@@ -167,37 +167,57 @@ fn serve(socket: UnixStream, parent: nix::unistd::Pid) -> io::Result<()> {
     let mut socket = socket;
     loop {
         let Some((plan, fds)) = receive(&mut socket)? else { return Ok(()) };
-        let [slave, errors, procs @ ..] = fds.as_slice() else {
+        let [slave, errors, cgroup @ ..] = fds.as_slice() else {
             return Err(io::Error::other("a request came without its descriptors"));
         };
         let child = ChildFds {
             slave: slave.as_raw_fd(),
             errors: errors.as_raw_fd(),
-            cgroup_procs: procs.first().map(AsRawFd::as_raw_fd),
+            cgroup: cgroup.first().map(AsRawFd::as_raw_fd),
         };
         let (argv, envp) = plan.pointers();
-        // SAFETY: a fork-like clone of this single-threaded process; the child only runs
+        // SAFETY: fork-like clones of this single-threaded process; the child only runs
         // `exec_in_child`. CLONE_PARENT makes the child ptyd's, SIGCHLD is what ptyd
         // gets when it ends.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
+        let (pid, in_cgroup) = match child.cgroup {
+            Some(dir) => match unsafe { crate::child::clone_into_cgroup(dir, CLONE_PARENT) } {
+                Ok(pid) => (pid as libc::c_long, true),
+                Err(_) => (unsafe { clone_plainly() }, false),
+            },
+            None => (unsafe { clone_plainly() }, false),
         };
         let reply = match pid {
             -1 => -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
-            0 => unsafe { plan.exec_in_child(&argv, &envp, child) },
+            0 => {
+                let child = if in_cgroup { ChildFds { cgroup: None, ..child } } else { child };
+                unsafe { plan.exec_in_child(&argv, &envp, child) }
+            }
             pid => pid as i32,
         };
         // Our copies of the child's descriptors go now: the error pipe must have only the
         // child as writer.
         drop(fds);
         socket.write_all(&reply.to_le_bytes())?;
+    }
+}
+
+const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
+
+/// `clone(CLONE_PARENT)`, otherwise as `fork`: the pid, 0 in the child, -1 on failure.
+///
+/// # Safety
+/// As for `fork`.
+unsafe fn clone_plainly() -> libc::c_long {
+    // SAFETY: clone without CLONE_VM or a stack duplicates the caller like fork.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
     }
 }
 

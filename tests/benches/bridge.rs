@@ -11,6 +11,8 @@
 
 #[path = "common/ceiling.rs"]
 mod ceiling;
+#[path = "common/relay.rs"]
+mod relay;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ const SHELL_ARGS: [&str; 2] = ["--norc", "--noprofile"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    relay::serve_if_asked();
     let dir = tempfile::tempdir()?;
     let bulk = dir.path().join("bulk.txt");
     write_bulk(&bulk)?;
@@ -120,11 +123,14 @@ async fn transport_memory(config: &Path) -> Result<()> {
 /// Echo through bash's line editor.
 async fn echo(bridge: &Bridge) -> Result<()> {
     let direct = percentiles(&mut direct_echoes()?);
+    let floor = percentiles(&mut relayed_echoes()?);
     let mut term = Term::open(bridge, "shell", None).await?;
     term.read_until(PROMPT).await?;
     let ws = percentiles(&mut term.echoes(ECHOES).await?);
     row("1-byte echo p50", ws.0, direct.0);
+    row_floor(ws.0, floor.0);
     row("1-byte echo p99", ws.1, direct.1);
+    row_floor(ws.1, floor.1);
     term.finish(bridge).await
 }
 
@@ -529,6 +535,24 @@ fn direct_echoes() -> Result<Vec<Duration>> {
     Ok(out)
 }
 
+/// The same echoes through two processes that only copy bytes, as ptyd-bridge and ptyd
+/// sit between a browser and the shell (TCP to the first, a Unix socket to the second).
+fn relayed_echoes() -> Result<Vec<Duration>> {
+    let hops = [relay::Hop::Tcp, relay::Hop::Unix];
+    let mut r = relay::Relayed::start(&hops, "bash", &SHELL_ARGS, &[("PS1", PROMPT)])?;
+    r.read_until(PROMPT.as_bytes())?;
+    let mut out = Vec::with_capacity(ECHOES);
+    for _ in 0..ECHOES {
+        let t = Instant::now();
+        r.write(b"a")?;
+        r.read_until(b"a")?;
+        out.push(t.elapsed());
+        r.write(b"\x7f")?;
+        r.read_until(b"\x08")?;
+    }
+    Ok(out)
+}
+
 /// Spawn → prompt → hang up → reaped, per second, with `parallel` threads.
 fn direct_spawn_rate(parallel: usize, rounds: usize) -> Result<f64> {
     let t = Instant::now();
@@ -611,6 +635,17 @@ fn micros(d: Duration) -> f64 {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// The figure beside the floor of two relay processes.
+fn row_floor(ws: Duration, floor: Duration) {
+    println!(
+        "{:<34} {:>8.1} µs     2 relays {:>5.1}  ratio {:.2}",
+        "  beside two relay processes",
+        micros(ws),
+        micros(floor),
+        ws.as_secs_f64() / floor.as_secs_f64()
+    );
 }
 
 fn row(name: &str, ws: Duration, direct: Duration) {

@@ -1,8 +1,10 @@
 //! ptyd over IPC against a PTY driven directly in this process, measured in one run.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p ptyd-tests --bench ipc`
-//! Prints spawn latency (spawn → first output byte), throughput of 64 MiB of output,
-//! and 1-byte echo round trips, each beside the direct-PTY ceiling; then spawn latency
+//! Prints spawn latency (spawn → first output byte; back to back, and 100 ms apart as a
+//! person opening terminals now and then), throughput of 64 MiB of output, and 1-byte
+//! echo round trips, each beside the direct-PTY ceiling (echoes also beside one process
+//! that only relays bytes, the floor for any daemon in between); then spawn latency
 //! with 500 sessions alive (`IPC_LIVE` to change) beside it with none, the time to open
 //! them, ptyd's thread count, and the time to close them all until every one is reaped.
 
@@ -15,11 +17,20 @@ use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 use ptyd_tests::{Daemon, DaemonOptions};
 
 const SPAWNS: usize = 100;
+const SPAWNS_APART: usize = 20;
 const ECHOES: usize = 2000;
 const BULK: usize = 64 * 1024 * 1024;
+/// The echo workload: every byte typed comes straight back.
+const CAT: &str = "stty raw -echo; echo ready; exec cat";
+
+#[path = "common/relay.rs"]
+mod relay;
+
+use relay::{Hop, Relayed};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    relay::serve_if_asked();
     let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args([
         "--capacity",
         "1000",
@@ -34,6 +45,10 @@ async fn main() -> Result<()> {
     let unloaded = percentiles(&mut spawns(&client).await?);
     row("spawn → first byte p50", unloaded.0, direct.0);
     row("spawn → first byte p99", unloaded.1, direct.1);
+    // A person opening a terminal now and then: nothing warm from the spawn before.
+    let apart = percentiles(&mut spawns_apart(&client).await?);
+    row("  each 100 ms apart, p50", apart.0, direct.0);
+    row("  each 100 ms apart, p99", apart.1, direct.1);
 
     let direct_tp = direct_throughput()?;
     let t = Instant::now();
@@ -55,9 +70,8 @@ async fn main() -> Result<()> {
     );
 
     let direct = percentiles(&mut direct_echoes()?);
-    let cat = client
-        .spawn(SpawnRequest::new("sh", ["-c", "stty raw -echo; echo ready; exec cat"]))
-        .await?;
+    let floor = percentiles(&mut relayed_echoes()?);
+    let cat = client.spawn(SpawnRequest::new("sh", ["-c", CAT])).await?;
     let mut att = client.attach(cat.session, Some(0), true).await?;
     wait_output(&mut att, |s| s.contains("ready")).await?;
     let mut ipc = Vec::new();
@@ -69,7 +83,9 @@ async fn main() -> Result<()> {
     }
     let ipc = percentiles(&mut ipc);
     row("1-byte echo p50", ipc.0, direct.0);
+    row_beside("  beside one relay process", ipc.0, "relay ", floor.0);
     row("1-byte echo p99", ipc.1, direct.1);
+    row_beside("  beside one relay process", ipc.1, "relay ", floor.1);
     client.kill(cat.session, None).await?;
 
     // The same spawns with many sessions alive: does spawning cost more as the daemon
@@ -118,8 +134,12 @@ async fn main() -> Result<()> {
 
 /// Spawn → first output byte, `SPAWNS` times.
 async fn spawns(client: &ipc_proto::Client) -> Result<Vec<Duration>> {
+    spawns_n(client, SPAWNS).await
+}
+
+async fn spawns_n(client: &ipc_proto::Client, n: usize) -> Result<Vec<Duration>> {
     let mut out = Vec::new();
-    for _ in 0..SPAWNS {
+    for _ in 0..n {
         let t = Instant::now();
         let (_, mut att) = client
             .spawn_attached(SpawnRequest::new("echo", ["x"]), AttachMode { lossless: true })
@@ -130,6 +150,16 @@ async fn spawns(client: &ipc_proto::Client) -> Result<Vec<Duration>> {
             }
         }
         out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+/// Spawns one at a time with a pause before each.
+async fn spawns_apart(client: &ipc_proto::Client) -> Result<Vec<Duration>> {
+    let mut out = Vec::new();
+    for _ in 0..SPAWNS_APART {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out.extend(spawns_n(client, 1).await?);
     }
     Ok(out)
 }
@@ -207,7 +237,7 @@ fn direct_throughput() -> Result<f64> {
 fn direct_echoes() -> Result<Vec<Duration>> {
     let pair = native_pty_system().openpty(size())?;
     let mut cmd = CommandBuilder::new("sh");
-    cmd.args(["-c", "stty raw -echo; echo ready; exec cat"]);
+    cmd.args(["-c", CAT]);
     let mut child = pair.slave.spawn_command(cmd)?;
     drop(pair.slave);
     let mut reader = pair.master.try_clone_reader()?;
@@ -232,6 +262,21 @@ fn direct_echoes() -> Result<Vec<Duration>> {
     }
     child.kill()?;
     child.wait()?;
+    Ok(out)
+}
+
+/// The same echoes through one process that only copies bytes (the floor for any
+/// daemon in between).
+fn relayed_echoes() -> Result<Vec<Duration>> {
+    let mut r = Relayed::start(&[Hop::Unix], "sh", &["-c", CAT], &[])?;
+    r.read_until(b"ready")?;
+    let mut out = Vec::new();
+    for _ in 0..ECHOES {
+        let t = Instant::now();
+        r.write(b"a")?;
+        r.read_until(b"a")?;
+        out.push(t.elapsed());
+    }
     Ok(out)
 }
 
