@@ -76,6 +76,8 @@ impl Outgoing {
 /// Frames queued for a client before its handlers wait: bounded so a client that does not
 /// read costs bounded memory.
 const OUT_DEPTH: usize = 64;
+/// Spawns one connection may have under way at once (see [`Connection::spawns`]).
+pub const SPAWNS_UNDER_WAY: usize = 8;
 /// Why a connection is closed by a live upgrade.
 const UPGRADING: &str =
     "ptyd is being upgraded; reconnect (new connections wait until it serves again)";
@@ -97,8 +99,12 @@ pub struct Connection {
     pub out: Outgoing,
     /// Output forwarding tasks by session.
     pub attachments: HashMap<SessionId, AbortHandle>,
-    /// Requests answered later (`wait`, `wait_for`, `wait_quiet`, `exec`).
+    /// Requests answered later (`wait`, `wait_for`, `wait_quiet`, `exec`, `spawn`).
     pub waits: JoinSet<()>,
+    /// Spawns this connection may have under way at once; past that its next request
+    /// waits, as every request did behind a spawn before (bounded threads and memory
+    /// whatever a client sends).
+    pub spawns: Arc<tokio::sync::Semaphore>,
     /// Leases this connection holds, returned when it closes.
     pub leases: HashMap<SessionId, Arc<Session>>,
     /// Sessions spawned with `close_with_connection`, ended when it closes.
@@ -170,6 +176,7 @@ pub async fn serve(
         out,
         attachments: HashMap::new(),
         waits: JoinSet::new(),
+        spawns: Arc::new(tokio::sync::Semaphore::new(SPAWNS_UNDER_WAY)),
         leases: HashMap::new(),
         owned: Vec::new(),
         events: None,

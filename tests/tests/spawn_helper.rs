@@ -111,23 +111,27 @@ async fn a_spawn_under_way_does_not_hold_up_its_connections_next_requests() -> R
     // With the helper stopped, a spawn cannot finish: whatever the connection answers
     // meanwhile, it answers past the spawn.
     let held = Stopped::new(helper_of(&daemon)?)?;
-    let spawn = client.spawn(SpawnRequest::new("sh", ["-c", "read x"]));
-    tokio::pin!(spawn);
-    // Polled once first, so the spawn goes out before the list.
-    ensure!(futures::poll!(&mut spawn).is_pending(), "spawned with the helper stopped");
+    // As many as a connection may have under way at once.
+    let spawns = (0..8).map(|_| client.spawn(SpawnRequest::new("sh", ["-c", "read x"])));
+    let mut spawns = futures::future::join_all(spawns);
+    // Polled once first, so the spawns go out before the list.
+    ensure!(futures::poll!(&mut spawns).is_pending(), "spawned with the helper stopped");
     tokio::select! {
         biased;
-        r = &mut spawn => anyhow::bail!("spawn answered with its helper stopped: {r:?}"),
+        r = &mut spawns => anyhow::bail!("spawns answered with their helper stopped: {r:?}"),
         list = tokio::time::timeout(TIMEOUT, client.list()) => {
-            let list = list.context("list waited for the spawn before it")??;
+            let list = list.context("list waited for the spawns before it")??;
             ensure!(list.sessions.is_empty(), "{:?}", list.sessions);
         }
     }
     drop(held);
-    let spawned = tokio::time::timeout(TIMEOUT, spawn).await.context("no spawned reply")??;
+    let spawned = tokio::time::timeout(TIMEOUT, spawns).await.context("no spawned replies")?;
     let listed = client.list().await?.sessions;
-    ensure!(listed.iter().any(|s| s.session == spawned.session), "{listed:?}");
-    client.kill(spawned.session, None).await?;
-    client.wait(spawned.session, Some(TIMEOUT)).await?;
+    for s in spawned {
+        let s = s?;
+        ensure!(listed.iter().any(|l| l.session == s.session), "{listed:?}");
+        client.kill(s.session, None).await?;
+        client.wait(s.session, Some(TIMEOUT)).await?;
+    }
     Ok(())
 }

@@ -10,11 +10,15 @@ pub async fn handle(conn: &mut Connection, id: u64, req: SpawnRequest) -> Result
     if req.attach.is_none() && !req.close_with_connection {
         // Nothing else on this connection depends on it, so the connection's next requests
         // go on while the program starts (a bridge creates terminals for many people over
-        // one connection).
+        // one connection), up to the connection's share of spawns under way; past that
+        // its next requests wait. (The semaphore is never closed.)
+        let turn = conn.spawns.clone().acquire_owned().await.ok();
         let job = conn.pool.spawn_apart(conn.peer, req);
         let out = conn.out.clone();
         answer_later(conn, async move {
-            let result = match job.await {
+            let result = job.await;
+            drop(turn);
+            let result = match result {
                 Ok(Ok(session)) => Ok(spawned(id, &session)),
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(ReplyError::new(ErrorCode::Internal, format!("spawn failed: {e}"))),
