@@ -78,6 +78,8 @@ impl Outgoing {
 const OUT_DEPTH: usize = 64;
 /// Spawns one connection may have under way at once (see [`Connection::spawns`]).
 pub const SPAWNS_UNDER_WAY: usize = 8;
+/// Inputs one connection may have waiting for programs that do not read.
+pub const INPUTS_WAITING: usize = 64;
 /// Why a connection is closed by a live upgrade.
 const UPGRADING: &str =
     "ptyd is being upgraded; reconnect (new connections wait until it serves again)";
@@ -105,6 +107,9 @@ pub struct Connection {
     /// waits, as every request did behind a spawn before (bounded threads and memory
     /// whatever a client sends).
     pub spawns: Arc<tokio::sync::Semaphore>,
+    /// Inputs of this connection waiting for a program to read (see `handlers::io`);
+    /// past that many its next request waits.
+    pub inputs: Arc<tokio::sync::Semaphore>,
     /// Leases this connection holds, returned when it closes.
     pub leases: HashMap<SessionId, Arc<Session>>,
     /// Sessions spawned with `close_with_connection`, ended when it closes.
@@ -177,6 +182,7 @@ pub async fn serve(
         attachments: HashMap::new(),
         waits: JoinSet::new(),
         spawns: Arc::new(tokio::sync::Semaphore::new(SPAWNS_UNDER_WAY)),
+        inputs: Arc::new(tokio::sync::Semaphore::new(INPUTS_WAITING)),
         leases: HashMap::new(),
         owned: Vec::new(),
         events: None,

@@ -241,7 +241,8 @@ impl PtyPool {
     }
 
     /// [`PtyPool::spawn`] (without attaching) as a task of its own: it completes even if
-    /// whoever asked goes away meanwhile, and a live upgrade waits for it from this call on.
+    /// whoever asked goes away meanwhile, and a live upgrade (the quiesce count) and a
+    /// shutdown (the pool's task tracker) wait for it from this call on.
     pub fn spawn_apart(
         self: &Arc<Self>,
         peer: Peer,
@@ -249,7 +250,7 @@ impl PtyPool {
     ) -> tokio::task::JoinHandle<Result<Arc<Session>, PoolError>> {
         let under_way = self.quiesce.spawn_under_way();
         let pool = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let _under_way = under_way;
             pool.spawn(&peer, req).await.map(|(session, _)| session)
         })

@@ -183,7 +183,13 @@ impl Input {
             data
         };
         self.ahead.fetch_add(1, Ordering::AcqRel);
-        self.queue.send_async(rest).await.map_err(|_| Closed)
+        // Not queued after all (the write was dropped, or the terminal closed): not ahead.
+        let counted = scopeguard::guard(&self.ahead, |ahead| {
+            ahead.fetch_sub(1, Ordering::AcqRel);
+        });
+        self.queue.send_async(rest).await.map_err(|_| Closed)?;
+        scopeguard::ScopeGuard::into_inner(counted);
+        Ok(())
     }
 }
 

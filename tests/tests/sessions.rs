@@ -359,3 +359,46 @@ async fn input_from_two_clients_arrives_whole_and_each_in_order() -> Result<()> 
     ensure!(next == [EACH, EACH], "{next:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn input_a_program_does_not_read_waits_without_holding_up_the_connection() -> Result<()> {
+    // 40 writes of 4 KiB: the terminal's buffer takes one, the session's queue 16, the
+    // rest wait for the program to read.
+    const CHUNK: usize = 4096;
+    const COUNT: usize = 40;
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.client().await;
+    let gate = daemon.dir().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    // The program reads nothing from its terminal until the gate opens, then echoes it.
+    let script = format!("stty raw -echo; echo ready; read -r _ < {}; exec cat", gate.display());
+    let s = client.spawn(SpawnRequest::new("sh", ["-c", &script])).await?.session;
+    let mut att = client.attach(s, Some(0), true).await?;
+    read_until(&mut att, "ready\n", TIMEOUT).await?;
+    let chunk = |i: usize| {
+        let mut c = format!("<{i:03}>").into_bytes();
+        c.resize(CHUNK, b'a' + (i % 26) as u8);
+        c
+    };
+    let inputs = (0..COUNT).map(|i| client.input(s, chunk(i)));
+    let mut inputs = futures::future::join_all(inputs);
+    // Polled once, so every input goes out before the list.
+    ensure!(futures::poll!(&mut inputs).is_pending(), "all written with nobody reading");
+    let list = tokio::time::timeout(TIMEOUT, client.list()).await;
+    let list = list.context("the list waited behind input that nobody reads")??;
+    ensure!(list.sessions.len() == 1, "{:?}", list.sessions);
+    // Open the gate: everything arrives, whole and in the order sent.
+    let open = tokio::task::spawn_blocking(move || std::fs::write(gate, b"go\n"));
+    let mut got = Vec::new();
+    while got.len() < COUNT * CHUNK {
+        got.extend(next_output(&mut att).await?);
+    }
+    open.await??;
+    for r in tokio::time::timeout(TIMEOUT, inputs).await.context("inputs not answered")? {
+        r?;
+    }
+    let want: Vec<u8> = (0..COUNT).flat_map(chunk).collect();
+    ensure!(got == want, "the input arrived out of order or cut");
+    client.kill(s, None).await?;
+    Ok(())
+}

@@ -1,13 +1,14 @@
 //! `input` and `resize`: the client's side of the terminal.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use ipc_proto::{
-    DaemonEventKind, DaemonMessage, ResizeRequest, SessionId, SubmitReply, SubmitRequest,
+    DaemonEventKind, DaemonMessage, Frame, ResizeRequest, SessionId, SubmitReply, SubmitRequest,
 };
 
-use super::{session, ReplyError};
+use super::{send_result, session, ReplyError};
 use crate::connection::Connection;
 use crate::session::InputMark;
 
@@ -18,9 +19,26 @@ pub async fn handle_input(
     data: Bytes,
 ) -> Result<(), ReplyError> {
     let session = session(conn, sid)?;
-    // Awaited in the read loop on purpose: inputs apply in the order they were sent.
-    session.input(data, InputMark::Start).await?;
-    conn.reply(id, DaemonMessage::Ok).await;
+    let mut write = Box::pin(async move { session.input(data, InputMark::Start).await });
+    // Polled here, in the read loop: the write takes its place in the session's input
+    // order (a fair lock) before the next request is read. A keystroke is written at once.
+    if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
+        written?;
+        conn.reply(id, DaemonMessage::Ok).await;
+        return Ok(());
+    }
+    // The program is not reading and its input queue is full: later input to this
+    // session waits behind this write, but the connection goes on with other requests,
+    // up to its share of waiting writes. Not tied to the connection: what was sent is
+    // written even if the client leaves.
+    let turn = conn.inputs.clone().acquire_owned().await.ok();
+    let out = conn.out.clone();
+    tokio::spawn(async move {
+        let written = write.await;
+        drop(turn);
+        let result = written.map(|_| Frame::new(id, DaemonMessage::Ok)).map_err(ReplyError::from);
+        send_result(&out, id, result).await;
+    });
     Ok(())
 }
 
