@@ -101,6 +101,8 @@ pub struct Connection {
     pub out: Outgoing,
     /// Output forwarding tasks by session.
     pub attachments: HashMap<SessionId, AbortHandle>,
+    /// Where acks go, for attachments made with a window.
+    pub windows: HashMap<SessionId, crate::handlers::Acks>,
     /// Requests answered later (`wait`, `wait_for`, `wait_quiet`, `exec`, `spawn`).
     pub waits: JoinSet<()>,
     /// Spawns this connection may have under way at once; past that its next request
@@ -143,12 +145,32 @@ impl Connection {
         self.owned.push(session);
     }
 
-    /// Registers a forwarding task for `session`, replacing (and stopping) any earlier one.
-    pub fn add_attachment(&mut self, session: SessionId, task: AbortHandle) {
+    /// Registers a forwarding task for `session` (with where its acks go, when it has a
+    /// window), replacing (and stopping) any earlier one.
+    pub fn add_attachment(
+        &mut self,
+        session: SessionId,
+        task: AbortHandle,
+        acks: Option<crate::handlers::Acks>,
+    ) {
         self.attachments.retain(|_, t| !t.is_finished());
+        let attached = &self.attachments;
+        self.windows.retain(|s, _| attached.contains_key(s));
         if let Some(old) = self.attachments.insert(session, task) {
             old.abort();
         }
+        match acks {
+            Some(acks) => self.windows.insert(session, acks),
+            None => self.windows.remove(&session),
+        };
+    }
+
+    /// Stops the attachment to `session`, if there is one.
+    pub fn remove_attachment(&mut self, session: SessionId) {
+        if let Some(task) = self.attachments.remove(&session) {
+            task.abort();
+        }
+        self.windows.remove(&session);
     }
 }
 
@@ -180,6 +202,7 @@ pub async fn serve(
         pool,
         out,
         attachments: HashMap::new(),
+        windows: HashMap::new(),
         waits: JoinSet::new(),
         spawns: Arc::new(tokio::sync::Semaphore::new(SPAWNS_UNDER_WAY)),
         inputs: Arc::new(tokio::sync::Semaphore::new(INPUTS_WAITING)),

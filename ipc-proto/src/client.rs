@@ -306,7 +306,7 @@ impl Client {
         screen: ScreenStart,
     ) -> Result<Attachment, ClientError> {
         let (tx, rx) = Route::new();
-        let req = Request::Attach(AttachRequest { session, since, lossless, screen });
+        let req = Request::Attach(AttachRequest { session, since, lossless, screen, window: None });
         let frame = self.call_routed(req, Bytes::new(), Some(tx)).await?;
         match frame.body {
             DaemonMessage::Attached(reply) => Ok(Attachment {

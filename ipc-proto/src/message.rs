@@ -65,6 +65,8 @@ pub enum Request {
     Attach(AttachRequest),
     /// Stop streaming a session's output to this connection.
     Detach(SessionRef),
+    /// Acknowledge output of an attachment made with a `window`.
+    Ack(AckRequest),
     /// Write the frame's binary payload to the session's terminal.
     Input(SessionRef),
     /// Change the terminal size (the child gets SIGWINCH).
@@ -114,6 +116,7 @@ impl Request {
             Request::Spawn(_) => "spawn",
             Request::Attach(_) => "attach",
             Request::Detach(_) => "detach",
+            Request::Ack(_) => "ack",
             Request::Input(_) => "input",
             Request::Resize(_) => "resize",
             Request::Kill(_) => "kill",
@@ -270,6 +273,20 @@ pub struct AttachRequest {
     /// Whether to start from the screen instead of from bytes. Absent: `never`.
     #[serde(default)]
     pub screen: ScreenStart,
+    /// Flow control of this attachment alone: output is sent only while fewer than this
+    /// many bytes went out past the offset the client last acknowledged (`ack`).
+    /// Absent: the connection's own backpressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+}
+
+/// `ack`: the client has taken a windowed attachment's output up to `offset`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AckRequest {
+    /// The session.
+    pub session: SessionId,
+    /// The offset after the last byte taken.
+    pub offset: u64,
 }
 
 /// How an attach starts.

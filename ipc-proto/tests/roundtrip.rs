@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use ipc_proto::codec::encode_frame;
 use ipc_proto::{
-    AttachMode, AttachReply, AttachRequest, DaemonEvent, DaemonEventKind, DaemonMessage,
-    DroppedEvent, EndReason, ErrorCode, ErrorReply, EventsDropped, ExecRequest, ExecResult,
-    ExitEvent, ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest, ListReply,
-    MatchOn, MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request, ResizeRequest,
-    RunRequest, ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId, SessionInfo,
-    SessionRef, SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest, UpgradeReply,
-    UpgradeRequest, WaitForRequest, WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
+    AckRequest, AttachMode, AttachReply, AttachRequest, DaemonEvent, DaemonEventKind,
+    DaemonMessage, DroppedEvent, EndReason, ErrorCode, ErrorReply, EventsDropped, ExecRequest,
+    ExecResult, ExitEvent, ExitStatus, Frame, FrameCodec, HelloReply, HelloRequest, KillRequest,
+    ListReply, MatchOn, MatchReply, OutputEvent, QuietReply, ReadReply, ReadRequest, Request,
+    ResizeRequest, RunRequest, ScreenBuffer, ScreenReply, ScreenRequest, ScreenStart, SessionId,
+    SessionInfo, SessionRef, SessionState, SpawnReply, SpawnRequest, SubmitReply, SubmitRequest,
+    UpgradeReply, UpgradeRequest, WaitForRequest, WaitQuietRequest, WaitRequest, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -136,6 +136,7 @@ fn every_variant_has_a_test(req: Request, msg: DaemonMessage) {
         | Request::Spawn(_)
         | Request::Attach(_)
         | Request::Detach(_)
+        | Request::Ack(_)
         | Request::Input(_)
         | Request::Resize(_)
         | Request::Kill(_)
@@ -241,6 +242,7 @@ fn attach_request() {
             since: None,
             lossless: false,
             screen: ScreenStart::Never,
+            window: None,
         }),
     ));
     assert_request(Frame::new(
@@ -250,6 +252,7 @@ fn attach_request() {
             since: Some(0),
             lossless: true,
             screen: ScreenStart::Never,
+            window: None,
         }),
     ));
     assert_request(Frame::new(
@@ -259,6 +262,7 @@ fn attach_request() {
             since: Some(1 << 40),
             lossless: false,
             screen: ScreenStart::Never,
+            window: None,
         }),
     ));
     for screen in [ScreenStart::Auto, ScreenStart::Always] {
@@ -269,9 +273,35 @@ fn attach_request() {
                 since: Some(7),
                 lossless: true,
                 screen,
+                window: None,
             }),
         ));
     }
+}
+
+#[test]
+fn windowed_attach_and_ack() {
+    assert_request(Frame::new(
+        4,
+        Request::Attach(AttachRequest {
+            session: sid(),
+            since: Some(0),
+            lossless: true,
+            screen: ScreenStart::Auto,
+            window: Some(128 * 1024),
+        }),
+    ));
+    assert_request(Frame::new(5, Request::Ack(AckRequest { session: sid(), offset: 65536 })));
+    // Without a window the field is left out, as version 2 clients send it.
+    let json = serde_json::to_string(&Request::Attach(AttachRequest {
+        session: sid(),
+        since: None,
+        lossless: false,
+        screen: ScreenStart::Never,
+        window: None,
+    }))
+    .unwrap();
+    assert!(!json.contains("window"), "{json}");
 }
 
 #[test]
@@ -993,7 +1023,8 @@ fn other_requests_missing_optional_fields_get_the_defaults() {
             session: s,
             since: None,
             lossless: false,
-            screen: ScreenStart::Never
+            screen: ScreenStart::Never,
+            window: None,
         })
     );
     let kill = decode_request(&format!(r#"{{"id":9,"type":"kill","session":"{s}"}}"#), b"");
@@ -1147,6 +1178,7 @@ fn protocol_md_names_every_message_type() {
             since: None,
             lossless: false,
             screen: ScreenStart::Never,
+            window: None,
         }),
         Request::Detach(SessionRef { session: s }),
         Request::Input(SessionRef { session: s }),

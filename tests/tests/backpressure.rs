@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use ipc_proto::{Attachment, Client, SessionId, SpawnReply, SpawnRequest};
 use ptyd_tests::{
     collect_until, fd_targets, process_alive, read_until, rss_bytes, wait_until_async,
-    wait_until_with, zombie_children, Daemon, DaemonOptions, TIMEOUT,
+    wait_until_with, zombie_children, Daemon, DaemonOptions, RawConn, TIMEOUT,
 };
 
 /// The daemon's resident memory must stay below this while a session floods.
@@ -337,5 +337,89 @@ async fn a_paused_reader_holds_back_a_bounded_number_of_bytes_and_leaving_frees_
         .await
         .context("the connection stayed stuck on an attachment that was dropped")?;
     kill_and_check_reaped(&daemon, &ctl, &[&flood, &quiet]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn windowed_attachments_share_a_connection_each_held_only_by_its_own_acks() -> Result<()> {
+    const WINDOW: u64 = 64 * 1024;
+    // One event may go out past the window.
+    const MAX_EVENT: u64 = 64 * 1024;
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.client().await;
+    let flood = client.spawn(SpawnRequest::new("yes", Vec::<String>::new())).await?.session;
+    let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done";
+    let req =
+        SpawnRequest { replay_bytes: Some(2 << 20), ..SpawnRequest::new("sh", ["-c", script]) };
+    let short = client.spawn(req).await?.session;
+    let mut raw = RawConn::connect_hello(daemon.socket()).await?;
+    for (session, since) in [(flood, serde_json::Value::Null), (short, 0.into())] {
+        let header = serde_json::json!({
+            "type": "attach", "session": session, "since": since, "lossless": true, "window": WINDOW
+        });
+        let reply = raw.request(header).await?;
+        ensure!(reply.kind() == "attached", "{}", reply.header);
+    }
+    // The short session's output is taken and acknowledged as it comes; the flood's is
+    // never acknowledged, and must not hold the other up.
+    let (mut flood_got, mut short_got, mut short_acked) = (0u64, 0u64, 0u64);
+    let mut short_start = None;
+    loop {
+        let frame = raw.recv(TIMEOUT).await?.context("connection closed")?;
+        let session = frame.header["session"].as_str().unwrap_or_default().to_string();
+        match frame.kind() {
+            "output" if session == flood.to_string() => flood_got += frame.payload.len() as u64,
+            "output" => {
+                let offset = frame.header["offset"].as_u64().context("offset")?;
+                short_start.get_or_insert(offset);
+                short_got += frame.payload.len() as u64;
+                let end = offset + frame.payload.len() as u64;
+                if end - short_acked >= WINDOW / 2 {
+                    // Not waited for (ids of their own, far from the connection's counter).
+                    let ack = serde_json::json!({
+                        "id": (1u64 << 40) + end, "type": "ack", "session": short, "offset": end
+                    });
+                    raw.send_json(&ack, &[]).await?;
+                    short_acked = end;
+                }
+            }
+            "exit" if session == short.to_string() => break,
+            _ => {}
+        }
+    }
+    ensure!(short_got > 1 << 20, "the short session sent {short_got} bytes");
+    ensure!(
+        flood_got <= WINDOW + MAX_EVENT,
+        "{flood_got} bytes of an attachment never acknowledged (window {WINDOW})"
+    );
+    // Acknowledged, it goes on.
+    let ack =
+        raw.request(serde_json::json!({"type": "ack", "session": flood, "offset": 1u64 << 50}));
+    ensure!(ack.await?.kind() == "ok");
+    let before = flood_got;
+    while flood_got < before + 4 * WINDOW {
+        let frame = raw.recv(TIMEOUT).await?.context("connection closed")?;
+        if frame.kind() == "output" && frame.header["session"] == flood.to_string() {
+            flood_got += frame.payload.len() as u64;
+        }
+    }
+    // Ill-formed: an ack for a session attached without a window, a window of 0.
+    let mut other = RawConn::connect_hello(daemon.socket()).await?;
+    let attach = serde_json::json!({"type": "attach", "session": flood, "lossless": false});
+    other.request(attach).await?;
+    let reply =
+        other.request(serde_json::json!({"type": "ack", "session": flood, "offset": 1})).await?;
+    ensure!(
+        reply.error_message()
+            == Some(
+                &format!("session {flood} is not attached with a window on this connection")[..]
+            ),
+        "{}",
+        reply.header
+    );
+    let zero = serde_json::json!({"type": "attach", "session": flood, "window": 0});
+    let reply = other.request(zero).await?;
+    ensure!(reply.error_message() == Some("window must be at least 1 byte"), "{}", reply.header);
+    client.kill(flood, None).await?;
     Ok(())
 }

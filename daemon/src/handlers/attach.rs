@@ -9,6 +9,7 @@ use ipc_proto::{
     ScreenStart, SessionId,
 };
 
+use super::window::{self, Credit};
 use super::{session, ReplyError};
 use crate::connection::{Connection, Outgoing};
 use crate::ring::Replay;
@@ -29,6 +30,7 @@ pub async fn handle_attach(
     req: AttachRequest,
 ) -> Result<(), ReplyError> {
     let session = session(conn, req.session)?;
+    window::check(req.window)?;
     let mode = AttachMode::from_lossless(req.lossless);
     let from_screen = match req.screen {
         ScreenStart::Never => false,
@@ -37,12 +39,12 @@ pub async fn handle_attach(
         ScreenStart::Auto => req.since.is_none_or(|since| since < session.output_start()),
     } && session.has_screen();
     if from_screen {
-        return attach_from_screen(conn, id, session, req.since, mode).await;
+        return attach_from_screen(conn, id, session, req.since, mode, req.window).await;
     }
     let (replay, end, sub) = session.subscribe(req.since, mode)?;
     let reply = AttachReply::bytes(session.id, replay.offset, replay.dropped, end);
     conn.reply(id, DaemonMessage::Attached(reply)).await;
-    start_forwarding(conn, session, sub, replay);
+    start_forwarding(conn, session, sub, replay, req.window);
     Ok(())
 }
 
@@ -59,6 +61,7 @@ async fn attach_from_screen(
     session: Arc<Session>,
     since: Option<u64>,
     mode: AttachMode,
+    window: Option<u64>,
 ) -> Result<(), ReplyError> {
     let (_, end, sub) = session.subscribe(Some(session.output_end()), mode)?;
     let scrollback = conn.pool.config.scrollback_lines.unwrap_or(0);
@@ -85,7 +88,7 @@ async fn attach_from_screen(
     // Live output from the screen's offset: what the subscription has before it is
     // skipped, and if the screen lagged behind the subscription, the ring fills the gap.
     let start = Replay { offset: snap.offset, data: Bytes::new(), dropped: 0 };
-    start_forwarding(conn, session, sub, start);
+    start_forwarding(conn, session, sub, start, window);
     Ok(())
 }
 
@@ -106,23 +109,30 @@ pub async fn handle_detach(
     sid: SessionId,
 ) -> Result<(), ReplyError> {
     session(conn, sid)?;
-    if let Some(task) = conn.attachments.remove(&sid) {
-        task.abort();
-    }
+    conn.remove_attachment(sid);
     conn.reply(id, DaemonMessage::Ok).await;
     Ok(())
 }
 
-/// Sends `replay`, then live output, then the exit event, in a task of its own.
+/// Sends `replay`, then live output, then the exit event, in a task of its own; with a
+/// `window`, only as far as the client's acks allow.
 pub fn start_forwarding(
     conn: &mut Connection,
     session: Arc<Session>,
     sub: Option<Subscription>,
     replay: Replay,
+    window: Option<u64>,
 ) {
     let sid = session.id;
-    let task = tokio::spawn(forward(session, sub, replay, conn.out.clone()));
-    conn.add_attachment(sid, task.abort_handle());
+    let (acks, credit) = match window {
+        Some(window) => {
+            let (acks, credit) = window::open(window, replay.offset);
+            (Some(acks), Some(credit))
+        }
+        None => (None, None),
+    };
+    let task = tokio::spawn(forward(session, sub, replay, conn.out.clone(), credit));
+    conn.add_attachment(sid, task.abort_handle(), acks);
 }
 
 async fn forward(
@@ -130,10 +140,11 @@ async fn forward(
     sub: Option<Subscription>,
     replay: Replay,
     out: Outgoing,
+    mut credit: Option<Credit>,
 ) -> Option<()> {
     let sid = session.id;
     let mut next = replay.offset + replay.data.len() as u64;
-    send_output(&out, sid, replay.offset, replay.data).await?;
+    send_output(&out, sid, replay.offset, replay.data, &mut credit).await?;
     if let Some(mut sub) = sub {
         while let Some(mut chunk) = sub.next_merged(MERGED_EVENT_BYTES).await {
             let chunk_end = chunk.offset + chunk.data.len() as u64;
@@ -147,8 +158,9 @@ async fn forward(
             }
             if chunk.offset > next {
                 // This client was too slow for some chunks: resend what the ring still has.
-                send_gap(&out, &session, next, chunk.offset).await?;
+                send_gap(&out, &session, next, chunk.offset, &mut credit).await?;
             }
+            window::room(&mut credit, chunk.offset).await?;
             next = chunk.offset + chunk.data.len() as u64;
             let ev = DaemonMessage::Output(OutputEvent { session: sid, offset: chunk.offset });
             // One frame, holding the chunk's share of the subscriber's budget until it is
@@ -158,20 +170,26 @@ async fn forward(
         // The session ended; a lossy client may have missed the last chunks.
         let end = session.output_end();
         if end > next {
-            send_gap(&out, &session, next, end).await?;
+            send_gap(&out, &session, next, end, &mut credit).await?;
         }
     }
     let status = session.exit_status()?;
     out.send(Frame::new(0, DaemonMessage::Exit(ExitEvent { session: sid, status }))).await.ok()
 }
 
-async fn send_gap(out: &Outgoing, session: &Session, from: u64, to: u64) -> Option<()> {
+async fn send_gap(
+    out: &Outgoing,
+    session: &Session,
+    from: u64,
+    to: u64,
+    credit: &mut Option<Credit>,
+) -> Option<()> {
     let held = session.read_range(from, to);
     if held.dropped > 0 {
         let ev = DroppedEvent { session: session.id, offset: from, bytes: held.dropped };
         out.send(Frame::new(0, DaemonMessage::Dropped(ev))).await.ok()?;
     }
-    send_output(out, session.id, held.offset, held.data).await
+    send_output(out, session.id, held.offset, held.data, credit).await
 }
 
 async fn send_output(
@@ -179,8 +197,10 @@ async fn send_output(
     session: SessionId,
     mut offset: u64,
     mut data: Bytes,
+    credit: &mut Option<Credit>,
 ) -> Option<()> {
     while !data.is_empty() {
+        window::room(credit, offset).await?;
         let piece = data.split_to(data.len().min(MAX_EVENT_BYTES));
         let len = piece.len() as u64;
         let ev = DaemonMessage::Output(OutputEvent { session, offset });

@@ -12,8 +12,11 @@ mod screen;
 mod spawn;
 mod upgrade;
 mod watch;
+mod window;
 
 use ipc_proto::{DaemonMessage, ErrorCode, ErrorReply, Frame, Request, SessionId};
+
+pub use window::Acks;
 
 use crate::connection::Connection;
 use crate::pool::PoolError;
@@ -65,6 +68,7 @@ pub async fn dispatch(conn: &mut Connection, frame: Frame<Request>) -> Result<()
         Request::Spawn(req) => spawn::handle(conn, id, req).await,
         Request::Attach(req) => attach::handle_attach(conn, id, req).await,
         Request::Detach(r) => attach::handle_detach(conn, id, r.session).await,
+        Request::Ack(req) => window::handle_ack(conn, id, req).await,
         Request::Input(r) => io::handle_input(conn, id, r.session, frame.data).await,
         Request::Resize(req) => io::handle_resize(conn, id, req).await,
         Request::Kill(req) => kill::handle(conn, id, req).await,

@@ -36,7 +36,7 @@ pub async fn handle(conn: &mut Connection, id: u64, req: SpawnRequest) -> Result
     let _ = conn.out.send(spawned(id, &session)).await;
     if let Some(sub) = sub {
         let replay = Replay { offset: 0, dropped: 0, data: Default::default() };
-        attach::start_forwarding(conn, session, Some(sub), replay);
+        attach::start_forwarding(conn, session, Some(sub), replay, None);
     }
     Ok(())
 }
