@@ -68,8 +68,12 @@ struct Waiter {
 /// ptyd's reads happen to be.
 const ROUTE_BYTES: usize = 128 * 1024;
 
-/// What an event counts besides its bytes, so that a stream of tiny events is bounded too.
+/// What an event counts besides its bytes, so that a stream of tiny events is bounded too
+/// (the same as ptyd counts against an attachment's window).
 const EVENT_OVERHEAD: usize = 64;
+
+/// The largest output event ptyd sends.
+const MAX_EVENT: usize = 64 * 1024;
 
 /// Where one attached session's events go: a queue bounded in bytes, each event holding
 /// its share until the attachment takes it.
@@ -77,6 +81,8 @@ const EVENT_OVERHEAD: usize = 64;
 struct Route {
     tx: flume::Sender<(SessionEvent, OwnedSemaphorePermit)>,
     room: Arc<Semaphore>,
+    /// The room when empty.
+    size: usize,
 }
 
 /// The attachment's end of a [`Route`].
@@ -87,10 +93,22 @@ struct RouteRx {
 
 impl Route {
     fn new() -> (Route, RouteRx) {
+        Route::with_room(ROUTE_BYTES)
+    }
+
+    /// A route for an attachment with a `window`: room for all ptyd may have in flight,
+    /// so that delivering to it never holds up the connection's other attachments.
+    fn windowed(window: u64) -> (Route, RouteRx) {
+        // One event past the window, and an exit and a dropped event besides.
+        let room = window as usize + MAX_EVENT + 3 * EVENT_OVERHEAD;
+        Route::with_room(room.min(Semaphore::MAX_PERMITS))
+    }
+
+    fn with_room(bytes: usize) -> (Route, RouteRx) {
         // Unbounded: `room` bounds it in bytes.
         let (tx, rx) = flume::unbounded();
-        let room = Arc::new(Semaphore::new(ROUTE_BYTES));
-        (Route { tx, room: room.clone() }, RouteRx { rx, room })
+        let room = Arc::new(Semaphore::new(bytes));
+        (Route { tx, room: room.clone(), size: bytes }, RouteRx { rx, room })
     }
 
     /// Waits for room, then queues `event`; `Err` once the attachment is gone.
@@ -99,7 +117,7 @@ impl Route {
             SessionEvent::Output { data, .. } => data.len(),
             _ => 0,
         };
-        let cost = (len + EVENT_OVERHEAD).min(ROUTE_BYTES) as u32;
+        let cost = (len + EVENT_OVERHEAD).min(self.size) as u32;
         let permit = self.room.clone().acquire_many_owned(cost).await.map_err(drop)?;
         self.tx.send((event, permit)).map_err(drop)
     }
@@ -280,7 +298,15 @@ impl Client {
             DaemonMessage::Spawned(r) => {
                 let reply = AttachReply::bytes(r.session, 0, 0, 0);
                 let snapshot = Bytes::new();
-                Ok((r, Attachment { client: self.clone(), reply, snapshot, rx, done: false }))
+                let attachment = Attachment {
+                    client: self.clone(),
+                    reply,
+                    snapshot,
+                    rx,
+                    done: false,
+                    window: None,
+                };
+                Ok((r, attachment))
             }
             other => Err(unexpected(other)),
         }
@@ -305,12 +331,37 @@ impl Client {
         lossless: bool,
         screen: ScreenStart,
     ) -> Result<Attachment, ClientError> {
-        let (tx, rx) = Route::new();
-        let req = Request::Attach(AttachRequest { session, since, lossless, screen, window: None });
-        let frame = self.call_routed(req, Bytes::new(), Some(tx)).await?;
+        self.attach_with(AttachRequest { session, since, lossless, screen, window: None }).await
+    }
+
+    /// Like [`Client::attach_from`], with flow control of this attachment alone: ptyd sends
+    /// at most `window` bytes (and 64 per event) past what this attachment's reader has
+    /// taken, which [`Attachment::next`] acknowledges as it goes. A reader that stops
+    /// taking events then holds up only its own session, never the connection's other
+    /// attachments (so many sessions can share one connection).
+    pub async fn attach_windowed(
+        &self,
+        session: SessionId,
+        since: Option<u64>,
+        lossless: bool,
+        screen: ScreenStart,
+        window: u64,
+    ) -> Result<Attachment, ClientError> {
+        let window = Some(window.max(1));
+        self.attach_with(AttachRequest { session, since, lossless, screen, window }).await
+    }
+
+    async fn attach_with(&self, req: AttachRequest) -> Result<Attachment, ClientError> {
+        let (tx, rx) = match req.window {
+            Some(window) => Route::windowed(window),
+            None => Route::new(),
+        };
+        let window = req.window;
+        let frame = self.call_routed(Request::Attach(req), Bytes::new(), Some(tx)).await?;
         match frame.body {
             DaemonMessage::Attached(reply) => Ok(Attachment {
                 client: self.clone(),
+                window: window.map(|size| Window::new(size, reply.offset)),
                 reply,
                 snapshot: frame.data,
                 rx,
@@ -545,6 +596,40 @@ pub struct Attachment {
     snapshot: Bytes,
     rx: RouteRx,
     done: bool,
+    /// The attachment's window, when it has one.
+    window: Option<Window>,
+}
+
+/// What a windowed attachment's reader has taken and acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    size: u64,
+    /// The offset after the last byte taken.
+    taken: u64,
+    /// What was taken since the last ack, counted as ptyd counts it.
+    unacked: u64,
+}
+
+impl Window {
+    fn new(size: u64, start: u64) -> Window {
+        Window { size, taken: start, unacked: 0 }
+    }
+
+    /// Counts `event` as taken; the offset to acknowledge once half the window is.
+    fn take(&mut self, event: &SessionEvent) -> Option<u64> {
+        match event {
+            SessionEvent::Output { offset, data } => {
+                self.taken = offset + data.len() as u64;
+                self.unacked += data.len() as u64 + EVENT_OVERHEAD as u64;
+            }
+            SessionEvent::Dropped { offset, bytes } => self.taken = offset + bytes,
+            SessionEvent::Exit(_) => return None,
+        }
+        (self.unacked >= self.size / 2).then(|| {
+            self.unacked = 0;
+            self.taken
+        })
+    }
 }
 
 impl std::fmt::Debug for Attachment {
@@ -565,7 +650,8 @@ impl Attachment {
         self.reply.snapshot.then_some(&self.snapshot)
     }
 
-    /// The next event; `None` after `Exit`, or when the connection ended.
+    /// The next event; `None` after `Exit`, or when the connection ended. With a window,
+    /// taking events acknowledges them.
     pub async fn next(&mut self) -> Option<SessionEvent> {
         if self.done {
             return None;
@@ -574,7 +660,27 @@ impl Attachment {
         if matches!(ev, None | Some(SessionEvent::Exit(_))) {
             self.done = true;
         }
+        if let (Some(window), Some(ev)) = (&mut self.window, &ev) {
+            if let Some(offset) = window.take(ev) {
+                self.ack(offset).await;
+            }
+        }
         ev
+    }
+
+    /// The window this attachment was made with, if any.
+    pub fn window(&self) -> Option<u64> {
+        self.window.map(|w| w.size)
+    }
+
+    /// Tells ptyd everything before `offset` was taken; its reply is not waited for.
+    async fn ack(&self, offset: u64) {
+        let session = self.reply.session;
+        let id = self.client.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::new(id, Request::Ack(AckRequest { session, offset }));
+        // A full request queue: wait for room (the writer drains it unless the connection
+        // is broken, which ends this attachment anyway).
+        let _ = self.client.inner.out.send_async(frame).await;
     }
 
     /// The client this attachment belongs to.

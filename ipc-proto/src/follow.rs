@@ -8,9 +8,11 @@
 //! Any other loss of the connection ends the events as an [`Attachment`]'s would.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -30,15 +32,21 @@ struct Link {
     client: Client,
 }
 
+/// How a follower gets a connection to attach on again: a new one of its own, or one it
+/// shares with other followers (see [`Follower::with_connect`]).
+pub type Connect = Arc<dyn Fn() -> BoxFuture<'static, Result<Client, ClientError>> + Send + Sync>;
+
 /// A session's events across the daemon's upgrades (see the module's documentation).
 pub struct Follower {
-    socket: PathBuf,
+    connect: Connect,
     att: Attachment,
     first: AttachReply,
     /// The offset after the last byte handed out.
     next: u64,
     /// Lossless, as the first attachment was.
     lossless: bool,
+    /// The first attachment's window, if it had one.
+    window: Option<u64>,
     links: watch::Sender<Link>,
 }
 
@@ -59,17 +67,22 @@ impl Follower {
     /// Follows `att` (made on a connection to the daemon at `socket`, `lossless` as it
     /// was asked).
     pub fn new(socket: impl Into<PathBuf>, att: Attachment, lossless: bool) -> Follower {
+        let socket: PathBuf = socket.into();
+        let connect: Connect = Arc::new(move || {
+            let socket = socket.clone();
+            Box::pin(async move { Client::connect(&socket).await })
+        });
+        Follower::with_connect(connect, att, lossless)
+    }
+
+    /// Follows `att`, re-attaching after an upgrade on the connection `connect` gives
+    /// (many followers may share one), with the window `att` was made with.
+    pub fn with_connect(connect: Connect, att: Attachment, lossless: bool) -> Follower {
         let first = att.reply.clone();
         let next = first.offset;
+        let window = att.window();
         let link = Link { generation: 0, client: att.client().clone() };
-        Follower {
-            socket: socket.into(),
-            att,
-            first,
-            next,
-            lossless,
-            links: watch::channel(link).0,
-        }
+        Follower { connect, att, first, next, lossless, window, links: watch::channel(link).0 }
     }
 
     /// The session.
@@ -136,10 +149,12 @@ impl Follower {
         let deadline = Instant::now() + RELINK_LIMIT;
         while Instant::now() < deadline {
             let attempt = async {
-                let client = Client::connect(&self.socket).await?;
-                let since = Some(self.next);
-                let att =
-                    client.attach_from(session, since, self.lossless, ScreenStart::Never).await?;
+                let client = (self.connect)().await?;
+                let (since, lossless, never) = (Some(self.next), self.lossless, ScreenStart::Never);
+                let att = match self.window {
+                    Some(w) => client.attach_windowed(session, since, lossless, never, w).await?,
+                    None => client.attach_from(session, since, lossless, never).await?,
+                };
                 Ok::<_, ClientError>((att, client))
             };
             match attempt.await {

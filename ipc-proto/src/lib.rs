@@ -15,7 +15,7 @@ pub use codec::{
     START_BUFFER,
 };
 pub use error::{ClientError, ConnectionStage, ErrorCode, IpcError, ProtoError};
-pub use follow::{Follower, Links};
+pub use follow::{Connect, Follower, Links};
 pub use message::*;
 
 /// The protocol version this crate speaks. Bumped only for incompatible changes;

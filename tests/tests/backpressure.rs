@@ -423,3 +423,41 @@ async fn windowed_attachments_share_a_connection_each_held_only_by_its_own_acks(
     client.kill(flood, None).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn one_client_carries_windowed_attachments_a_stalled_reader_holds_up_only_its_own(
+) -> Result<()> {
+    const WINDOW: u64 = 64 * 1024;
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let client = daemon.client().await;
+    let flood = client.spawn(SpawnRequest::new("yes", Vec::<String>::new())).await?.session;
+    let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done";
+    let req =
+        SpawnRequest { replay_bytes: Some(2 << 20), ..SpawnRequest::new("sh", ["-c", script]) };
+    let short = client.spawn(req).await?.session;
+    let never = ipc_proto::ScreenStart::Never;
+    // Not read for now: without its own window it would fill the connection's queue for
+    // this session and stop the connection's reader, and with it the other attachment.
+    let mut stalled = client.attach_windowed(flood, None, true, never, WINDOW).await?;
+    let mut moving = client.attach_windowed(short, Some(0), true, never, WINDOW).await?;
+    let mut got = 0usize;
+    loop {
+        let ev = tokio::time::timeout(TIMEOUT, moving.next()).await;
+        match ev.context("the moving attachment stalled")? {
+            Some(ipc_proto::SessionEvent::Output { data, .. }) => got += data.len(),
+            Some(ipc_proto::SessionEvent::Exit(_)) => break,
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    ensure!(got > 1 << 20, "{got} bytes");
+    // The stalled one goes on once read: taking its events acknowledges them.
+    let mut flooded = 0usize;
+    while flooded < 1 << 20 {
+        let ev = tokio::time::timeout(TIMEOUT, stalled.next()).await.context("stalled for good")?;
+        if let Some(ipc_proto::SessionEvent::Output { data, .. }) = ev {
+            flooded += data.len();
+        }
+    }
+    client.kill(flood, None).await?;
+    Ok(())
+}

@@ -160,8 +160,9 @@ async fn forward(
                 // This client was too slow for some chunks: resend what the ring still has.
                 send_gap(&out, &session, next, chunk.offset, &mut credit).await?;
             }
-            window::room(&mut credit, chunk.offset).await?;
+            window::room(&mut credit).await?;
             next = chunk.offset + chunk.data.len() as u64;
+            window::sent(&mut credit, next, chunk.data.len() as u64);
             let ev = DaemonMessage::Output(OutputEvent { session: sid, offset: chunk.offset });
             // One frame, holding the chunk's share of the subscriber's budget until it is
             // written.
@@ -200,9 +201,10 @@ async fn send_output(
     credit: &mut Option<Credit>,
 ) -> Option<()> {
     while !data.is_empty() {
-        window::room(credit, offset).await?;
+        window::room(credit).await?;
         let piece = data.split_to(data.len().min(MAX_EVENT_BYTES));
         let len = piece.len() as u64;
+        window::sent(credit, offset + len, len);
         let ev = DaemonMessage::Output(OutputEvent { session, offset });
         out.send(Frame::with_data(0, ev, piece)).await.ok()?;
         offset += len;
