@@ -4,7 +4,8 @@
 //! A supervisor task owns the connection. It subscribes to ptyd's session events (so
 //! the end of the event stream is how a lost daemon is noticed, at once), reconciles the
 //! registry with ptyd's session list on every (re)connection, and only then publishes the
-//! client for the HTTP handlers. Sockets get their own connections from [`DaemonLink::connect`].
+//! client for the HTTP handlers. Sockets attach over shared connections of their own
+//! ([`DaemonLink::attach_slot`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::attach_links::{AttachLinks, Slot};
 use crate::metrics::Metrics;
 use crate::terminals::{spawn_grace_timer, Ending, Reconciled, Registry, Status};
 
@@ -60,12 +62,15 @@ pub struct DaemonLink {
     last_error: Mutex<Option<ClientError>>,
     metrics: Metrics,
     backoff: Backoff,
+    /// The shared connections the sockets attach over.
+    attach: Arc<AttachLinks>,
 }
 
 impl DaemonLink {
     /// A link to the daemon at `socket`, not yet connected (see [`DaemonLink::run`]).
     pub fn new(socket: PathBuf, backoff: Backoff, metrics: Metrics) -> Arc<DaemonLink> {
         Arc::new(DaemonLink {
+            attach: AttachLinks::new(socket.clone()),
             socket,
             current: RwLock::new(None),
             last_error: Mutex::new(None),
@@ -102,17 +107,23 @@ impl DaemonLink {
         }
     }
 
-    /// A new connection of its own, for one WebSocket: its lossless attachment then slows
-    /// down only its own terminal, never the control calls or other sockets.
-    pub async fn connect(&self) -> Result<Client, ClientError> {
+    /// A place for one WebSocket's attachment to `session` on a shared connection (see
+    /// [`crate::attach_links`]): its windowed attachment slows down only its own terminal,
+    /// never the control calls or other sockets.
+    pub async fn attach_slot(&self, session: SessionId) -> Result<Slot, ClientError> {
         if !self.is_connected() {
             // Fail fast while the supervisor knows ptyd is away.
             return Err(self.control().unwrap_err());
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&self.socket)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.attach.slot(session)).await {
             Ok(result) => result,
             Err(_) => Err(timed_out()),
         }
+    }
+
+    /// The shared connections the sockets attach over.
+    pub fn attach_links(&self) -> Arc<AttachLinks> {
+        self.attach.clone()
     }
 
     /// Ends a terminal's session (SIGHUP to its group, SIGKILL after ptyd's kill grace).
@@ -365,7 +376,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(link.connect().await.is_err());
+        assert!(link.attach_slot(SessionId::new()).await.is_err());
         shutdown.cancel();
         task.await.unwrap();
     }

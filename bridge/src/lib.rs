@@ -12,6 +12,7 @@
 //!   [`terminals`]: the registry and grace timers; [`daemon_link`]: the link to ptyd.
 
 pub mod assets;
+pub mod attach_links;
 pub mod auth;
 pub mod autostart;
 pub mod config;

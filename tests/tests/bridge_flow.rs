@@ -73,3 +73,47 @@ async fn unacknowledged_output_stops_the_program_until_acked() -> Result<()> {
     client.wait(sid, Some(TIMEOUT)).await?;
     Ok(())
 }
+
+/// ptyd's open Unix sockets (its listener, its spawn helper's and its clients').
+fn ptyd_sockets(daemon: &Daemon) -> Result<usize> {
+    let fds = ptyd_tests::fd_targets(daemon.pid())?;
+    Ok(fds.iter().filter(|(_, target)| target.starts_with("socket:")).count())
+}
+
+#[tokio::test]
+async fn terminals_share_ptyd_connections_and_a_paused_one_holds_up_only_itself() -> Result<()> {
+    let daemon = Daemon::start(DaemonOptions::new()).await?;
+    let args = ["--flow-high", "65536", "--flow-low", "8192"];
+    let bridge = Bridge::start(daemon.socket(), &args).await?;
+    let before = ptyd_sockets(&daemon)?;
+    // One terminal floods and its browser acknowledges nothing past its start.
+    let paused_id = bridge.create("").await?;
+    let mut paused = bridge.connect(&paused_id, None).await?;
+    let acked = paused.offset;
+    paused.send_text(&format!(r#"{{"type":"ack","offset":{acked}}}"#)).await?;
+    paused.send_input(b"yes flood\r").await?;
+    drain(&mut paused, Duration::from_millis(300)).await?;
+    ensure!(paused.offset - acked <= HIGH + 40 * 1024, "the paused terminal was not held");
+    // Four others, on the same connection to ptyd, each print 1 MiB to the end.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let id = bridge.create("").await?;
+        others.push((id.clone(), bridge.connect(&id, None).await?));
+    }
+    for (i, (_, ws)) in others.iter_mut().enumerate() {
+        let line = format!("head -c 1048576 /dev/zero | tr '\\0' x; echo; echo end-''{i}\r");
+        ws.send_input(line.as_bytes()).await?;
+    }
+    for (i, (_, ws)) in others.iter_mut().enumerate() {
+        ws.read_until(&format!("end-{i}"), TIMEOUT).await?;
+        ensure!(ws.output.len() > 1 << 20, "terminal {i} got {} bytes", ws.output.len());
+    }
+    let after = ptyd_sockets(&daemon)?;
+    ensure!(after <= before + 1, "5 sockets opened {} connections to ptyd", after - before);
+    ensure!(paused.offset - acked <= HIGH + 40 * 1024, "the paused terminal was not held");
+    for id in std::iter::once(&paused_id).chain(others.iter().map(|(id, _)| id)) {
+        let deleted = bridge.delete(&format!("/api/terminals/{id}")).await?;
+        ensure!(deleted.status == 200, "DELETE: {deleted:?}");
+    }
+    Ok(())
+}

@@ -156,8 +156,8 @@ async fn serve(
     tracing::info!("WebSocket connection established for terminal {id}");
     let (mut sink, stream) = adapt(socket, state.config.max_message_bytes);
     let close_timeout = state.config.close_timeout;
-    let client = match state.daemon.connect().await {
-        Ok(c) => c,
+    let slot = match state.daemon.attach_slot(id).await {
+        Ok(slot) => slot,
         Err(e) => {
             tracing::warn!("cannot reach ptyd for terminal {id}: {e}");
             close_now(
@@ -196,8 +196,9 @@ async fn serve(
         }
         tracing::debug!("Status transition: {} → Active", act.previous);
     }
-    let attachment = match client.attach_from(id, since, true, screen).await {
-        Ok(a) => a,
+    let links = state.daemon.attach_links();
+    let output = match relink::RelinkedOutput::attach(links, slot, id, since, screen).await {
+        Ok(output) => output,
         Err(e) => {
             let (code, reason) = match &e {
                 ClientError::Ipc(why) => (close::INTERNAL, format!("IpcError: {why}")),
@@ -220,8 +221,8 @@ async fn serve(
             return;
         }
     };
-    let start = attachment.reply.clone();
-    let snapshot = attachment.snapshot().cloned();
+    let start = output.reply().clone();
+    let snapshot = output.snapshot().cloned();
     match &snapshot {
         Some(s) => {
             tracing::debug!("Painting the screen ({} bytes) as of offset {}", s.len(), start.offset)
@@ -238,10 +239,8 @@ async fn serve(
         flow_low: state.config.flow_low,
         close_timeout,
     };
-    drop(client);
-    let follower = ipc_proto::Follower::new(state.daemon.socket(), attachment, true);
     let input = ViewerInput {
-        inner: relink::RelinkedInput { id, links: follower.links() },
+        inner: relink::RelinkedInput { id, links: output.links() },
         role: viewer.role,
         registry: state.registry.clone(),
         gen: act.gen,
@@ -249,7 +248,7 @@ async fn serve(
     let session = Session {
         start,
         snapshot,
-        output: relink::RelinkedOutput(follower),
+        output,
         input,
         limits,
         stop: act.stop,
