@@ -27,6 +27,9 @@ pub struct AttachLinks {
     socket: PathBuf,
     links: Mutex<Vec<Link>>,
     next_id: AtomicU64,
+    /// One new connection at a time: after a live upgrade every socket looks for a place
+    /// at once, and all but the first find the connection the first one made.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 struct Link {
@@ -68,12 +71,21 @@ impl Drop for Slot {
 impl AttachLinks {
     /// A pool of connections to the daemon at `socket`, none open yet.
     pub fn new(socket: PathBuf) -> Arc<AttachLinks> {
-        Arc::new(AttachLinks { socket, links: Mutex::new(Vec::new()), next_id: AtomicU64::new(1) })
+        Arc::new(AttachLinks {
+            socket,
+            links: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            connecting: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// A place for `session` on a connection that has none for it and room, opening a new
     /// connection when none has.
     pub async fn slot(self: &Arc<Self>, session: SessionId) -> Result<Slot, ClientError> {
+        if let Some(slot) = self.place(session, None) {
+            return Ok(slot);
+        }
+        let _turn = self.connecting.lock().await;
         if let Some(slot) = self.place(session, None) {
             return Ok(slot);
         }
@@ -105,5 +117,66 @@ impl AttachLinks {
     /// Open shared connections.
     pub fn connections(&self) -> usize {
         self.links.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ptyd stand-in that accepts connections and answers their hello.
+    async fn fake_ptyd(dir: &std::path::Path) -> PathBuf {
+        use futures::{SinkExt, StreamExt};
+        use ipc_proto::{DaemonMessage, Frame, FrameCodec, HelloReply, Request};
+        let path = dir.join("ptyd.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut framed = tokio_util::codec::Framed::new(
+                        stream,
+                        FrameCodec::<Request, DaemonMessage>::default(),
+                    );
+                    while let Some(Ok(Ok(frame))) = framed.next().await {
+                        if let Request::Hello(h) = frame.body {
+                            let reply = HelloReply {
+                                protocol_version: h.protocol_version,
+                                daemon_version: "test".into(),
+                                pid: 1,
+                            };
+                            let _ = framed
+                                .send(Frame::new(frame.id, DaemonMessage::Hello(reply)))
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        path
+    }
+
+    #[tokio::test]
+    async fn a_terminal_has_one_place_per_connection_and_connections_fill_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let links = AttachLinks::new(fake_ptyd(dir.path()).await);
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let first = links.slot(a).await.unwrap();
+        let other = links.slot(b).await.unwrap();
+        assert_eq!(links.connections(), 1, "two terminals share a connection");
+        // A second viewer of `a` cannot share its connection (it would replace the first).
+        let second_viewer = links.slot(a).await.unwrap();
+        assert_eq!(links.connections(), 2);
+        assert_ne!(first.link, second_viewer.link);
+        assert_eq!(other.link, first.link);
+        // Places given back: one idle connection stays for the next socket.
+        drop((first, other, second_viewer));
+        assert_eq!(links.connections(), 1);
+        // Many at once (as after an upgrade) open only what they need.
+        let many = futures::future::join_all(
+            (0..PER_CONNECTION + 1).map(|_| links.slot(SessionId::new())),
+        );
+        let slots: Vec<Slot> = many.await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(links.connections(), 2);
+        drop(slots);
     }
 }
