@@ -83,9 +83,17 @@ async fn start(config: &Path, daemon_args: &[&str]) -> Result<(Daemon, Bridge)> 
     let mut args = vec!["--capacity", "2000", "--idle-timeout", "0"];
     args.extend_from_slice(daemon_args);
     let daemon = Daemon::start(DaemonOptions::new().env("RUST_LOG", "warn").args(args)).await?;
+    // One client making 500 requests at once: the default cap on connections that have not
+    // yet authenticated (256) would take that for a flood and close the oldest.
     let bridge = Bridge::start_with_env(
         daemon.socket(),
-        &["--no-spawn-daemon", "--config", config.to_str().context("path")?],
+        &[
+            "--no-spawn-daemon",
+            "--max-anonymous-connections",
+            "1000",
+            "--config",
+            config.to_str().context("path")?,
+        ],
         &[("RUST_LOG", &std::env::var("BRIDGE_LOG").unwrap_or_else(|_| "warn".into()))],
     )
     .await?;

@@ -464,7 +464,9 @@ pub async fn http(
     let mut raw = Vec::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw)).await.context("HTTP timeout")??;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers ({} bytes: {text:?})", raw.len()))?;
     let mut lines = head.lines();
     let status_line = lines.next().context("no status line")?;
     let status: u16 = status_line.split(' ').nth(1).context("no status")?.parse()?;
