@@ -7,8 +7,11 @@
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use std::future::Future;
+use std::pin::Pin;
+
+use flume::TrySendError;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +26,9 @@ enum Pending {
     Reply(WsMessage),
 }
 
+/// A send into a full queue, under way.
+type PendingSend = Pin<Box<dyn Future<Output = Result<(), &'static str>> + Send>>;
+
 /// What handling one inbound frame leads to.
 enum Step {
     Continue,
@@ -32,8 +38,8 @@ enum Step {
 
 /// Inbound frames, heartbeat and deadlines.
 pub(super) struct Control<'a> {
-    ctrl_tx: &'a mpsc::Sender<WsMessage>,
-    in_tx: mpsc::Sender<InputCmd>,
+    ctrl_tx: &'a flume::Sender<WsMessage>,
+    in_tx: flume::Sender<InputCmd>,
     limits: &'a Limits,
     last: &'a LastData,
     metrics: &'a Metrics,
@@ -46,8 +52,8 @@ pub(super) struct Control<'a> {
 impl<'a> Control<'a> {
     /// A control loop feeding `in_tx` and answering through `ctrl_tx`.
     pub(super) fn new(
-        ctrl_tx: &'a mpsc::Sender<WsMessage>,
-        in_tx: mpsc::Sender<InputCmd>,
+        ctrl_tx: &'a flume::Sender<WsMessage>,
+        in_tx: flume::Sender<InputCmd>,
         limits: &'a Limits,
         last: &'a LastData,
         metrics: &'a Metrics,
@@ -76,9 +82,9 @@ impl<'a> Control<'a> {
         let idle_deadline = tokio::time::sleep_until(self.last.at() + limits.idle_timeout);
         tokio::pin!(pong_deadline, idle_deadline);
         let mut frame = 0u64;
-        let mut pending: Option<Pending> = None;
-        // Permits borrow their queue across the branch bodies, which also need `self`.
-        let (in_tx, ctrl_tx) = (self.in_tx.clone(), self.ctrl_tx);
+        // A frame's consequence waiting for room in its queue; the socket is not read
+        // meanwhile. Kept across turns of the loop: dropping it would lose the message.
+        let mut pending: Option<PendingSend> = None;
         loop {
             tokio::select! {
                 biased;
@@ -105,27 +111,32 @@ impl<'a> Control<'a> {
                     tracing::trace!("Sending heartbeat ping (frame {frame})");
                     let ping = WsMessage::Ping(Bytes::from(frame.to_string()));
                     // A full queue means the socket is far behind: the deadline decides.
-                    if let Err(TrySendError::Closed(_)) = self.ctrl_tx.try_send(ping) {
+                    if let Err(TrySendError::Disconnected(_)) = self.ctrl_tx.try_send(ping) {
                         return Outcome::Broken("the socket writer stopped".into());
                     }
                     self.outstanding = Some(frame);
                     pong_deadline.as_mut().reset(Instant::now() + limits.pong_timeout);
                 }
-                permit = in_tx.reserve(), if matches!(pending, Some(Pending::Input(_))) => {
-                    match (permit, pending.take()) {
-                        (Ok(permit), Some(Pending::Input(cmd))) => permit.send(cmd),
-                        _ => return Outcome::Broken("the input queue closed".into()),
-                    }
-                }
-                permit = ctrl_tx.reserve(), if matches!(pending, Some(Pending::Reply(_))) => {
-                    match (permit, pending.take()) {
-                        (Ok(permit), Some(Pending::Reply(msg))) => permit.send(msg),
-                        _ => return Outcome::Broken("the socket writer stopped".into()),
+                sent = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    pending = None;
+                    if let Err(why) = sent {
+                        return Outcome::Broken(why.into());
                     }
                 }
                 item = stream.next(), if pending.is_none() => match self.on_item(item) {
                     Step::Continue => {}
-                    Step::Pend(p) => pending = Some(p),
+                    Step::Pend(Pending::Input(cmd)) => {
+                        let send = self.in_tx.clone().into_send_async(cmd);
+                        pending = Some(Box::pin(async move {
+                            send.await.map_err(|_| "the input queue closed")
+                        }));
+                    }
+                    Step::Pend(Pending::Reply(msg)) => {
+                        let send = self.ctrl_tx.clone().into_send_async(msg);
+                        pending = Some(Box::pin(async move {
+                            send.await.map_err(|_| "the socket writer stopped")
+                        }));
+                    }
                     Step::Done(outcome) => return outcome,
                 },
             }
@@ -205,14 +216,14 @@ impl<'a> Control<'a> {
             Pending::Input(cmd) => match self.in_tx.try_send(cmd) {
                 Ok(()) => Step::Continue,
                 Err(TrySendError::Full(cmd)) => Step::Pend(Pending::Input(cmd)),
-                Err(TrySendError::Closed(_)) => {
+                Err(TrySendError::Disconnected(_)) => {
                     Step::Done(Outcome::Broken("the input queue closed".into()))
                 }
             },
             Pending::Reply(msg) => match self.ctrl_tx.try_send(msg) {
                 Ok(()) => Step::Continue,
                 Err(TrySendError::Full(msg)) => Step::Pend(Pending::Reply(msg)),
-                Err(TrySendError::Closed(_)) => {
+                Err(TrySendError::Disconnected(_)) => {
                     Step::Done(Outcome::Broken("the socket writer stopped".into()))
                 }
             },

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use ipc_proto::{AttachReply, ClientError, EndReason, ErrorCode, ExitStatus, SessionEvent};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -306,9 +306,10 @@ where
         role,
         sizes,
     } = session;
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_DEPTH);
-    let (data_tx, data_rx) = mpsc::channel(DATA_DEPTH);
-    let (in_tx, in_rx) = mpsc::channel(INPUT_DEPTH);
+    // flume's queues: tokio's take a block of 32 slots each up front, per socket.
+    let (ctrl_tx, ctrl_rx) = flume::bounded(CTRL_DEPTH);
+    let (data_tx, data_rx) = flume::bounded(DATA_DEPTH);
+    let (in_tx, in_rx) = flume::bounded(INPUT_DEPTH);
     let (close_tx, close_rx) = oneshot::channel();
     // The offset the client has acknowledged; `None` until it opts in to flow control.
     let (acked_tx, acked_rx) = watch::channel(None);
@@ -375,8 +376,8 @@ where
 /// Owns the sink: control frames first, then output; the close frame after both queues end.
 async fn write_loop<Si>(
     mut sink: Si,
-    mut ctrl_rx: mpsc::Receiver<WsMessage>,
-    mut data_rx: mpsc::Receiver<WsMessage>,
+    ctrl_rx: flume::Receiver<WsMessage>,
+    data_rx: flume::Receiver<WsMessage>,
     close_rx: oneshot::Receiver<Option<CloseFrame>>,
 ) -> Result<(), String>
 where
@@ -386,8 +387,9 @@ where
     loop {
         let msg = tokio::select! {
             biased;
-            Some(m) = ctrl_rx.recv() => m,
-            Some(m) = data_rx.recv() => m,
+            // Receiving is cancel-safe: a message stays queued until taken.
+            Ok(m) = ctrl_rx.recv_async() => m,
+            Ok(m) = data_rx.recv_async() => m,
             else => break,
         };
         sink.feed(msg).await.map_err(|e| e.to_string())?;
@@ -448,7 +450,7 @@ impl Flow {
 /// ptyd → socket.
 async fn pump_output<O: OutputSource>(
     output: &mut O,
-    data_tx: mpsc::Sender<WsMessage>,
+    data_tx: flume::Sender<WsMessage>,
     last: &LastData,
     metrics: &Metrics,
     start: &AttachReply,
@@ -495,7 +497,7 @@ async fn pump_output<O: OutputSource>(
                 (text(&ServerMessage::exit(status, reason)), Some((status, reason)))
             }
         };
-        if data_tx.send(msg).await.is_err() {
+        if data_tx.send_async(msg).await.is_err() {
             return Outcome::Broken("the socket writer stopped".into());
         }
         if let Some((status, reason)) = exit {
@@ -537,14 +539,14 @@ fn merge_queued<O: OutputSource>(
 /// Tells the client each size the terminal takes from its viewers' windows.
 async fn announce_sizes(
     mut sizes: watch::Receiver<Option<(u16, u16)>>,
-    ctrl_tx: mpsc::Sender<WsMessage>,
+    ctrl_tx: flume::Sender<WsMessage>,
 ) -> Outcome {
     // The size when this socket joined counts too: it may already differ from its window.
     sizes.mark_changed();
     while sizes.changed().await.is_ok() {
         let size = *sizes.borrow_and_update();
         if let Some((cols, rows)) = size {
-            if ctrl_tx.send(text(&ServerMessage::Size { cols, rows })).await.is_err() {
+            if ctrl_tx.send_async(text(&ServerMessage::Size { cols, rows })).await.is_err() {
                 return Outcome::Broken("the socket writer stopped".into());
             }
         }
@@ -557,10 +559,10 @@ async fn announce_sizes(
 /// Socket → ptyd, one request at a time, in order.
 async fn pump_input<I: InputTarget>(
     input: &I,
-    mut rx: mpsc::Receiver<InputCmd>,
-    ctrl_tx: mpsc::Sender<WsMessage>,
+    rx: flume::Receiver<InputCmd>,
+    ctrl_tx: flume::Sender<WsMessage>,
 ) -> Outcome {
-    while let Some(cmd) = rx.recv().await {
+    while let Ok(cmd) = rx.recv_async().await {
         let result = match cmd {
             InputCmd::Data(data) => input.input(data).await,
             InputCmd::Resize(cols, rows) => {
@@ -575,7 +577,7 @@ async fn pump_input<I: InputTarget>(
             Err(ClientError::Daemon { code: ErrorCode::SessionExited, .. }) => {}
             Err(ClientError::Daemon { code, message }) => {
                 let reply = text(&ServerMessage::error(code.to_string(), message));
-                if ctrl_tx.send(reply).await.is_err() {
+                if ctrl_tx.send_async(reply).await.is_err() {
                     return Outcome::Broken("the socket writer stopped".into());
                 }
             }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::channel::mpsc as fmpsc;
 use ipc_proto::{EndReason, SessionId};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::*;
