@@ -133,7 +133,8 @@ impl Follower {
                 None => {
                     let upgrading =
                         self.att.client().close_reason().is_some_and(|e| e.is_upgrading());
-                    if !upgrading || !self.relink().await {
+                    // Boxed: the rare re-link's state is not part of every wait for output.
+                    if !upgrading || !Box::pin(self.relink()).await {
                         return None;
                     }
                 }

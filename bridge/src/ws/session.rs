@@ -467,7 +467,8 @@ async fn pump_output<O: OutputSource>(
             None => output.next_event().await,
         };
         let Some(event) = next else {
-            return Outcome::IpcLost(output.end_reason().await);
+            // Rare paths boxed, out of the state every idle socket keeps.
+            return Outcome::IpcLost(Box::pin(output.end_reason()).await);
         };
         let (msg, exit): (_, Option<(ExitStatus, Option<EndReason>)>) = match event {
             SessionEvent::Output { offset, data } => {
@@ -492,7 +493,7 @@ async fn pump_output<O: OutputSource>(
                 (text(&ServerMessage::Dropped { offset, bytes }), None)
             }
             SessionEvent::Exit(status) => {
-                let reason = output.exit_reason().await;
+                let reason = Box::pin(output.exit_reason()).await;
                 tracing::info!(end_reason = reason.map(EndReason::as_str), "Process {status}");
                 (text(&ServerMessage::exit(status, reason)), Some((status, reason)))
             }
@@ -563,11 +564,12 @@ async fn pump_input<I: InputTarget>(
     ctrl_tx: flume::Sender<WsMessage>,
 ) -> Outcome {
     while let Ok(cmd) = rx.recv_async().await {
+        // Boxed: a request's state is not part of what an idle socket keeps.
         let result = match cmd {
-            InputCmd::Data(data) => input.input(data).await,
+            InputCmd::Data(data) => Box::pin(input.input(data)).await,
             InputCmd::Resize(cols, rows) => {
                 tracing::debug!("Resizing terminal to {cols}x{rows}");
-                input.resize(cols, rows).await
+                Box::pin(input.resize(cols, rows)).await
             }
         };
         match result {

@@ -144,7 +144,8 @@ async fn forward(
 ) -> Option<()> {
     let sid = session.id;
     let mut next = replay.offset + replay.data.len() as u64;
-    send_output(&out, sid, replay.offset, replay.data, &mut credit).await?;
+    // Boxed, as the gaps below: the idle wait for output keeps only its own state.
+    Box::pin(send_output(&out, sid, replay.offset, replay.data, &mut credit)).await?;
     if let Some(mut sub) = sub {
         while let Some(mut chunk) = sub.next_merged(MERGED_EVENT_BYTES).await {
             let chunk_end = chunk.offset + chunk.data.len() as u64;
@@ -158,7 +159,7 @@ async fn forward(
             }
             if chunk.offset > next {
                 // This client was too slow for some chunks: resend what the ring still has.
-                send_gap(&out, &session, next, chunk.offset, &mut credit).await?;
+                Box::pin(send_gap(&out, &session, next, chunk.offset, &mut credit)).await?;
             }
             window::room(&mut credit).await?;
             next = chunk.offset + chunk.data.len() as u64;
@@ -171,7 +172,7 @@ async fn forward(
         // The session ended; a lossy client may have missed the last chunks.
         let end = session.output_end();
         if end > next {
-            send_gap(&out, &session, next, end, &mut credit).await?;
+            Box::pin(send_gap(&out, &session, next, end, &mut credit)).await?;
         }
     }
     let status = session.exit_status()?;

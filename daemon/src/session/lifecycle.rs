@@ -95,7 +95,8 @@ pub async fn run(
             if let EndReason::IdleTimeout(_) = reason {
                 pool.events.emit(DaemonEventKind::IdleKilled, &session, |_| {});
             }
-            terminate(&handle, &mut exit, grace).await
+            // Boxed, as the clean-up below: an idle session's task keeps only its wait.
+            Box::pin(terminate(&handle, &mut exit, grace)).await
         }
     };
     let status = status.unwrap_or_else(|| {
@@ -110,7 +111,7 @@ pub async fn run(
     }
     // With a cgroup, this returns once the cgroup is empty (or the wait for that gave up),
     // so the exit is announced only after everything the session started has ended.
-    handle.clean_up_group(grace).await;
+    Box::pin(handle.clean_up_group(grace)).await;
     // Output still in the kernel's buffer is read before the exit is announced; a
     // descendant that escaped the group may hold the terminal open, so don't wait for ever.
     if tokio::time::timeout(grace, output_done).await.is_err() {
