@@ -10,8 +10,9 @@
 //!
 //! Protocol (a socket pair, ptyd's end close-on-exec): ptyd sends a 4-byte length and an
 //! [`ExecPlan`], with the PTY slave, the error pipe's write end and optionally the
-//! session's cgroup directory attached (`SCM_RIGHTS`), which the child is created in; the helper answers with the child's
-//! pid as 4 bytes, or a negative `errno` when it could not fork. Whether the exec worked
+//! session's cgroup directory attached (`SCM_RIGHTS`), which the child is created in
+//! (`child::clone_into_cgroup`); the helper answers with the child's pid as 4 bytes, or
+//! a negative `errno` when it could not fork. Whether the exec worked
 //! comes to ptyd through the error pipe (`child.rs`), not through the helper, so the
 //! helper never waits for a child.
 //!

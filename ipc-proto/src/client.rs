@@ -662,7 +662,7 @@ impl Attachment {
         }
         if let (Some(window), Some(ev)) = (&mut self.window, &ev) {
             if let Some(offset) = window.take(ev) {
-                self.ack(offset).await;
+                self.ack(offset);
             }
         }
         ev
@@ -673,14 +673,21 @@ impl Attachment {
         self.window.map(|w| w.size)
     }
 
-    /// Tells ptyd everything before `offset` was taken; its reply is not waited for.
-    async fn ack(&self, offset: u64) {
+    /// Tells ptyd everything before `offset` was taken; its reply is not waited for. Never
+    /// waits itself: `next` must not pend once it has taken an event (a caller polling it
+    /// once, as with `now_or_never`, would drop the event).
+    fn ack(&self, offset: u64) {
         let session = self.reply.session;
         let id = self.client.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Frame::new(id, Request::Ack(AckRequest { session, offset }));
-        // A full request queue: wait for room (the writer drains it unless the connection
-        // is broken, which ends this attachment anyway).
-        let _ = self.client.inner.out.send_async(frame).await;
+        if let Err(flume::TrySendError::Full(frame)) = self.client.inner.out.try_send(frame) {
+            // A full request queue (rare): the ack goes once there is room. A later ack
+            // overtaking it is harmless, as acks only move forward.
+            let out = self.client.inner.out.clone();
+            tokio::spawn(async move {
+                let _ = out.send_async(frame).await;
+            });
+        }
     }
 
     /// The client this attachment belongs to.

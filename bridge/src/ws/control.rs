@@ -5,12 +5,12 @@
 //! and when that queue is full the next frame is held (and the socket not read) until there
 //! is room, while the timers keep running.
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 
+use bytes::Bytes;
 use flume::TrySendError;
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
