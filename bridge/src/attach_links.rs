@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ipc_proto::{Client, ClientError, SessionId};
+use ipc_proto::{Client, ClientError, IpcError, SessionId};
 
 /// Attachments one shared connection carries at most.
 pub const PER_CONNECTION: usize = 64;
@@ -89,7 +89,13 @@ impl AttachLinks {
         if let Some(slot) = self.place(session, None) {
             return Ok(slot);
         }
-        let client = Client::connect(&self.socket).await?;
+        // Bounded: every other socket looking for a place waits behind this connect.
+        let connect = Client::connect(&self.socket);
+        let client = match tokio::time::timeout(crate::daemon_link::CONNECT_TIMEOUT, connect).await
+        {
+            Ok(client) => client?,
+            Err(_) => return Err(IpcError::Timeout(crate::daemon_link::CONNECT_TIMEOUT).into()),
+        };
         let slot = self.place(session, Some(client)).expect("a new connection has room");
         Ok(slot)
     }
