@@ -273,8 +273,8 @@ pub struct AttachRequest {
     /// Whether to start from the screen instead of from bytes. Absent: `never`.
     #[serde(default)]
     pub screen: ScreenStart,
-    /// Flow control of this attachment alone: output is sent only while fewer than this
-    /// many bytes went out past the offset the client last acknowledged (`ack`).
+    /// Flow control of this attachment alone: output is sent only while the events sent
+    /// and not yet acknowledged (`ack`) cost less than this, each its bytes plus 64.
     /// Absent: the connection's own backpressure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u64>,
