@@ -476,8 +476,7 @@ async fn run(config: Config, startup: Startup) -> anyhow::Result<()> {
     if let Some(autostart) = &startup.autostart {
         ensure_daemon(autostart).await.context("starting ptyd")?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = ptyd_bridge::server::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let login = match (&startup.credential, &config.auth) {

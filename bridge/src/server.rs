@@ -18,7 +18,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -177,6 +177,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// Connections the kernel holds for the bridge before it accepts them (capped by
+/// `net.core.somaxconn`). The standard library's 128 made a burst past it (hundreds of
+/// tabs reconnecting after a restart, 500 DELETEs at once in the benchmark) lose SYNs,
+/// which their senders send again only a second later.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As the standard library's bind does: a restarted bridge can take its port back
+    // while connections of the one before linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Turns Nagle's algorithm off on an accepted socket. Keystrokes, their echoes and acks
 /// are small writes: with it on, one sent while the previous is unacknowledged waits for
 /// the peer's delayed ACK (up to 40 ms), and output under flow control crawled (8.6 MiB/s
@@ -222,6 +238,48 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_backlog_instead_of_losing_syns() {
+        use futures::FutureExt;
+        const BURST: usize = 300;
+        // The kernel caps every backlog at net.core.somaxconn (128 before Linux 5.4).
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if somaxconn <= BURST {
+            eprintln!("skipped: net.core.somaxconn is {somaxconn}, no backlog can hold {BURST}");
+            return;
+        }
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Connected before any is accepted, as when the accept loop is busy. With room for
+        // fewer, the kernel drops the rest's SYNs and their connects wait for an accept
+        // that never comes.
+        let connects = (0..BURST).map(|_| tokio::net::TcpStream::connect(addr));
+        let all = futures::future::join_all(connects);
+        let clients = tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("connects lost from the backlog never completed");
+        assert!(clients.iter().all(Result::is_ok));
+        // Every one is waiting to be accepted now; one whose handshake was dropped for
+        // want of room would come back only after the client's one-second retry.
+        let (mut accepted, mut idle_polls) = (0, 0);
+        while accepted < BURST && idle_polls < 1000 {
+            match listener.accept().now_or_never() {
+                Some(r) => {
+                    r.unwrap();
+                    accepted += 1;
+                }
+                None => {
+                    idle_polls += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        assert_eq!(accepted, BURST, "connections lost from the backlog");
+    }
 
     #[tokio::test]
     async fn accepted_sockets_send_small_writes_at_once() {
