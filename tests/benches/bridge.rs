@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ceiling::Direct;
 use futures::{FutureExt, SinkExt, StreamExt};
+use ptyd_tests::blocking::{typed_echoes, BlockingTerm};
 use ptyd_tests::bridge::Bridge;
 use ptyd_tests::{children_of, Daemon, DaemonOptions};
 use serde_json::Value;
@@ -530,15 +531,7 @@ fn direct_throughput(bulk: &Path) -> Result<f64> {
 fn direct_echoes() -> Result<Vec<Duration>> {
     let mut d = Direct::spawn("bash", &SHELL_ARGS, &[("PS1", PROMPT)])?;
     d.read_until(PROMPT.as_bytes())?;
-    let mut out = Vec::with_capacity(ECHOES);
-    for _ in 0..ECHOES {
-        let t = Instant::now();
-        d.write(b"a")?;
-        d.read_until(b"a")?;
-        out.push(t.elapsed());
-        d.write(b"\x7f")?;
-        d.read_until(b"\x08")?;
-    }
+    let out = typed_echoes(&mut d, ECHOES)?;
     d.hang_up()?;
     Ok(out)
 }
@@ -549,16 +542,7 @@ fn relayed_echoes() -> Result<Vec<Duration>> {
     let hops = [relay::Hop::Tcp, relay::Hop::Unix];
     let mut r = relay::Relayed::start(&hops, "bash", &SHELL_ARGS, &[("PS1", PROMPT)])?;
     r.read_until(PROMPT.as_bytes())?;
-    let mut out = Vec::with_capacity(ECHOES);
-    for _ in 0..ECHOES {
-        let t = Instant::now();
-        r.write(b"a")?;
-        r.read_until(b"a")?;
-        out.push(t.elapsed());
-        r.write(b"\x7f")?;
-        r.read_until(b"\x08")?;
-    }
-    Ok(out)
+    typed_echoes(&mut r, ECHOES)
 }
 
 /// Spawn → prompt → hang up → reaped, per second, with `parallel` threads.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ipc_proto::{AttachMode, SessionEvent, SpawnRequest};
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+use ptyd_tests::blocking::BlockingTerm;
 use ptyd_tests::{Daemon, DaemonOptions};
 
 const SPAWNS: usize = 100;

@@ -11,6 +11,7 @@
 //! - [`logfile`]: reading and waiting on the log file of a test process.
 
 pub mod bins;
+pub mod blocking;
 pub mod bridge;
 pub mod daemon;
 pub mod docs;

@@ -340,6 +340,17 @@ async fn a_paused_reader_holds_back_a_bounded_number_of_bytes_and_leaving_frees_
     Ok(())
 }
 
+/// Two sessions for windowed attachments: `yes`, and a print of 1 MiB that ends, whose
+/// replay window holds all of it (so an attach from 0 misses nothing).
+async fn flood_and_print(client: &Client) -> Result<(SessionId, SessionId)> {
+    let flood = client.spawn(SpawnRequest::new("yes", Vec::<String>::new())).await?.session;
+    let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done";
+    let req =
+        SpawnRequest { replay_bytes: Some(2 << 20), ..SpawnRequest::new("sh", ["-c", script]) };
+    let short = client.spawn(req).await?.session;
+    Ok((flood, short))
+}
+
 #[tokio::test]
 async fn windowed_attachments_share_a_connection_each_held_only_by_its_own_acks() -> Result<()> {
     const WINDOW: u64 = 64 * 1024;
@@ -347,11 +358,7 @@ async fn windowed_attachments_share_a_connection_each_held_only_by_its_own_acks(
     const MAX_EVENT: u64 = 64 * 1024;
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let client = daemon.client().await;
-    let flood = client.spawn(SpawnRequest::new("yes", Vec::<String>::new())).await?.session;
-    let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done";
-    let req =
-        SpawnRequest { replay_bytes: Some(2 << 20), ..SpawnRequest::new("sh", ["-c", script]) };
-    let short = client.spawn(req).await?.session;
+    let (flood, short) = flood_and_print(&client).await?;
     let mut raw = RawConn::connect_hello(daemon.socket()).await?;
     for (session, since) in [(flood, serde_json::Value::Null), (short, 0.into())] {
         let header = serde_json::json!({
@@ -430,11 +437,7 @@ async fn one_client_carries_windowed_attachments_a_stalled_reader_holds_up_only_
     const WINDOW: u64 = 64 * 1024;
     let daemon = Daemon::start(DaemonOptions::new()).await?;
     let client = daemon.client().await;
-    let flood = client.spawn(SpawnRequest::new("yes", Vec::<String>::new())).await?.session;
-    let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done";
-    let req =
-        SpawnRequest { replay_bytes: Some(2 << 20), ..SpawnRequest::new("sh", ["-c", script]) };
-    let short = client.spawn(req).await?.session;
+    let (flood, short) = flood_and_print(&client).await?;
     let never = ipc_proto::ScreenStart::Never;
     // Not read for now: without its own window it would fill the connection's queue for
     // this session and stop the connection's reader, and with it the other attachment.

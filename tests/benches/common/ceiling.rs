@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 
 use anyhow::{Context, Result};
 use portable_pty::{native_pty_system, Child, CommandBuilder, PtySize};
+use ptyd_tests::blocking::BlockingTerm;
 
 /// A program on a PTY of this process.
 pub struct Direct {
@@ -30,26 +31,6 @@ impl Direct {
         let reader = pair.master.try_clone_reader()?;
         let writer = pair.master.take_writer()?;
         Ok(Direct { child, reader, writer: Some(writer), seen: Vec::new() })
-    }
-
-    /// Reads until `needle` has appeared since the last match.
-    pub fn read_until(&mut self, needle: &[u8]) -> Result<()> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(at) = self.seen.windows(needle.len()).position(|w| w == needle) {
-                self.seen.drain(..at + needle.len());
-                return Ok(());
-            }
-            let n = self.reader.read(&mut buf).context("direct PTY read")?;
-            anyhow::ensure!(n > 0, "the program ended before {needle:?}");
-            self.seen.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// Writes input.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer.as_mut().context("hung up")?.write_all(bytes)?;
-        Ok(())
     }
 
     /// Reads until the program has ended and closed the terminal; the bytes read.
@@ -91,5 +72,20 @@ impl Direct {
     pub fn wait(&mut self) -> Result<()> {
         self.child.wait()?;
         Ok(())
+    }
+}
+
+impl BlockingTerm for Direct {
+    fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer.as_mut().context("hung up")?.write_all(bytes)?;
+        Ok(())
+    }
+
+    fn seen(&mut self) -> &mut Vec<u8> {
+        &mut self.seen
     }
 }

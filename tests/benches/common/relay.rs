@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+use ptyd_tests::blocking::BlockingTerm;
 
 /// Set (to the role) in a relay's environment: the benchmark's `main` then runs the relay.
 const ROLE_ENV: &str = "PTYD_BENCH_RELAY";
@@ -180,25 +181,20 @@ impl Relayed {
         };
         Ok(Relayed { stream, relays, seen: Vec::new(), _dir: dir })
     }
+}
 
-    /// Reads until `needle` has appeared since the last match.
-    pub fn read_until(&mut self, needle: &[u8]) -> Result<()> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(at) = self.seen.windows(needle.len()).position(|w| w == needle) {
-                self.seen.drain(..at + needle.len());
-                return Ok(());
-            }
-            let n = self.stream.read(&mut buf).context("relayed read")?;
-            anyhow::ensure!(n > 0, "the relay closed before {needle:?}");
-            self.seen.extend_from_slice(&buf[..n]);
-        }
+impl BlockingTerm for Relayed {
+    fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.read(buf)
     }
 
-    /// Writes input.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes)?;
         Ok(())
+    }
+
+    fn seen(&mut self) -> &mut Vec<u8> {
+        &mut self.seen
     }
 }
 
