@@ -362,8 +362,25 @@ async fn input_from_two_clients_arrives_whole_and_each_in_order() -> Result<()> 
 
 #[tokio::test]
 async fn input_a_program_does_not_read_waits_without_holding_up_the_connection() -> Result<()> {
-    // 40 writes of 4 KiB: the terminal's buffer takes one, the session's queue 16, the
-    // rest wait for the program to read.
+    gated_input(Writer::Stays).await
+}
+
+#[tokio::test]
+async fn input_sent_is_written_even_after_its_client_left() -> Result<()> {
+    gated_input(Writer::Leaves).await
+}
+
+/// Whether the client that sent the input waits for its answers or leaves first.
+#[derive(PartialEq)]
+enum Writer {
+    Stays,
+    Leaves,
+}
+
+/// 40 writes of 4 KiB to a program that reads nothing until a FIFO opens (the terminal's
+/// buffer takes one, the session's queue 16, the rest wait), a list answered on the same
+/// connection meanwhile, then every byte echoed whole and in the order sent.
+async fn gated_input(writer: Writer) -> Result<()> {
     const CHUNK: usize = 4096;
     const COUNT: usize = 40;
     let daemon = Daemon::start(DaemonOptions::new()).await?;
@@ -380,13 +397,25 @@ async fn input_a_program_does_not_read_waits_without_holding_up_the_connection()
         c.resize(CHUNK, b'a' + (i % 26) as u8);
         c
     };
-    let inputs = (0..COUNT).map(|i| client.input(s, chunk(i)));
+    let sender = daemon.client().await;
+    let inputs = (0..COUNT).map(|i| {
+        let (sender, data) = (sender.clone(), chunk(i));
+        async move { sender.input(s, data).await }
+    });
     let mut inputs = futures::future::join_all(inputs);
     // Polled once, so every input goes out before the list.
     ensure!(futures::poll!(&mut inputs).is_pending(), "all written with nobody reading");
-    let list = tokio::time::timeout(TIMEOUT, client.list()).await;
+    let list = tokio::time::timeout(TIMEOUT, sender.list()).await;
     let list = list.context("the list waited behind input that nobody reads")??;
     ensure!(list.sessions.len() == 1, "{:?}", list.sessions);
+    let answers = match writer {
+        Writer::Stays => Some(inputs),
+        // Its connection closes with most of the input still waiting.
+        Writer::Leaves => {
+            drop((inputs, sender));
+            None
+        }
+    };
     // Open the gate: everything arrives, whole and in the order sent.
     let open = tokio::task::spawn_blocking(move || std::fs::write(gate, b"go\n"));
     let mut got = Vec::new();
@@ -394,8 +423,10 @@ async fn input_a_program_does_not_read_waits_without_holding_up_the_connection()
         got.extend(next_output(&mut att).await?);
     }
     open.await??;
-    for r in tokio::time::timeout(TIMEOUT, inputs).await.context("inputs not answered")? {
-        r?;
+    if let Some(inputs) = answers {
+        for r in tokio::time::timeout(TIMEOUT, inputs).await.context("inputs not answered")? {
+            r?;
+        }
     }
     let want: Vec<u8> = (0..COUNT).flat_map(chunk).collect();
     ensure!(got == want, "the input arrived out of order or cut");
