@@ -108,6 +108,7 @@ pub async fn run(
     }
     reaper.reap();
     reaper_stop.cancel();
+    pool.remove_shell_files();
     Ok(())
 }
 

@@ -256,6 +256,14 @@ impl PtyPool {
         })
     }
 
+    /// Removes the shell integration's files, at the end of a shutdown (not a live
+    /// upgrade: the new image goes on using them).
+    pub fn remove_shell_files(&self) {
+        if let Some(files) = &self.shell {
+            files.remove();
+        }
+    }
+
     /// Looks a session up.
     pub fn get(&self, id: SessionId) -> Result<Arc<Session>, PoolError> {
         self.sessions.lock().unwrap().get(&id).cloned().ok_or(PoolError::HandleNotFound(id))

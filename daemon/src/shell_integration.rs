@@ -89,6 +89,17 @@ pub fn install(dir: &Path) -> io::Result<ShellFiles> {
     Ok(ShellFiles { dir: dir.to_path_buf() })
 }
 
+impl ShellFiles {
+    /// Removes the files [`install`] wrote and their directory (a daemon that stops takes
+    /// them with it, as it does its socket). Only those: anything else found there stays.
+    pub fn remove(&self) {
+        let _ = fs::remove_file(self.dir.join("bashrc"));
+        let _ = fs::remove_file(self.dir.join("zsh").join(".zshenv"));
+        let _ = fs::remove_dir(self.dir.join("zsh"));
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
 /// Which integration a spawn got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Integration {

@@ -107,6 +107,10 @@ async fn sigterm_ends_every_session_reaps_them_and_removes_the_socket() -> Resul
     );
     ensure!(zombie_children(daemon.pid()).is_empty(), "zombies under the exited ptyd");
     ensure!(!daemon.socket().exists(), "the socket file was left behind");
+    let mut shell = daemon.socket().as_os_str().to_owned();
+    shell.push(".shell");
+    let shell = std::path::PathBuf::from(shell);
+    ensure!(!shell.exists(), "the shell integration's files were left behind in {shell:?}");
 
     let log = daemon.log();
     ensure!(log.contains("shutting down"), "the shutdown should be logged:\n{log}");
